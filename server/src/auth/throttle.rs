@@ -1,0 +1,124 @@
+//! Limits failed sign-ins per email address.
+//!
+//! Counted per address, whether or not an account has it, so the limit tells nothing
+//! about which accounts exist. Kept in memory: on several nodes each node counts alone,
+//! which still bounds guessing to (nodes × limit) per window.
+
+use sha2::{Digest as _, Sha256};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+struct Entry {
+    failures: u32,
+    since: Instant,
+}
+
+/// Failed sign-in counter; see the module docs.
+pub struct LoginThrottle {
+    max_failures: u32,
+    window: Duration,
+    // A std mutex: held for a map lookup only, never across an await.
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+impl std::fmt::Debug for LoginThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginThrottle")
+            .field("max_failures", &self.max_failures)
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+/// Beyond this many tracked addresses, expired entries are swept on the next failure.
+const SWEEP_AT: usize = 10_000;
+
+impl LoginThrottle {
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        Self {
+            max_failures,
+            window,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(email: &str) -> [u8; 32] {
+        Sha256::digest(email.as_bytes()).into()
+    }
+
+    /// `Err(seconds to wait)` when the address has used up its attempts.
+    pub fn check(&self, email: &str) -> Result<(), u64> {
+        let map = self.entries.lock().expect("throttle lock");
+        match map.get(&Self::key(email)) {
+            Some(e) if e.failures >= self.max_failures => {
+                let elapsed = e.since.elapsed();
+                if elapsed < self.window {
+                    Err((self.window - elapsed).as_secs().max(1))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn record_failure(&self, email: &str) {
+        let mut map = self.entries.lock().expect("throttle lock");
+        if map.len() >= SWEEP_AT {
+            let window = self.window;
+            map.retain(|_, e| e.since.elapsed() < window);
+        }
+        let now = Instant::now();
+        let e = map.entry(Self::key(email)).or_insert(Entry {
+            failures: 0,
+            since: now,
+        });
+        if now.duration_since(e.since) >= self.window {
+            *e = Entry {
+                failures: 0,
+                since: now,
+            };
+        }
+        e.failures += 1;
+    }
+
+    pub fn reset(&self, email: &str) {
+        self.entries
+            .lock()
+            .expect("throttle lock")
+            .remove(&Self::key(email));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_after_the_limit_and_resets_on_success() {
+        let t = LoginThrottle::new(3, Duration::from_secs(60));
+        for _ in 0..3 {
+            assert!(t.check("a@example.com").is_ok());
+            t.record_failure("a@example.com");
+        }
+        assert!(t.check("a@example.com").is_err());
+        assert!(
+            t.check("b@example.com").is_ok(),
+            "other addresses unaffected"
+        );
+        t.reset("a@example.com");
+        assert!(t.check("a@example.com").is_ok());
+    }
+
+    #[test]
+    fn the_window_expires() {
+        let t = LoginThrottle::new(1, Duration::from_millis(20));
+        t.record_failure("a@example.com");
+        assert!(t.check("a@example.com").is_err());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(t.check("a@example.com").is_ok());
+    }
+}

@@ -1,0 +1,227 @@
+//! The command line: `alcove [serve]`, `alcove migrate`, `alcove user …`, `alcove keys …`.
+//!
+//! Every option can also be given as an environment variable (shown in `--help`) or as a
+//! key of the TOML file named by `--config`; see `docs/configuration.md`.
+
+use crate::config::{LogFormat, duration, opt_duration};
+use crate::domain::Role;
+use clap::{Args, Parser, Subcommand, builder::BoolishValueParser};
+use serde::Serialize;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Alcove: video sessions between therapists and their clients, in the browser.
+///
+/// With no command, runs the server (`alcove serve`) on 127.0.0.1:8080 with a SQLite
+/// database in ./data: no setup needed.
+#[derive(Debug, Parser)]
+#[command(name = "alcove", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default command).
+    Serve(ServeCmd),
+    /// Apply database migrations and exit (the server also applies them at start).
+    Migrate(CommonArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage the keys that sign access and join tokens.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Default, Args, Serialize)]
+pub struct CommonArgs {
+    /// TOML file with options as snake_case keys (`listen = "0.0.0.0:8080"`); flags and
+    /// environment variables override it.
+    #[arg(long, env = "ALCOVE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Folder for state: the SQLite database and the token signing keys, created when
+    /// missing [default: data]
+    #[arg(long, env = "ALCOVE_DATA_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database: sqlite://PATH or postgres://USER@HOST:PORT/DB
+    /// [default: the SQLite file alcove.db in the data folder]
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+
+    /// Log format; the level follows RUST_LOG (e.g. RUST_LOG=debug) [default: text]
+    #[arg(long, env = "ALCOVE_LOG_FORMAT", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// `alcove serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeCmd {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Options of the server.
+#[derive(Debug, Clone, Default, Args, Serialize)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "ALCOVE_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+
+    /// The URL people reach this server at, used for links in calendar entries, the
+    /// allowed browser origin and the signalling URL [default: http://<listen address>]
+    #[arg(long, env = "ALCOVE_PUBLIC_URL", value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+
+    /// Largest number of pooled database connections [default: 10]
+    #[arg(long, env = "ALCOVE_DB_MAX_CONNECTIONS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_max_connections: Option<u32>,
+
+    /// Whether clients may create their own accounts [default: true]
+    #[arg(long, env = "ALCOVE_ALLOW_REGISTRATION", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_registration: Option<bool>,
+
+    /// Lifetime of access tokens [default: 15m]
+    #[arg(long, env = "ALCOVE_ACCESS_TOKEN_TTL", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub access_token_ttl: Option<Duration>,
+
+    /// Lifetime of each refresh token; every refresh issues a new one [default: 30d]
+    #[arg(long, env = "ALCOVE_REFRESH_TOKEN_TTL", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub refresh_token_ttl: Option<Duration>,
+
+    /// Longest a sign-in lasts, however often it is refreshed [default: 90d]
+    #[arg(long, env = "ALCOVE_SESSION_MAX_AGE", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub session_max_age: Option<Duration>,
+
+    /// Failed sign-ins for one email address within the login window before further
+    /// attempts get 429 [default: 10]
+    #[arg(long, env = "ALCOVE_LOGIN_MAX_FAILURES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_max_failures: Option<u32>,
+
+    /// Window over which failed sign-ins are counted [default: 15m]
+    #[arg(long, env = "ALCOVE_LOGIN_WINDOW", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub login_window: Option<Duration>,
+
+    /// Serve the web client from this folder instead of the copy built into the binary
+    /// (for working on web/)
+    #[arg(long, env = "ALCOVE_WEB_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create an account. The password is read from standard input (one line).
+    ///
+    /// The first administrator of a fresh install is made this way:
+    ///   alcove user create --email you@example.org --name "Your Name" --role admin
+    Create {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Email address (the sign-in name)
+        #[arg(long)]
+        email: String,
+        /// Name shown to others
+        #[arg(long)]
+        name: String,
+        /// client, therapist or admin
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// Set an account's password (read from standard input) and sign it out everywhere.
+    SetPassword {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        email: String,
+    },
+    /// Disable an account: it can no longer sign in, and its sign-ins end at once.
+    Disable {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        email: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Add a new signing key and make it current; older keys keep verifying until deleted.
+    Rotate(CommonArgs),
+    /// List the key ids, marking the current one.
+    List(CommonArgs),
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse().map_err(|e: crate::domain::Invalid| e.0)
+}
+
+/// The environment variables the command line knows, for warning about unknown ones.
+pub fn known_env_vars() -> Vec<String> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                out.push(env.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&<Cli as clap::CommandFactory>::command(), &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn known_env_vars_include_the_documented_ones() {
+        let known = known_env_vars();
+        for v in [
+            "ALCOVE_LISTEN",
+            "ALCOVE_DATA_DIR",
+            "DATABASE_URL",
+            "ALCOVE_CONFIG",
+        ] {
+            assert!(known.iter().any(|k| k == v), "{v}");
+        }
+    }
+}

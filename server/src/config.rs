@@ -1,0 +1,259 @@
+//! Configuration: defaults, then an optional TOML file, then environment variables and
+//! command-line flags (clap reads both; a flag beats its variable).
+//!
+//! Every option has a default, so `alcove` starts with no setup at all. A bad value stops
+//! the start with a message naming the option. `docs/configuration.md` lists every option.
+
+use crate::cli::{CommonArgs, ServeArgs};
+use anyhow::{Context as _, bail};
+use figment::{
+    Figment,
+    providers::{Format as _, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Durations written like `90s`, `10m`, `12h`, `30d` in files, variables and flags.
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{e} (write a duration like 90s, 10m, 12h or 30d)"))
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole configuration of a running server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Folder for state: the SQLite database and the token signing keys.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `<data_dir>/alcove.db`.
+    pub database_url: Option<String>,
+    /// Largest number of pooled database connections.
+    pub db_max_connections: u32,
+    /// The URL people reach this server at (links, allowed origin, signalling URL).
+    pub public_url: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Whether clients may create their own accounts.
+    pub allow_registration: bool,
+    /// Lifetime of access tokens.
+    #[serde(with = "duration")]
+    pub access_token_ttl: Duration,
+    /// Lifetime of each refresh token (rotation issues a new one).
+    #[serde(with = "duration")]
+    pub refresh_token_ttl: Duration,
+    /// Longest a sign-in lasts however often it is refreshed.
+    #[serde(with = "duration")]
+    pub session_max_age: Duration,
+    /// Failed sign-ins per email address allowed within `login_window` before 429.
+    pub login_max_failures: u32,
+    /// Window over which failed sign-ins are counted.
+    #[serde(with = "duration")]
+    pub login_window: Duration,
+    /// Serve `web/` from this folder instead of the copy embedded in the binary
+    /// (for working on the web client).
+    pub web_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            db_max_connections: 10,
+            public_url: None,
+            log_format: LogFormat::Text,
+            allow_registration: true,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_age: Duration::from_secs(90 * 24 * 3600),
+            login_max_failures: 10,
+            login_window: Duration::from_secs(15 * 60),
+            web_dir: None,
+        }
+    }
+}
+
+/// Serialises an optional duration given on the command line.
+pub mod opt_duration {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+impl Config {
+    /// Build the configuration from the file named by `--config`, then the command line and
+    /// the environment (already merged by clap), then check it.
+    pub fn load(common: &CommonArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &common.config {
+            if !path.exists() {
+                bail!(
+                    "--config / ALCOVE_CONFIG: {} does not exist",
+                    path.display()
+                );
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        // The command line and the environment (merged by clap) beat the file.
+        fig = fig.merge(Serialized::defaults(common));
+        if let Some(serve) = serve {
+            fig = fig.merge(Serialized::defaults(serve));
+        }
+        let config: Config = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Cross-field and range checks; each message names the option.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let mins = |d: Duration| d.as_secs() / 60;
+        if !(1..=24 * 60).contains(&mins(self.access_token_ttl)) {
+            bail!("ALCOVE_ACCESS_TOKEN_TTL must be between 1m and 24h");
+        }
+        if self.refresh_token_ttl < self.access_token_ttl {
+            bail!("ALCOVE_REFRESH_TOKEN_TTL must be at least ALCOVE_ACCESS_TOKEN_TTL");
+        }
+        if self.session_max_age < self.refresh_token_ttl {
+            bail!("ALCOVE_SESSION_MAX_AGE must be at least ALCOVE_REFRESH_TOKEN_TTL");
+        }
+        if self.db_max_connections == 0 {
+            bail!("ALCOVE_DB_MAX_CONNECTIONS must be at least 1");
+        }
+        if self.login_max_failures == 0 {
+            bail!("ALCOVE_LOGIN_MAX_FAILURES must be at least 1");
+        }
+        if let Some(url) = &self.public_url {
+            parse_public_url(url).context("ALCOVE_PUBLIC_URL")?;
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+        {
+            bail!("DATABASE_URL must start with sqlite:// or postgres://");
+        }
+        Ok(())
+    }
+
+    /// The SQLite file used when no `DATABASE_URL` is given.
+    pub fn default_sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("alcove.db")
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+
+    /// The public base URL, given or derived from the bound address.
+    pub fn public_base(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None if bound.ip().is_unspecified() => format!("http://localhost:{}", bound.port()),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+/// A public URL must be absolute http(s) with a host and no query or fragment.
+fn parse_public_url(raw: &str) -> anyhow::Result<()> {
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .context("must start with http:// or https://")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || raw.contains(['?', '#', ' ']) {
+        bail!("must be an absolute URL such as https://therapy.example.org");
+    }
+    Ok(())
+}
+
+/// Every `ALCOVE_*` variable that is set but unknown, for a warning at start.
+pub fn unknown_env_vars(known: &[String]) -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("ALCOVE_") && !known.iter().any(|n| n == k))
+        .collect()
+}
+
+/// Resolve a path given relative to the working directory, for messages.
+pub fn display_path(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_owned())
+        .display()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_the_docs_say() {
+        assert_eq!(duration::parse("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration::parse("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(duration::parse("12h").unwrap(), Duration::from_secs(43200));
+        assert!(duration::parse("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().check().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let c = Config {
+            public_url: Some("ftp://x".into()),
+            ..Config::default()
+        };
+        assert!(format!("{:#}", c.check().unwrap_err()).contains("ALCOVE_PUBLIC_URL"));
+        let c = Config {
+            access_token_ttl: Duration::from_secs(3 * 24 * 3600),
+            ..Config::default()
+        };
+        assert!(
+            c.check()
+                .unwrap_err()
+                .to_string()
+                .contains("ALCOVE_ACCESS_TOKEN_TTL")
+        );
+    }
+}

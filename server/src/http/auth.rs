@@ -1,0 +1,299 @@
+//! `/api/v1/auth/*`: registration, sign-in, refresh, sign-out.
+
+use super::{extract::Json, views::UserView};
+use crate::{
+    auth::tokens::{hash_refresh_token, issue_access, new_refresh_token},
+    domain::{DisplayName, Email, NewPassword, Password, Role},
+    error::{ApiError, ApiResult, Fields, Problem},
+    state::AppState,
+    store::{NewUser, RefreshOutcome, StoreError, Ts, User},
+};
+use axum::{extract::State, http::StatusCode};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+}
+
+/// A new client account.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub email: String,
+    /// See the password rule in the endpoint description.
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    pub display_name: String,
+}
+
+/// Sign-in with email and password.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// A refresh token, to rotate or to revoke.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[schema(value_type = String)]
+    pub refresh_token: SecretString,
+}
+
+/// Tokens for a signed-in account.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// JWT for `Authorization: Bearer`; short-lived.
+    pub access_token: String,
+    /// Opaque; use once at `/api/v1/auth/refresh` to get new tokens.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub user: UserView,
+}
+
+pub(crate) fn after(d: Duration) -> Ts {
+    Ts::from(
+        jiff::Timestamp::now()
+            + jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX),
+    )
+}
+
+async fn issue_tokens(
+    state: &AppState,
+    user: User,
+    session_id: Uuid,
+    refresh_token: String,
+) -> ApiResult<TokenResponse> {
+    let ttl = state.config.access_token_ttl;
+    let access_token = issue_access(&state.jwt, user.id, session_id, user.role(), ttl)?;
+    Ok(TokenResponse {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: ttl.as_secs(),
+        user: user.into(),
+    })
+}
+
+/// Create a client account.
+///
+/// Open unless the operator turned registration off (`ALCOVE_ALLOW_REGISTRATION=false`).
+/// Therapists and admins are created by an admin. Password rule: a password must be 10 to
+/// 128 characters long, must not be one of the most common passwords, and must not contain
+/// the local part of your email address.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = UserView),
+        (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid email, name or weak password", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<RegisterRequest>,
+) -> ApiResult<(StatusCode, axum::Json<UserView>)> {
+    if !state.config.allow_registration {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "registration_closed",
+            "this service does not take new registrations; ask your practice for an account",
+        ));
+    }
+    let mut f = Fields::default();
+    let email = f.check("email", Email::parse(&body.email));
+    let name = f.check("display_name", DisplayName::parse(&body.display_name));
+    let password = f.check(
+        "password",
+        NewPassword::parse(body.password, email.as_ref()),
+    );
+    f.finish()?;
+    let (email, name, password) = (email.unwrap(), name.unwrap(), password.unwrap());
+    let user = create_account(&state, email, name, Role::Client, &password).await?;
+    Ok((StatusCode::CREATED, axum::Json(user.into())))
+}
+
+/// Hash the password and create the account; a taken email is 409 `email_taken`.
+pub(crate) async fn create_account(
+    state: &AppState,
+    email: Email,
+    display_name: DisplayName,
+    role: Role,
+    password: &NewPassword,
+) -> ApiResult<User> {
+    let password_hash = state.passwords.hash(password.secret()).await?;
+    state
+        .db
+        .create_user(NewUser {
+            email,
+            display_name,
+            role,
+            password_hash,
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::conflict(
+                "email_taken",
+                "an account with this email address already exists",
+            ),
+            other => other.into(),
+        })
+}
+
+/// Sign in.
+///
+/// A wrong password and an unknown email get the same answer, in about the same time.
+/// After too many failures for one email address within the login window, further attempts
+/// get 429 with `Retry-After`.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Account disabled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Malformed email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed attempts", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    Json(body): Json<LoginRequest>,
+) -> ApiResult<axum::Json<TokenResponse>> {
+    let mut f = Fields::default();
+    let email = f.check("email", Email::parse(&body.email));
+    let password = f.check("password", Password::parse(body.password));
+    f.finish()?;
+    let (email, password) = (email.unwrap(), password.unwrap());
+
+    state
+        .login_throttle
+        .check(email.as_str())
+        .map_err(ApiError::too_many_requests)?;
+    let found = state.db.user_by_email(&email).await?;
+    let ok = state
+        .passwords
+        .verify(
+            password.secret(),
+            found.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await;
+    let Some(found) = found.filter(|_| ok) else {
+        state.login_throttle.record_failure(email.as_str());
+        tracing::info!("sign-in failed");
+        return Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "the email address or password is incorrect",
+        ));
+    };
+    if found.user.disabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_disabled",
+            "this account is disabled",
+        ));
+    }
+    state.login_throttle.reset(email.as_str());
+    let (refresh_token, hash) = new_refresh_token()?;
+    let session_id = state
+        .db
+        .create_session(
+            found.user.id,
+            &hash,
+            after(state.config.refresh_token_ttl),
+            after(state.config.session_max_age),
+        )
+        .await?;
+    tracing::info!(user_id = %found.user.id, "signed in");
+    Ok(axum::Json(
+        issue_tokens(&state, found.user, session_id, refresh_token).await?,
+    ))
+}
+
+/// Longest refresh token we would ever issue, with room; longer input is not ours.
+const MAX_REFRESH_LEN: usize = 128;
+
+fn refresh_hash(token: &SecretString) -> ApiResult<Vec<u8>> {
+    use secrecy::ExposeSecret as _;
+    let t = token.expose_secret();
+    if t.is_empty() || t.len() > MAX_REFRESH_LEN {
+        return Err(ApiError::unauthorized(
+            "invalid_refresh_token",
+            "the refresh token is not valid",
+        ));
+    }
+    Ok(hash_refresh_token(t))
+}
+
+/// Exchange a refresh token for new tokens.
+///
+/// Each refresh token works once; the response carries its successor. Presenting a refresh
+/// token that was already used revokes every token of that sign-in (someone else may hold
+/// a copy), and the account must sign in again.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New access and refresh tokens", body = TokenResponse),
+        (status = 401, description = "Invalid, expired or reused refresh token", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> ApiResult<axum::Json<TokenResponse>> {
+    let hash = refresh_hash(&body.refresh_token)?;
+    let (new_token, new_hash) = new_refresh_token()?;
+    let outcome = state
+        .db
+        .rotate_refresh_token(&hash, &new_hash, after(state.config.refresh_token_ttl))
+        .await?;
+    match outcome {
+        RefreshOutcome::Rotated { user, session_id } => Ok(axum::Json(
+            issue_tokens(&state, user, session_id, new_token).await?,
+        )),
+        RefreshOutcome::Reused { session_id } => {
+            tracing::warn!(%session_id, "refresh token reused: sign-in revoked");
+            Err(ApiError::unauthorized(
+                "refresh_token_reused",
+                "this refresh token was already used, so every token of this sign-in has been revoked; sign in again",
+            ))
+        }
+        RefreshOutcome::Invalid => Err(ApiError::unauthorized(
+            "invalid_refresh_token",
+            "the refresh token is not valid, has expired, or its sign-in has ended",
+        )),
+    }
+}
+
+/// Sign out: revoke the sign-in the refresh token belongs to, with all its tokens.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "Signed out (also when already signed out)"),
+        (status = 401, description = "Unknown refresh token", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn logout(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> ApiResult<StatusCode> {
+    let hash = refresh_hash(&body.refresh_token)?;
+    if state.db.revoke_session_by_refresh(&hash, "logout").await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::unauthorized(
+            "invalid_refresh_token",
+            "the refresh token is not valid",
+        ))
+    }
+}

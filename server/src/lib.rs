@@ -1,0 +1,24 @@
+//! Alcove's server: the `alcove` binary's library.
+//!
+//! - [`cli`] and [`config`] read the command line and configuration (defaults, TOML file,
+//!   environment).
+//! - [`startup`] builds the [`state::AppState`], binds the listener and serves.
+//! - [`http`] is the axum API, one module per feature, plus the embedded web client.
+//! - [`auth`] holds signing keys, JWTs, password hashing, refresh tokens, the extractor.
+//! - [`domain`] has the checked values (`Email`, `DisplayName`, `TimeZoneName`, …).
+//! - [`store`] is the database, SQLite or PostgreSQL behind one interface.
+//! - [`error`] is the API error and its RFC 9457 problem body.
+//! - [`commands`] runs the admin subcommands (`migrate`, `user`, `keys`).
+//! - [`telemetry`] sets up logging.
+
+pub mod auth;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;

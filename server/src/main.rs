@@ -1,0 +1,69 @@
+//! `alcove`: see `alcove --help`.
+
+use alcove::{
+    cli::{Cli, Command, ServeCmd, known_env_vars},
+    commands,
+    config::{Config, LogFormat, display_path, unknown_env_vars},
+    startup::{Application, shutdown_signal},
+    telemetry,
+};
+use clap::Parser as _;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = match &cli.command {
+        None => &cli.serve.common,
+        Some(Command::Serve(s)) => &s.common,
+        Some(Command::Migrate(c)) => c,
+        Some(Command::User(u)) => match u {
+            alcove::cli::UserCmd::Create { common, .. }
+            | alcove::cli::UserCmd::SetPassword { common, .. }
+            | alcove::cli::UserCmd::Disable { common, .. }
+            | alcove::cli::UserCmd::Enable { common, .. } => common,
+        },
+        Some(Command::Keys(k)) => match k {
+            alcove::cli::KeysCmd::Rotate(c) | alcove::cli::KeysCmd::List(c) => c,
+        },
+    };
+    if let Err(e) = telemetry::init(common.log_format.unwrap_or(LogFormat::Text)) {
+        eprintln!("alcove: cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    for var in unknown_env_vars(&known_env_vars()) {
+        tracing::warn!(variable = %var, "unknown ALCOVE_* environment variable ignored (see alcove --help)");
+    }
+    let result = match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(s)) => serve(s).await,
+        Some(Command::Migrate(c)) => commands::migrate(&c).await,
+        Some(Command::User(u)) => commands::user(u).await,
+        Some(Command::Keys(k)) => commands::keys(k),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("alcove: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cmd: ServeCmd) -> anyhow::Result<()> {
+    let config = Config::load(&cmd.common, Some(&cmd.serve))?;
+    let backend = if config.database_url.is_some() {
+        "DATABASE_URL".to_owned()
+    } else {
+        format!("SQLite at {}", display_path(&config.default_sqlite_path()))
+    };
+    let app = Application::build(config).await?;
+    tracing::info!(
+        address = %app.local_addr(),
+        public_url = %app.state().public_url,
+        database = %backend,
+        "alcove is listening"
+    );
+    app.run_until(shutdown_signal()).await
+}

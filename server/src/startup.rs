@@ -1,0 +1,114 @@
+//! Building and running the server: connect the database, apply migrations, load keys,
+//! bind the listener, serve until told to stop.
+
+use crate::{
+    auth::{Jwt, KeySet, LoginThrottle, Passwords},
+    config::{Config, display_path},
+    http,
+    state::AppState,
+    store::Db,
+};
+use anyhow::Context as _;
+use std::{future::Future, net::SocketAddr, sync::Arc};
+use tokio::net::TcpListener;
+
+/// Open the configured database (the default SQLite file when none is configured).
+pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
+    let url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let path = config.default_sqlite_path();
+            format!("sqlite://{}", display_path(&path))
+        }
+    };
+    Db::connect(&url, config.db_max_connections).await
+}
+
+/// A server that is built and bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Prepare everything and bind `config.listen` (port 0 picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = open_db(&config).await?;
+        db.migrate().await?;
+        let keys = KeySet::load_or_create(&config.keys_dir())?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("ALCOVE_LISTEN: cannot listen on {}", config.listen))?;
+        let bound = listener.local_addr()?;
+        let public_url: Arc<str> = config.public_base(bound).into();
+        let state = AppState {
+            db,
+            jwt: Jwt::new(Arc::new(keys), public_url.to_string()),
+            passwords: Passwords::new().await?,
+            login_throttle: Arc::new(LoginThrottle::new(
+                config.login_max_failures,
+                config.login_window,
+            )),
+            public_url,
+            config: Arc::new(config),
+        };
+        let router = http::router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` completes, then finish in-flight requests and close the pool.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let db = self.state.db.clone();
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+        db.close().await;
+        Ok(())
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,231 @@
+//! Storage: one interface over two backends.
+//!
+//! [`Db`] is either a SQLite pool (the embedded default) or a PostgreSQL pool. Queries are
+//! written once, with `$1`-style placeholders that both drivers accept, and run through
+//! [`on_pool!`], which type-checks the same body once per backend. Where the backends truly
+//! differ (constraint errors, transaction start) the difference is named here, not scattered.
+//!
+//! Every time is bound by the application as a [`Ts`]; SQL never calls `now()`.
+
+mod sessions;
+mod therapists;
+mod ts;
+mod users;
+
+pub use sessions::{RefreshOutcome, SessionUser};
+pub use therapists::{DirectoryFilter, ProfileUpdate, TherapistProfile};
+pub use ts::Ts;
+pub use users::{NewUser, User, UserWithHash};
+
+use anyhow::Context as _;
+use sqlx::{
+    PgPool, Postgres, Sqlite, SqlitePool, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use std::{str::FromStr, time::Duration};
+
+/// Run `$body` with `$pool` bound to the concrete pool of `$db` (a `&Db`).
+///
+/// The body is compiled twice, once for each backend, so it must only use SQL and types
+/// that both understand.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A connection pool to one of the two supported databases.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which database a [`Db`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A storage failure, classified so that callers can answer 404 or 409 where that is right.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or exclusion constraint refused the write (the name says which).
+    #[error("conflict on {0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Sqlx(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let Some(db) = e.as_database_error() {
+            use sqlx::error::ErrorKind::*;
+            if matches!(db.kind(), UniqueViolation | ExclusionViolation) {
+                // PostgreSQL names the constraint; SQLite only says it in the message.
+                let name = db
+                    .constraint()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| db.message().to_owned());
+                return StoreError::Conflict(name);
+            }
+            // SQLite overlap triggers raise ABORT with a message starting "conflict:".
+            if let Some(rest) = db.message().strip_prefix("conflict:") {
+                return StoreError::Conflict(rest.trim().to_owned());
+            }
+        }
+        if matches!(e, sqlx::Error::RowNotFound) {
+            return StoreError::NotFound;
+        }
+        StoreError::Sqlx(e)
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Starting a transaction that will write.
+///
+/// SQLite: `BEGIN IMMEDIATE` takes the write lock up front. A plain (deferred) transaction
+/// that reads and then writes can fail at once with SQLITE_BUSY when another writer got
+/// there first, without waiting for the busy timeout; immediate transactions queue instead,
+/// and they serialise every check-then-write, which is what makes them safe.
+/// PostgreSQL: an ordinary transaction; its invariants are held by constraints.
+pub(crate) trait WritePool {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl WritePool for SqlitePool {
+    type Db = Sqlite;
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl WritePool for PgPool {
+    type Db = Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub database: &'static str,
+    /// Newest migration applied in the database.
+    pub applied_migration: Option<i64>,
+    /// Newest migration this binary carries.
+    pub expected_migration: i64,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.applied_migration == Some(self.expected_migration)
+    }
+}
+
+impl Db {
+    /// Connect to `url` (`sqlite://…` or `postgres://…`). For SQLite the file and its folder
+    /// are created when missing, WAL and foreign keys are turned on.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .context("DATABASE_URL: not a valid sqlite:// URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a committed join or admission survives power loss, not just a crash.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                // Writers queue behind BEGIN IMMEDIATE; give them time under bursts.
+                .busy_timeout(Duration::from_secs(15));
+            let file = opts.get_filename();
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the database folder {}", dir.display()))?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(20))
+                .connect_with(opts)
+                .await
+                .context("opening the SQLite database")?;
+            Ok(Db::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url)
+                .context("DATABASE_URL: not a valid postgres:// URL")?
+                .application_name("alcove");
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Ok(Db::Postgres(pool))
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self {
+            Db::Sqlite(_) => &SQLITE_MIGRATOR,
+            Db::Postgres(_) => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    /// Apply every embedded migration not yet applied.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        on_pool!(self, pool => self.migrator().run(pool).await)
+            .context("applying database migrations")
+    }
+
+    /// Whether the database answers and carries every migration this binary expects.
+    pub async fn readiness(&self) -> Readiness {
+        let expected = self
+            .migrator()
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap_or_default();
+        let applied: Result<Option<i64>, sqlx::Error> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(pool)
+                .await
+        });
+        let (database, applied_migration) = match applied {
+            Ok(v) => ("up", v),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: database check failed");
+                ("down", None)
+            }
+        };
+        Readiness {
+            database,
+            applied_migration,
+            expected_migration: expected,
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}

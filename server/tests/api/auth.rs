@@ -1,0 +1,471 @@
+//! Registration, sign-in, refresh rotation and sign-out.
+
+use crate::helpers::{Backend, PASSWORD, spawn_app, spawn_app_with};
+use crate::on_both_backends;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+on_both_backends!(
+    register_login_me_refresh_logout_journey,
+    a_refresh_token_used_twice_revokes_its_family,
+    concurrent_uses_of_one_refresh_token_leave_one_winner,
+    email_is_unique_whatever_its_case,
+    bad_registration_input_is_refused_and_nothing_is_written,
+    wrong_password_and_unknown_email_get_the_same_answer,
+    repeated_failures_are_throttled,
+    changing_the_password_ends_other_sign_ins,
+    disabled_accounts_cannot_sign_in_and_their_tokens_stop,
+);
+
+async fn register_login_me_refresh_logout_journey(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reg = app
+        .post(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": "Ada@Example.com", "password": PASSWORD, "display_name": "Ada"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(reg["email"], "ada@example.com");
+    assert_eq!(reg["role"], "client");
+    assert!(reg.get("password_hash").is_none());
+
+    let login = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(login["token_type"], "Bearer");
+    assert_eq!(login["expires_in"], 900, "15 minutes by default");
+    assert_eq!(login["user"]["id"], reg["id"]);
+    let access = login["access_token"].as_str().unwrap();
+    let refresh = login["refresh_token"].as_str().unwrap();
+
+    let me = app.get("/api/v1/me", Some(access)).await.expect(200);
+    assert_eq!(
+        me,
+        json!({"id": reg["id"], "email": "ada@example.com", "display_name": "Ada", "role": "client"})
+    );
+
+    let rotated = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": refresh}),
+        )
+        .await
+        .expect(200);
+    let access2 = rotated["access_token"].as_str().unwrap();
+    let refresh2 = rotated["refresh_token"].as_str().unwrap();
+    assert_ne!(refresh2, refresh, "refresh tokens rotate");
+    app.get("/api/v1/me", Some(access2)).await.expect(200);
+
+    app.post(
+        "/api/v1/auth/logout",
+        None,
+        json!({"refresh_token": refresh2}),
+    )
+    .await
+    .expect(204);
+    // Signing out ends the access tokens of that sign-in too, and its refresh token.
+    app.get("/api/v1/me", Some(access2))
+        .await
+        .expect_problem(401, "invalid_token");
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": refresh2}),
+    )
+    .await
+    .expect_problem(401, "invalid_refresh_token");
+    // Signing out twice is fine.
+    app.post(
+        "/api/v1/auth/logout",
+        None,
+        json!({"refresh_token": refresh2}),
+    )
+    .await
+    .expect(204);
+    app.post(
+        "/api/v1/auth/logout",
+        None,
+        json!({"refresh_token": "alcrt_unknown"}),
+    )
+    .await
+    .expect_problem(401, "invalid_refresh_token");
+}
+
+async fn a_refresh_token_used_twice_revokes_its_family(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = app.client("Bea").await;
+    // A second, independent sign-in of the same account must survive.
+    let other = app.login(&s.email).await;
+
+    let r1 = app
+        .post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": s.refresh}),
+        )
+        .await
+        .expect(200);
+    let new_access = r1["access_token"].as_str().unwrap().to_owned();
+    let new_refresh = r1["refresh_token"].as_str().unwrap().to_owned();
+
+    // The first token again: theft is assumed, the whole family is revoked.
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": s.refresh}),
+    )
+    .await
+    .expect_problem(401, "refresh_token_reused");
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": new_refresh}),
+    )
+    .await
+    .expect_problem(401, "invalid_refresh_token");
+    app.get("/api/v1/me", Some(&new_access))
+        .await
+        .expect_problem(401, "invalid_token");
+    app.get("/api/v1/me", Some(&s.access))
+        .await
+        .expect_problem(401, "invalid_token");
+
+    // The other sign-in is untouched.
+    app.get("/api/v1/me", Some(&other.access)).await.expect(200);
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": other.refresh}),
+    )
+    .await
+    .expect(200);
+}
+
+async fn concurrent_uses_of_one_refresh_token_leave_one_winner(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = app.client("Cy").await;
+    let attempts = (0..8).map(|_| {
+        app.post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": s.refresh}),
+        )
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let ok = results.iter().filter(|r| r.status == 200).count();
+    assert!(ok <= 1, "at most one concurrent use may win, got {ok}");
+    for r in results.iter().filter(|r| r.status != 200) {
+        r.expect(401);
+    }
+    // Whoever won, the family is now revoked, because the token was used more than once.
+    for r in results.iter().filter(|r| r.status == 200) {
+        let t = r.json()["refresh_token"].as_str().unwrap().to_owned();
+        app.post("/api/v1/auth/refresh", None, json!({"refresh_token": t}))
+            .await
+            .expect(401);
+    }
+}
+
+async fn email_is_unique_whatever_its_case(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let body = |email: &str| json!({"email": email, "password": PASSWORD, "display_name": "Dee"});
+    app.post("/api/v1/auth/register", None, body("dee@example.com"))
+        .await
+        .expect(201);
+    app.post("/api/v1/auth/register", None, body("DEE@Example.COM"))
+        .await
+        .expect_problem(409, "email_taken");
+    // Sign-in is case-insensitive too.
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "Dee@EXAMPLE.com", "password": PASSWORD}),
+    )
+    .await
+    .expect(200);
+}
+
+async fn bad_registration_input_is_refused_and_nothing_is_written(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let reg = "/api/v1/auth/register";
+
+    // Malformed JSON: 400.
+    app.post_raw(reg, "application/json", "{\"email\": ")
+        .await
+        .expect_problem(400, "malformed_json");
+    // Not JSON at all: 415.
+    app.post_raw(reg, "text/plain", "email=a")
+        .await
+        .expect_problem(415, "unsupported_media_type");
+    // Wrong types: 422.
+    app.post(
+        reg,
+        None,
+        json!({"email": 5, "password": PASSWORD, "display_name": "E"}),
+    )
+    .await
+    .expect_problem(422, "invalid_body");
+    // Missing field: 422.
+    app.post(
+        reg,
+        None,
+        json!({"email": "e@example.com", "password": PASSWORD}),
+    )
+    .await
+    .expect_problem(422, "invalid_body");
+    // Unknown field (a client trying to choose its role): 422.
+    app.post(
+        reg,
+        None,
+        json!({"email": "e@example.com", "password": PASSWORD, "display_name": "E", "role": "admin"}),
+    )
+    .await
+    .expect_problem(422, "invalid_body");
+    // Invalid email, over-long name, weak password: one 422 naming each field.
+    let b = app
+        .post(
+            reg,
+            None,
+            json!({"email": "not-an-email", "password": "short", "display_name": "x".repeat(101)}),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
+    let fields: Vec<&str> = b["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["email", "display_name", "password"]);
+    // The weak-password message states the rule.
+    let b = app
+        .post(
+            reg,
+            None,
+            json!({"email": "e@example.com", "password": "password123", "display_name": "E"}),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .contains("10 to 128 characters")
+    );
+    // Over-long email.
+    app.post(
+        reg,
+        None,
+        json!({"email": format!("{}@example.com", "e".repeat(300)), "password": PASSWORD, "display_name": "E"}),
+    )
+    .await
+    .expect_problem(422, "validation_failed");
+    // Over-large body: 413.
+    let huge = format!(
+        r#"{{"email":"e@example.com","password":"{}","display_name":"E"}}"#,
+        "p".repeat(100 * 1024)
+    );
+    app.post_raw(reg, "application/json", huge)
+        .await
+        .expect_problem(413, "payload_too_large");
+
+    // None of it created an account.
+    let (_, total) = app.store().list_users(None, 10, 0).await.unwrap();
+    assert_eq!(total, 0);
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "e@example.com", "password": PASSWORD}),
+    )
+    .await
+    .expect_problem(401, "invalid_credentials");
+}
+
+async fn wrong_password_and_unknown_email_get_the_same_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = app.client("Eve").await;
+    let attempt = |email: String| {
+        let app = &app;
+        async move {
+            let t = Instant::now();
+            let r = app
+                .post(
+                    "/api/v1/auth/login",
+                    None,
+                    json!({"email": email, "password": "not the password at all"}),
+                )
+                .await;
+            (r, t.elapsed())
+        }
+    };
+    let (wrong, _) = attempt(s.email.clone()).await;
+    let (unknown, _) = attempt("nobody@example.com".into()).await;
+    let a = wrong.expect_problem(401, "invalid_credentials");
+    let b = unknown.expect_problem(401, "invalid_credentials");
+    assert_eq!(a["detail"], b["detail"]);
+    assert_eq!(
+        wrong.headers.get("www-authenticate"),
+        unknown.headers.get("www-authenticate")
+    );
+
+    // Timing: both run one Argon2 verification. Compare medians as a ratio in one run
+    // (a missing dummy hash would make the unknown case ~30x faster).
+    let mut wrong_t = Vec::new();
+    let mut unknown_t = Vec::new();
+    for i in 0..5 {
+        wrong_t.push(attempt(s.email.clone()).await.1);
+        unknown_t.push(attempt(format!("nobody{i}@example.com")).await.1);
+    }
+    wrong_t.sort();
+    unknown_t.sort();
+    let ratio = unknown_t[2].as_secs_f64() / wrong_t[2].as_secs_f64();
+    assert!(
+        (0.33..3.0).contains(&ratio),
+        "unknown/wrong median time ratio {ratio:.2} ({:?} vs {:?})",
+        unknown_t[2],
+        wrong_t[2]
+    );
+}
+
+async fn repeated_failures_are_throttled(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.login_max_failures = 3;
+        c.login_window = Duration::from_secs(600);
+    })
+    .await;
+    let s = app.client("Fay").await;
+    for _ in 0..3 {
+        app.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": s.email, "password": "wrong wrong wrong"}),
+        )
+        .await
+        .expect_problem(401, "invalid_credentials");
+    }
+    // Now even the right password waits: the limit is per address.
+    let r = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": s.email, "password": PASSWORD}),
+        )
+        .await;
+    r.expect_problem(429, "too_many_requests");
+    assert!(r.headers.get("retry-after").is_some());
+    // Unknown addresses are limited the same way (no hint that they do not exist).
+    for _ in 0..3 {
+        app.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": "ghost@example.com", "password": "wrong wrong wrong"}),
+        )
+        .await
+        .expect(401);
+    }
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "ghost@example.com", "password": "wrong wrong wrong"}),
+    )
+    .await
+    .expect_problem(429, "too_many_requests");
+}
+
+async fn changing_the_password_ends_other_sign_ins(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = app.client("Gus").await;
+    let other = app.login(&s.email).await;
+    app.post(
+        "/api/v1/me/password",
+        s.token(),
+        json!({"current_password": "not it at all", "new_password": "a brand new phrase"}),
+    )
+    .await
+    .expect_problem(403, "wrong_password");
+    app.post(
+        "/api/v1/me/password",
+        s.token(),
+        json!({"current_password": PASSWORD, "new_password": "short"}),
+    )
+    .await
+    .expect_problem(422, "validation_failed");
+    app.post(
+        "/api/v1/me/password",
+        s.token(),
+        json!({"current_password": PASSWORD, "new_password": "a brand new phrase"}),
+    )
+    .await
+    .expect(204);
+    app.get("/api/v1/me", s.token()).await.expect(200);
+    app.get("/api/v1/me", other.token())
+        .await
+        .expect_problem(401, "invalid_token");
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"email": s.email, "password": "a brand new phrase"}),
+    )
+    .await
+    .expect(200);
+}
+
+async fn disabled_accounts_cannot_sign_in_and_their_tokens_stop(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app
+        .user_with_role("Root", alcove::domain::Role::Admin)
+        .await;
+    let s = app.client("Hal").await;
+    app.post(
+        &format!("/api/v1/admin/users/{}/disable", s.id),
+        admin.token(),
+        json!({}),
+    )
+    .await
+    .expect(200);
+    app.get("/api/v1/me", s.token())
+        .await
+        .expect_problem(401, "invalid_token");
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": s.refresh}),
+    )
+    .await
+    .expect_problem(401, "invalid_refresh_token");
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"email": s.email, "password": PASSWORD}),
+    )
+    .await
+    .expect_problem(403, "account_disabled");
+    app.post(
+        &format!("/api/v1/admin/users/{}/enable", s.id),
+        admin.token(),
+        json!({}),
+    )
+    .await
+    .expect(200);
+    app.login(&s.email).await;
+}
+
+#[tokio::test]
+async fn registration_can_be_switched_off() {
+    let app = spawn_app_with(Backend::Sqlite, |c| c.allow_registration = false).await;
+    app.post(
+        "/api/v1/auth/register",
+        None,
+        json!({"email": "i@example.com", "password": PASSWORD, "display_name": "Ivy"}),
+    )
+    .await
+    .expect_problem(403, "registration_closed");
+}

@@ -1,0 +1,11 @@
+//! Integration tests: each starts the real server on port 0 with a database of its own.
+//! Tests that touch storage run twice, on SQLite and on PostgreSQL (`on_both_backends!`).
+
+mod helpers;
+
+mod admin;
+mod auth;
+mod binary;
+mod directory;
+mod health;
+mod tokens;
