@@ -127,6 +127,27 @@ pub struct ServeArgs {
     #[arg(long, env = "ALCOVE_WEB_DIR", value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub web_dir: Option<PathBuf>,
+
+    /// Shortest notice a client may book an appointment with [default: 12h]
+    #[arg(long, env = "ALCOVE_MIN_NOTICE", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub min_notice: Option<Duration>,
+
+    /// How long before an appointment's start its participants may join [default: 10m]
+    #[arg(long, env = "ALCOVE_JOIN_OPENS_BEFORE", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub join_opens_before: Option<Duration>,
+
+    /// How long after an appointment's end its session may go on [default: 30m]
+    #[arg(long, env = "ALCOVE_JOIN_CLOSES_AFTER", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub join_closes_after: Option<Duration>,
+
+    /// A client cancelling later than this before the start is recorded as a late
+    /// cancellation [default: 24h]
+    #[arg(long, env = "ALCOVE_LATE_CANCEL_WINDOW", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub late_cancel_window: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -82,6 +82,18 @@ pub struct Config {
     /// Serve `web/` from this folder instead of the copy embedded in the binary
     /// (for working on the web client).
     pub web_dir: Option<PathBuf>,
+    /// Shortest notice a client may book with.
+    #[serde(with = "duration")]
+    pub min_notice: Duration,
+    /// How long before an appointment's start its participants may join.
+    #[serde(with = "duration")]
+    pub join_opens_before: Duration,
+    /// How long after an appointment's end its room stays open.
+    #[serde(with = "duration")]
+    pub join_closes_after: Duration,
+    /// A client cancelling later than this before the start is a late cancellation.
+    #[serde(with = "duration")]
+    pub late_cancel_window: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +112,10 @@ impl Default for Config {
             login_max_failures: 10,
             login_window: Duration::from_secs(15 * 60),
             web_dir: None,
+            min_notice: Duration::from_secs(12 * 3600),
+            join_opens_before: Duration::from_secs(10 * 60),
+            join_closes_after: Duration::from_secs(30 * 60),
+            late_cancel_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -156,6 +172,15 @@ impl Config {
         }
         if self.db_max_connections == 0 {
             bail!("ALCOVE_DB_MAX_CONNECTIONS must be at least 1");
+        }
+        if self.min_notice > Duration::from_secs(90 * 24 * 3600) {
+            bail!("ALCOVE_MIN_NOTICE must be at most 90d");
+        }
+        if self.join_opens_before > Duration::from_secs(24 * 3600) {
+            bail!("ALCOVE_JOIN_OPENS_BEFORE must be at most 24h");
+        }
+        if self.join_closes_after > Duration::from_secs(24 * 3600) {
+            bail!("ALCOVE_JOIN_CLOSES_AFTER must be at most 24h");
         }
         if self.login_max_failures == 0 {
             bail!("ALCOVE_LOGIN_MAX_FAILURES must be at least 1");

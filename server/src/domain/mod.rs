@@ -3,13 +3,18 @@
 //! Handlers turn request bodies into these once, at the edge; everything past the
 //! edge can rely on them being valid.
 
+mod appointment;
 mod email;
 mod name;
 mod password;
 mod profile;
 mod role;
+pub mod schedule;
 mod tz;
 
+pub use appointment::{
+    AppointmentKind, AppointmentStatus, clock_str, parse_clock, parse_weekday, weekday_str,
+};
 pub use email::Email;
 pub use name::{BoundedText, DisplayName};
 pub use password::{NewPassword, PASSWORD_RULE, Password};

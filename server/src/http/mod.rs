@@ -2,7 +2,10 @@
 //! OpenAPI document, the web client and the middleware every request passes through.
 
 mod admin;
+mod appointments;
 mod auth;
+mod availability;
+mod calendar;
 pub mod extract;
 mod health;
 mod me;
@@ -54,6 +57,9 @@ Errors are RFC 9457 problem documents (application/problem+json) with a stable `
         (name = "auth", description = "Registration, sign-in and tokens"),
         (name = "account", description = "The signed-in account"),
         (name = "directory", description = "Therapist directory and profiles"),
+        (name = "scheduling", description = "Availability and free slots"),
+        (name = "appointments", description = "Booking, changes and history"),
+        (name = "calendar", description = "iCalendar files and feeds"),
         (name = "admin", description = "Administration"),
         (name = "operations", description = "Health and keys"),
     )
@@ -78,6 +84,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(auth::router())
         .merge(me::router())
         .merge(therapists::router())
+        .merge(availability::router())
+        .merge(appointments::router())
+        .merge(calendar::router())
         .merge(admin::router())
         .split_for_parts()
 }

@@ -7,11 +7,18 @@
 //!
 //! Every time is bound by the application as a [`Ts`]; SQL never calls `now()`.
 
+mod appointments;
+mod availability;
 mod sessions;
 mod therapists;
 mod ts;
 mod users;
 
+pub use appointments::{
+    AddParticipantError, Appointment, AppointmentEvent, AppointmentFilter, BookingError,
+    NewAppointment, Participant,
+};
+pub use availability::{AvailabilityRecord, ExceptionRow, SchedulingSettings, WeeklyRow};
 pub use sessions::{RefreshOutcome, SessionUser};
 pub use therapists::{DirectoryFilter, ProfileUpdate, TherapistProfile};
 pub use ts::Ts;

@@ -232,11 +232,11 @@ impl TestApp {
     pub async fn send(
         &self,
         method: Method,
-        path: &str,
+        path: impl AsRef<str>,
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = self.http.request(method, self.url(path));
+        let mut req = self.http.request(method, self.url(path.as_ref()));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -251,15 +251,15 @@ impl TestApp {
         }
     }
 
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+    pub async fn get(&self, path: impl AsRef<str>, token: Option<&str>) -> Resp {
         self.send(Method::GET, path, token, None).await
     }
 
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+    pub async fn post(&self, path: impl AsRef<str>, token: Option<&str>, body: Value) -> Resp {
         self.send(Method::POST, path, token, Some(body)).await
     }
 
-    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+    pub async fn put(&self, path: impl AsRef<str>, token: Option<&str>, body: Value) -> Resp {
         self.send(Method::PUT, path, token, Some(body)).await
     }
 
@@ -343,6 +343,74 @@ impl TestApp {
             id: body["user"]["id"].as_str().unwrap().parse().unwrap(),
             email: email.to_owned(),
         }
+    }
+
+    /// `n` client accounts signed in without Argon2 work per account (one shared hash),
+    /// for tests that need many.
+    pub async fn fast_clients(&self, n: usize) -> Vec<Session> {
+        let hash = self
+            .state
+            .passwords
+            .hash(&secrecy::SecretString::from(PASSWORD))
+            .await
+            .unwrap();
+        let far =
+            alcove::store::Ts::from(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24));
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let email = format!("many{i}-{}@example.com", Uuid::new_v4().simple());
+            let user = self
+                .state
+                .db
+                .create_user(alcove::store::NewUser {
+                    email: alcove::domain::Email::parse(&email).unwrap(),
+                    display_name: alcove::domain::DisplayName::parse(&format!("Client {i}"))
+                        .unwrap(),
+                    role: alcove::domain::Role::Client,
+                    password_hash: hash.clone(),
+                })
+                .await
+                .unwrap();
+            let (refresh, refresh_hash) = alcove::auth::tokens::new_refresh_token().unwrap();
+            let sid = self
+                .state
+                .db
+                .create_session(user.id, &refresh_hash, far, far)
+                .await
+                .unwrap();
+            let access = alcove::auth::tokens::issue_access(
+                &self.state.jwt,
+                user.id,
+                sid,
+                alcove::domain::Role::Client,
+                std::time::Duration::from_secs(900),
+            )
+            .unwrap();
+            out.push(Session {
+                access,
+                refresh,
+                id: user.id,
+                email,
+            });
+        }
+        out
+    }
+
+    /// A booked session that started an hour ago, written straight to the store (the API
+    /// rightly refuses to book in the past); returns its id.
+    pub async fn past_appointment(&self, therapist: Uuid, client: Uuid) -> Uuid {
+        let start = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+        let new = alcove::store::NewAppointment {
+            therapist_id: therapist,
+            client_ids: vec![client],
+            kind: alcove::domain::AppointmentKind::Session,
+            starts_at: start.into(),
+            ends_at: (start + jiff::SignedDuration::from_mins(50)).into(),
+            buffer_minutes: 10,
+            created_by: therapist,
+            series_id: None,
+        };
+        self.state.db.create_appointments(&[new]).await.unwrap()[0]
     }
 
     pub fn store(&self) -> &Db {

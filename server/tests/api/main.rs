@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod appointments;
 mod auth;
 mod binary;
 mod directory;
