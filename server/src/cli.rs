@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default command).
-    Serve(ServeCmd),
+    Serve(Box<ServeCmd>),
     /// Apply database migrations and exit (the server also applies them at start).
     Migrate(CommonArgs),
     /// Manage accounts.
@@ -148,6 +148,80 @@ pub struct ServeArgs {
     #[arg(long, env = "ALCOVE_LATE_CANCEL_WINDOW", value_name = "DURATION", value_parser = duration::parse)]
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub late_cancel_window: Option<Duration>,
+
+    /// Browser origins allowed to open the signalling WebSocket, comma-separated
+    /// [default: the origin of the public URL]
+    #[arg(
+        long,
+        env = "ALCOVE_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// STUN server URLs for browsers, comma-separated (stun:host:port) [default: none]
+    #[arg(
+        long,
+        env = "ALCOVE_STUN_URLS",
+        value_name = "URLS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stun_urls: Option<Vec<String>>,
+
+    /// TURN server URLs, comma-separated (turn:host:3478?transport=udp,turns:host:5349)
+    /// [default: none]
+    #[arg(
+        long,
+        env = "ALCOVE_TURN_URLS",
+        value_name = "URLS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_urls: Option<Vec<String>>,
+
+    /// The TURN server's shared secret (coturn static-auth-secret) for minting credentials
+    #[arg(
+        long,
+        env = "ALCOVE_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_secret: Option<String>,
+
+    /// Lifetime of minted TURN credentials; fresh ones are sent before they expire [default: 1h]
+    #[arg(long, env = "ALCOVE_TURN_TTL", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub turn_ttl: Option<Duration>,
+
+    /// Make every browser use TURN only, so that no one learns another's IP address
+    /// (needs TURN) [default: false]
+    #[arg(long, env = "ALCOVE_RELAY_ONLY", value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_only: Option<bool>,
+
+    /// Lifetime of join tokens for the signalling service [default: 2m]
+    #[arg(long, env = "ALCOVE_JOIN_TOKEN_TTL", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub join_token_ttl: Option<Duration>,
+
+    /// How long a dropped participant's place in a session is held [default: 30s]
+    #[arg(long, env = "ALCOVE_SIGNAL_GRACE", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub signal_grace: Option<Duration>,
+
+    /// How long a new signalling connection has to send hello [default: 5s]
+    #[arg(long, env = "ALCOVE_SIGNAL_HELLO_TIMEOUT", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub signal_hello_timeout: Option<Duration>,
+
+    /// How often signalling connections are pinged; silent for three intervals means dead
+    /// [default: 10s]
+    #[arg(long, env = "ALCOVE_SIGNAL_PING_INTERVAL", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub signal_ping_interval: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]

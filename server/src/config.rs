@@ -94,6 +94,32 @@ pub struct Config {
     /// A client cancelling later than this before the start is a late cancellation.
     #[serde(with = "duration")]
     pub late_cancel_window: Duration,
+    /// Browser origins allowed to open the signalling WebSocket (default: the public URL's).
+    pub allowed_origins: Vec<String>,
+    /// STUN server URLs given to browsers (`stun:stun.example.org:3478`).
+    pub stun_urls: Vec<String>,
+    /// TURN server URLs (`turn:turn.example.org:3478?transport=udp`, `turns:…`).
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret`, to mint TURN REST API credentials.
+    #[serde(skip_serializing)]
+    pub turn_secret: Option<secrecy::SecretString>,
+    /// Lifetime of minted TURN credentials.
+    #[serde(with = "duration")]
+    pub turn_ttl: Duration,
+    /// Every browser uses TURN only (neither side learns the other's IP address).
+    pub relay_only: bool,
+    /// Lifetime of join tokens.
+    #[serde(with = "duration")]
+    pub join_token_ttl: Duration,
+    /// How long a dropped participant's place in a session is held.
+    #[serde(with = "duration")]
+    pub signal_grace: Duration,
+    /// How long a new signalling connection has to send `hello`.
+    #[serde(with = "duration")]
+    pub signal_hello_timeout: Duration,
+    /// How often the server pings signalling connections; three missed intervals mean dead.
+    #[serde(with = "duration")]
+    pub signal_ping_interval: Duration,
 }
 
 impl Default for Config {
@@ -116,6 +142,16 @@ impl Default for Config {
             join_opens_before: Duration::from_secs(10 * 60),
             join_closes_after: Duration::from_secs(30 * 60),
             late_cancel_window: Duration::from_secs(24 * 3600),
+            allowed_origins: Vec::new(),
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl: Duration::from_secs(3600),
+            relay_only: false,
+            join_token_ttl: Duration::from_secs(120),
+            signal_grace: Duration::from_secs(30),
+            signal_hello_timeout: Duration::from_secs(5),
+            signal_ping_interval: Duration::from_secs(10),
         }
     }
 }
@@ -181,6 +217,57 @@ impl Config {
         }
         if self.join_closes_after > Duration::from_secs(24 * 3600) {
             bail!("ALCOVE_JOIN_CLOSES_AFTER must be at most 24h");
+        }
+        for u in &self.stun_urls {
+            if !u.starts_with("stun:") && !u.starts_with("stuns:") {
+                bail!("ALCOVE_STUN_URLS: {u:?} must start with stun: or stuns:");
+            }
+        }
+        for u in &self.turn_urls {
+            if !u.starts_with("turn:") && !u.starts_with("turns:") {
+                bail!("ALCOVE_TURN_URLS: {u:?} must start with turn: or turns:");
+            }
+        }
+        if !self.turn_urls.is_empty() && self.turn_secret.is_none() {
+            bail!(
+                "ALCOVE_TURN_SECRET is needed with ALCOVE_TURN_URLS (coturn's static-auth-secret)"
+            );
+        }
+        if self.relay_only && self.turn_urls.is_empty() {
+            bail!("ALCOVE_RELAY_ONLY needs a TURN server (ALCOVE_TURN_URLS)");
+        }
+        if self.turn_ttl < Duration::from_secs(10)
+            || self.turn_ttl > Duration::from_secs(7 * 24 * 3600)
+        {
+            bail!("ALCOVE_TURN_TTL must be between 10s and 7d");
+        }
+        if self.join_token_ttl < Duration::from_secs(10)
+            || self.join_token_ttl > Duration::from_secs(3600)
+        {
+            bail!("ALCOVE_JOIN_TOKEN_TTL must be between 10s and 1h");
+        }
+        if self.signal_grace > Duration::from_secs(600) {
+            bail!("ALCOVE_SIGNAL_GRACE must be at most 10m");
+        }
+        if self.signal_hello_timeout < Duration::from_millis(100)
+            || self.signal_hello_timeout > Duration::from_secs(60)
+        {
+            bail!("ALCOVE_SIGNAL_HELLO_TIMEOUT must be between 100ms and 60s");
+        }
+        if self.signal_ping_interval < Duration::from_millis(100)
+            || self.signal_ping_interval > Duration::from_secs(60)
+        {
+            bail!("ALCOVE_SIGNAL_PING_INTERVAL must be between 100ms and 60s");
+        }
+        for o in &self.allowed_origins {
+            if o != "*"
+                && (parse_public_url(o).is_err()
+                    || o.trim_end_matches('/').matches('/').count() != 2)
+            {
+                bail!(
+                    "ALCOVE_ALLOWED_ORIGINS: {o:?} is not an origin like https://therapy.example.org"
+                );
+            }
         }
         if self.login_max_failures == 0 {
             bail!("ALCOVE_LOGIN_MAX_FAILURES must be at least 1");

@@ -8,6 +8,8 @@
 //! - [`domain`] has the checked values (`Email`, `DisplayName`, `TimeZoneName`, …).
 //! - [`store`] is the database, SQLite or PostgreSQL behind one interface.
 //! - [`error`] is the API error and its RFC 9457 problem body.
+//! - [`signal`] joins the signalling crate to the server: join tokens, TURN credentials,
+//!   the event sink.
 //! - [`commands`] runs the admin subcommands (`migrate`, `user`, `keys`).
 //! - [`telemetry`] sets up logging.
 
@@ -18,6 +20,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod signal;
 pub mod startup;
 pub mod state;
 pub mod store;

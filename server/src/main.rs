@@ -34,9 +34,10 @@ async fn main() -> ExitCode {
     for var in unknown_env_vars(&known_env_vars()) {
         tracing::warn!(variable = %var, "unknown ALCOVE_* environment variable ignored (see alcove --help)");
     }
+    let serving = matches!(cli.command, None | Some(Command::Serve(_)));
     let result = match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(s)) => serve(s).await,
+        Some(Command::Serve(s)) => serve(*s).await,
         Some(Command::Migrate(c)) => commands::migrate(&c).await,
         Some(Command::User(u)) => commands::user(u).await,
         Some(Command::Keys(k)) => commands::keys(k),
@@ -44,8 +45,13 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("alcove: {e:#}");
+            // The server reports through its log (which may be JSON for a collector); the
+            // one-shot commands talk to the person at the terminal.
+            if serving {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("alcove: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

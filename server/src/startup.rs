@@ -5,9 +5,11 @@ use crate::{
     auth::{Jwt, KeySet, LoginThrottle, Passwords},
     config::{Config, display_path},
     http,
+    signal::{IceMinter, LogSink, UsedTokens, Verifier},
     state::AppState,
     store::Db,
 };
+use alcove_signaling::{Hub, SignalingConfig};
 use anyhow::Context as _;
 use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
@@ -42,16 +44,40 @@ impl Application {
             .with_context(|| format!("ALCOVE_LISTEN: cannot listen on {}", config.listen))?;
         let bound = listener.local_addr()?;
         let public_url: Arc<str> = config.public_base(bound).into();
+        let jwt = Jwt::new(Arc::new(keys), public_url.to_string());
+        let config = Arc::new(config);
+        let ice = IceMinter::new(&config);
+        let verifier = Verifier {
+            db: db.clone(),
+            jwt: jwt.clone(),
+            config: config.clone(),
+            used: Arc::new(UsedTokens::default()),
+            ice: ice.clone(),
+        };
+        let ping = config.signal_ping_interval;
+        let hub = Hub::new(
+            SignalingConfig {
+                hello_timeout: config.signal_hello_timeout,
+                ping_interval: ping,
+                idle_timeout: ping * 3,
+                grace: config.signal_grace,
+                ..SignalingConfig::default()
+            },
+            Arc::new(verifier),
+            Arc::new(LogSink),
+        );
         let state = AppState {
             db,
-            jwt: Jwt::new(Arc::new(keys), public_url.to_string()),
+            jwt,
+            hub,
+            ice,
             passwords: Passwords::new().await?,
             login_throttle: Arc::new(LoginThrottle::new(
                 config.login_max_failures,
                 config.login_window,
             )),
             public_url,
-            config: Arc::new(config),
+            config,
         };
         let router = http::router(state.clone());
         Ok(Self {
@@ -77,6 +103,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let db = self.state.db.clone();
+        let hub = self.state.hub.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Upgraded WebSockets are not waited for by the HTTP server: end the rooms.
+            hub.shutdown().await;
+        };
         axum::serve(
             self.listener,
             self.router

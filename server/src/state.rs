@@ -22,4 +22,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Failed sign-in counter per email address.
     pub login_throttle: Arc<LoginThrottle>,
+    /// The signalling service (rooms of this node).
+    pub hub: alcove_signaling::Hub,
+    /// Mints ICE servers and TURN credentials.
+    pub ice: crate::signal::IceMinter,
 }

@@ -775,6 +775,7 @@ async fn cancel(
         .cancel_appointment(id, user.id, reason.as_deref(), late)
         .await
         .map_err(booking_error)?;
+    state.hub.end_room(id, "appointment_cancelled").await;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -837,6 +838,7 @@ async fn reschedule(
         .reschedule_appointment(id, user.id, start, p.end, p.buffer)
         .await
         .map_err(booking_error)?;
+    state.hub.end_room(id, "appointment_changed").await;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -991,6 +993,7 @@ async fn remove_client(
         .remove_participant(id, user.id, client_id)
         .await
         .map_err(participant_error)?;
+    state.hub.remove_account(id, client_id).await;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -1022,6 +1025,7 @@ async fn set_auto_admit(
         .db
         .set_auto_admit(id, user.id, body.auto_admit)
         .await?;
+    state.hub.set_auto_admit(id, body.auto_admit).await;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }

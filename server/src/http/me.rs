@@ -9,13 +9,14 @@ use crate::{
 };
 use axum::{extract::State, http::StatusCode};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(me))
         .routes(routes!(change_password))
+        .routes(routes!(get_privacy, set_privacy))
 }
 
 /// The signed-in account.
@@ -84,4 +85,59 @@ async fn change_password(
         .set_password_hash(user.id, &new_hash, Some(user.session_id))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Privacy settings of the account.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Privacy {
+    /// Connect calls through the TURN relay only, so that the other side never learns your
+    /// IP address (slightly more delay). Needs a TURN server on this deployment.
+    pub relay_only: bool,
+}
+
+/// The account's privacy settings.
+#[utoipa::path(get, path = "/api/v1/me/privacy", tag = "account", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Settings", body = Privacy),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_privacy(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<axum::Json<Privacy>> {
+    Ok(axum::Json(Privacy {
+        relay_only: state.config.relay_only || state.db.relay_only(user.id).await?,
+    }))
+}
+
+/// Change the account's privacy settings.
+#[utoipa::path(put, path = "/api/v1/me/privacy", tag = "account", security(("bearer" = [])),
+    request_body = Privacy,
+    responses(
+        (status = 200, description = "Settings", body = Privacy),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No TURN server to relay through, or relay-only is enforced", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn set_privacy(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<Privacy>,
+) -> ApiResult<axum::Json<Privacy>> {
+    if body.relay_only && !state.ice.has_turn() {
+        return Err(ApiError::conflict(
+            "relay_unavailable",
+            "this service has no TURN relay, so calls cannot be relay-only",
+        ));
+    }
+    if !body.relay_only && state.config.relay_only {
+        return Err(ApiError::conflict(
+            "relay_enforced",
+            "this service makes every call relay-only",
+        ));
+    }
+    state.db.set_relay_only(user.id, body.relay_only).await?;
+    Ok(axum::Json(Privacy {
+        relay_only: body.relay_only || state.config.relay_only,
+    }))
 }

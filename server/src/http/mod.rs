@@ -10,6 +10,7 @@ pub mod extract;
 mod health;
 mod me;
 pub mod pagination;
+mod signal;
 mod therapists;
 pub mod views;
 mod web;
@@ -60,6 +61,7 @@ Errors are RFC 9457 problem documents (application/problem+json) with a stable `
         (name = "scheduling", description = "Availability and free slots"),
         (name = "appointments", description = "Booking, changes and history"),
         (name = "calendar", description = "iCalendar files and feeds"),
+        (name = "sessions", description = "Joining video sessions (signalling)"),
         (name = "admin", description = "Administration"),
         (name = "operations", description = "Health and keys"),
     )
@@ -87,6 +89,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(availability::router())
         .merge(appointments::router())
         .merge(calendar::router())
+        .merge(signal::router())
         .merge(admin::router())
         .split_for_parts()
 }

@@ -221,3 +221,29 @@ impl Db {
         Ok(())
     }
 }
+
+impl Db {
+    /// Whether the account asked for relay-only (TURN) connections.
+    pub async fn relay_only(&self, id: Uuid) -> StoreResult<bool> {
+        let v: Option<bool> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT relay_only FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(v.unwrap_or(false))
+    }
+
+    pub async fn set_relay_only(&self, id: Uuid, on: bool) -> StoreResult<()> {
+        let now = Ts::now();
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE users SET relay_only = $1, updated_at = $2 WHERE id = $3")
+                .bind(on)
+                .bind(now)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}

@@ -9,4 +9,7 @@ mod auth;
 mod binary;
 mod directory;
 mod health;
+mod peers;
+mod signaling;
 mod tokens;
+mod turn;

@@ -1,0 +1,308 @@
+//! The server's side of signalling: join tokens, TURN credentials, the WebSocket upgrade,
+//! and the implementations of the signalling crate's interfaces.
+
+use crate::{
+    auth::{Jwt, TypedClaims},
+    config::Config,
+    domain::{AppointmentStatus, Role},
+    store::Db,
+};
+use alcove_signaling::{
+    EventKind, EventSink, IceConfig, IceServer, IceTransportPolicy, JoinGrant, JoinRefusal,
+    JoinVerifier, PeerRole, SessionEvent,
+};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use jiff::{SignedDuration, Timestamp};
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+use uuid::Uuid;
+
+/// `aud` of join tokens: the signalling service only.
+pub const SIGNAL_AUDIENCE: &str = "alcove-signal";
+
+/// The claims of a join token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The account.
+    pub sub: Uuid,
+    /// The appointment whose room it opens.
+    pub apt: Uuid,
+    pub role: Role,
+    /// The appointment's start when the token was issued: a moved appointment refuses it.
+    pub starts: i64,
+    /// Always `join`.
+    pub typ: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    /// Single use: remembered until it expires.
+    pub jti: Uuid,
+}
+
+impl TypedClaims for JoinClaims {
+    const TYP: &'static str = "join";
+    fn typ(&self) -> &str {
+        &self.typ
+    }
+}
+
+/// Join token ids already used, kept until their tokens expire. In memory: with several
+/// nodes, a token could be used once per node (the multi-node issue moves this to Redis).
+#[derive(Debug, Default)]
+pub struct UsedTokens {
+    // A std mutex: a map insert, never held across an await.
+    seen: Mutex<HashMap<Uuid, i64>>,
+}
+
+impl UsedTokens {
+    /// Record `jti` (valid until `exp`); false if it was already used.
+    pub fn first_use(&self, jti: Uuid, exp: i64) -> bool {
+        let now = Timestamp::now().as_second();
+        let mut seen = self.seen.lock().expect("used tokens lock");
+        if seen.len() > 10_000 {
+            seen.retain(|_, e| *e >= now);
+        }
+        if seen.get(&jti).is_some_and(|e| *e >= now) {
+            return false;
+        }
+        seen.insert(jti, exp);
+        true
+    }
+}
+
+/// Mints ICE configurations: STUN URLs, and TURN credentials per the TURN REST API
+/// convention coturn implements with `use-auth-secret`.
+#[derive(Debug, Clone)]
+pub struct IceMinter {
+    stun: Vec<String>,
+    turn: Vec<String>,
+    secret: Option<secrecy::SecretString>,
+    ttl: std::time::Duration,
+    relay_only: bool,
+}
+
+impl IceMinter {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            stun: config.stun_urls.clone(),
+            turn: config.turn_urls.clone(),
+            secret: config.turn_secret.clone(),
+            ttl: config.turn_ttl,
+            relay_only: config.relay_only,
+        }
+    }
+
+    pub fn has_turn(&self) -> bool {
+        !self.turn.is_empty() && self.secret.is_some()
+    }
+
+    /// ICE servers for one participant; `relay_only` also when the account asked for it.
+    pub fn mint(&self, account_relay_only: bool) -> IceConfig {
+        let mut servers = Vec::new();
+        if !self.stun.is_empty() {
+            servers.push(IceServer {
+                urls: self.stun.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        let mut expires_at = None;
+        if let (false, Some(secret)) = (self.turn.is_empty(), &self.secret) {
+            let expiry = Timestamp::now().as_second() + self.ttl.as_secs() as i64;
+            let mut id = [0u8; 8];
+            getrandom::fill(&mut id).expect("the system random source works");
+            let username = format!("{expiry}:{}", hex::encode(id));
+            let credential = turn_credential(secret.expose_secret(), &username);
+            servers.push(IceServer {
+                urls: self.turn.clone(),
+                username: Some(username),
+                credential: Some(credential),
+            });
+            expires_at = Some(expiry);
+        }
+        let relay = self.has_turn() && (self.relay_only || account_relay_only);
+        IceConfig {
+            ice_servers: servers,
+            ice_transport_policy: if relay {
+                IceTransportPolicy::Relay
+            } else {
+                IceTransportPolicy::All
+            },
+            expires_at,
+        }
+    }
+}
+
+/// base64(HMAC-SHA1(secret, username)): the TURN REST API credential.
+pub fn turn_credential(secret: &str, username: &str) -> String {
+    let mut mac =
+        Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(username.as_bytes());
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Why an account may not join an appointment's session now.
+pub fn joinable(
+    config: &Config,
+    a: &crate::store::Appointment,
+    user_id: Uuid,
+    now: Timestamp,
+) -> Result<(Timestamp, Timestamp), &'static str> {
+    if !a.is_participant(user_id) {
+        return Err("you do not take part in this appointment");
+    }
+    if a.status != AppointmentStatus::Booked {
+        return Err("the appointment is no longer booked");
+    }
+    let sd = |d: std::time::Duration| SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX);
+    let opens = a.starts_at.get() - sd(config.join_opens_before);
+    let closes = a.ends_at.get() + sd(config.join_closes_after);
+    if now < opens {
+        return Err("the session is not open yet");
+    }
+    if now >= closes {
+        return Err("the session is over");
+    }
+    Ok((opens, closes))
+}
+
+/// The server's [`JoinVerifier`]: checks join tokens against keys and the database.
+pub struct Verifier {
+    pub db: Db,
+    pub jwt: Jwt,
+    pub config: Arc<Config>,
+    pub used: Arc<UsedTokens>,
+    pub ice: IceMinter,
+}
+
+impl Verifier {
+    async fn relay_only(&self, user_id: Uuid) -> bool {
+        self.db.relay_only(user_id).await.unwrap_or(false)
+    }
+}
+
+/// Longest join token accepted.
+const MAX_TOKEN_LEN: usize = 4096;
+
+#[async_trait::async_trait]
+impl JoinVerifier for Verifier {
+    async fn verify(&self, token: &str) -> Result<JoinGrant, JoinRefusal> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(JoinRefusal::InvalidToken(
+                "the join token is missing or too long".into(),
+            ));
+        }
+        let claims: JoinClaims = self
+            .jwt
+            .verify(token, SIGNAL_AUDIENCE)
+            .map_err(|e| JoinRefusal::InvalidToken(e.to_string()))?;
+        if !self.used.first_use(claims.jti, claims.exp) {
+            return Err(JoinRefusal::InvalidToken(
+                "the join token was already used; get a new one".into(),
+            ));
+        }
+        let user = self
+            .db
+            .user_by_id(claims.sub)
+            .await
+            .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?
+            .filter(|u| !u.disabled)
+            .ok_or_else(|| JoinRefusal::InvalidToken("the account is disabled".into()))?;
+        let a = self
+            .db
+            .appointment(claims.apt)
+            .await
+            .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?
+            .ok_or_else(|| JoinRefusal::NotJoinable("no such appointment".into()))?;
+        if a.starts_at.get().as_second() != claims.starts {
+            return Err(JoinRefusal::NotJoinable(
+                "the appointment was moved; get a new join token".into(),
+            ));
+        }
+        let (_, closes) = joinable(&self.config, &a, user.id, Timestamp::now())
+            .map_err(|why| JoinRefusal::NotJoinable(why.into()))?;
+        let role = if a.therapist_id == user.id {
+            PeerRole::Therapist
+        } else {
+            PeerRole::Client
+        };
+        let ice = self.ice.mint(self.relay_only(user.id).await);
+        Ok(JoinGrant {
+            appointment_id: a.id,
+            user_id: user.id,
+            role,
+            display_name: user.display_name,
+            closes_at: closes,
+            auto_admit: a.auto_admit,
+            ice,
+        })
+    }
+
+    async fn refresh_ice(&self, user_id: Uuid) -> IceConfig {
+        self.ice.mint(self.relay_only(user_id).await)
+    }
+}
+
+/// Logs room events as metadata (ids, roles, reasons, figures).
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+#[async_trait::async_trait]
+impl EventSink for LogSink {
+    async fn record(&self, e: SessionEvent) {
+        let (session_id, appointment_id) = (e.session_id, e.appointment_id);
+        match e.kind {
+            EventKind::Started => tracing::info!(%session_id, %appointment_id, "session started"),
+            EventKind::Knocked { participant } => {
+                tracing::info!(%session_id, participant_id = %participant.participant_id, "client waiting")
+            }
+            EventKind::Admitted { participant_id, by } => {
+                tracing::info!(%session_id, %participant_id, auto = by.is_none(), "client admitted")
+            }
+            EventKind::Denied { participant_id, .. } => {
+                tracing::info!(%session_id, %participant_id, "client denied")
+            }
+            EventKind::Connected {
+                participant,
+                resumed,
+            } => {
+                tracing::info!(%session_id, participant_id = %participant.participant_id, role = ?participant.role, resumed, "participant connected")
+            }
+            EventKind::Disconnected { participant_id } => {
+                tracing::info!(%session_id, %participant_id, "participant disconnected")
+            }
+            EventKind::Left {
+                participant_id,
+                reason,
+            } => tracing::info!(%session_id, %participant_id, reason, "participant left"),
+            EventKind::Stats { participant_id, .. } => {
+                tracing::debug!(%session_id, %participant_id, "stats received")
+            }
+            EventKind::Ended { reason } => {
+                tracing::info!(%session_id, %appointment_id, reason, "session ended")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_credentials_follow_the_rest_api_convention() {
+        // Known answer, computed with: printf '%s' 1700000000:alice |
+        //   openssl dgst -sha1 -hmac secret -binary | base64
+        assert_eq!(
+            turn_credential("secret", "1700000000:alice"),
+            "d8soP47RbdIKLDUOpnJPVQyq5Ts="
+        );
+    }
+}

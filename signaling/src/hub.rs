@@ -1,0 +1,742 @@
+//! The rooms of this node and the per-connection loop.
+//!
+//! Each room is owned by one task that takes commands in order from a bounded channel,
+//! so a room's state changes in one place. Each connection is one task that alone writes
+//! to its socket: it reads and checks what the peer sends, forwards it to the room, and
+//! writes what the room puts in its bounded outbox. A peer too slow to drain its outbox is
+//! disconnected rather than buffered forever.
+
+use crate::{
+    EventSink, JoinGrant, JoinRefusal, JoinVerifier, SessionEvent, SignalingConfig,
+    protocol::{ClientMessage, ErrorCode, IceConfig, ParticipantId, ServerMessage, close},
+    room::{Conn, Effect, Joined, Outbound, Room},
+    validate,
+};
+use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use std::{
+    collections::HashMap,
+    fmt::Display,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+/// A WebSocket frame as the connection loop sees it; the server maps its WebSocket type to
+/// this (and tests use plain channels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<(u16, String)>),
+    /// A frame over the size limit arrived (the socket layer refused it).
+    TooBig,
+}
+
+enum RoomCmd {
+    Join {
+        grant: JoinGrant,
+        conn: Conn,
+        resume_token: Option<String>,
+        reset: bool,
+        reply: oneshot::Sender<Joined>,
+    },
+    Msg {
+        pid: ParticipantId,
+        conn: Conn,
+        msg: ClientMessage,
+    },
+    Disconnected {
+        pid: ParticipantId,
+        conn_id: u64,
+    },
+    SetAutoAdmit(bool),
+    Remove(Uuid),
+    Finish(String),
+}
+
+struct RoomEntry {
+    tx: mpsc::Sender<RoomCmd>,
+    generation: u64,
+}
+
+struct Inner {
+    cfg: SignalingConfig,
+    verifier: Arc<dyn JoinVerifier>,
+    sink: Arc<dyn EventSink>,
+    // A std mutex: held for a map lookup, never across an await.
+    rooms: Mutex<HashMap<Uuid, RoomEntry>>,
+    next_id: AtomicU64,
+}
+
+/// The signalling service of this node.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("rooms", &self.room_count())
+            .finish()
+    }
+}
+
+/// Commands a room can have queued before senders wait.
+const ROOM_QUEUE: usize = 256;
+
+impl Hub {
+    pub fn new(
+        cfg: SignalingConfig,
+        verifier: Arc<dyn JoinVerifier>,
+        sink: Arc<dyn EventSink>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                verifier,
+                sink,
+                rooms: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &SignalingConfig {
+        &self.inner.cfg
+    }
+
+    /// Rooms open on this node.
+    pub fn room_count(&self) -> usize {
+        self.inner.rooms.lock().expect("rooms lock").len()
+    }
+
+    fn room_tx(&self, appointment_id: Uuid) -> Option<mpsc::Sender<RoomCmd>> {
+        self.inner
+            .rooms
+            .lock()
+            .expect("rooms lock")
+            .get(&appointment_id)
+            .map(|e| e.tx.clone())
+    }
+
+    /// End an appointment's live room (it was cancelled or moved): everyone gets `ended`.
+    pub async fn end_room(&self, appointment_id: Uuid, reason: &str) {
+        if let Some(tx) = self.room_tx(appointment_id) {
+            let _ = tx.send(RoomCmd::Finish(reason.to_owned())).await;
+        }
+    }
+
+    /// Apply a change of the appointment's auto-admit setting to its live room.
+    pub async fn set_auto_admit(&self, appointment_id: Uuid, on: bool) {
+        if let Some(tx) = self.room_tx(appointment_id) {
+            let _ = tx.send(RoomCmd::SetAutoAdmit(on)).await;
+        }
+    }
+
+    /// Take an account out of an appointment's live room (it no longer takes part).
+    pub async fn remove_account(&self, appointment_id: Uuid, user_id: Uuid) {
+        if let Some(tx) = self.room_tx(appointment_id) {
+            let _ = tx.send(RoomCmd::Remove(user_id)).await;
+        }
+    }
+
+    /// End every room (the server is stopping).
+    pub async fn shutdown(&self) {
+        let txs: Vec<_> = self
+            .inner
+            .rooms
+            .lock()
+            .expect("rooms lock")
+            .values()
+            .map(|e| e.tx.clone())
+            .collect();
+        for tx in txs {
+            let _ = tx.send(RoomCmd::Finish("server_shutdown".into())).await;
+        }
+    }
+
+    /// The appointment's room, started if none is open.
+    fn room_for(&self, grant: &JoinGrant) -> mpsc::Sender<RoomCmd> {
+        let mut rooms = self.inner.rooms.lock().expect("rooms lock");
+        if let Some(e) = rooms.get(&grant.appointment_id)
+            && !e.tx.is_closed()
+        {
+            return e.tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        let generation = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let room = Room::new(grant, &self.inner.cfg, Instant::now());
+        rooms.insert(
+            grant.appointment_id,
+            RoomEntry {
+                tx: tx.clone(),
+                generation,
+            },
+        );
+        tokio::spawn(run_room(room, rx, self.inner.clone(), generation));
+        tx
+    }
+
+    async fn join(
+        &self,
+        grant: &JoinGrant,
+        conn: &Conn,
+        resume_token: Option<String>,
+        reset: bool,
+    ) -> Option<(mpsc::Sender<RoomCmd>, Joined)> {
+        // Twice: the room may finish between lookup and join; the second try opens anew.
+        for _ in 0..2 {
+            let tx = self.room_for(grant);
+            let (reply, answer) = oneshot::channel();
+            let cmd = RoomCmd::Join {
+                grant: grant.clone(),
+                conn: conn.clone(),
+                resume_token: resume_token.clone(),
+                reset,
+                reply,
+            };
+            if tx.send(cmd).await.is_err() {
+                continue;
+            }
+            if let Ok(joined) = answer.await {
+                return Some((tx, joined));
+            }
+        }
+        None
+    }
+
+    /// Serve one WebSocket connection until it closes.
+    pub async fn serve<S, E>(&self, mut ws: S)
+    where
+        S: Stream<Item = Frame> + Sink<Frame, Error = E> + Unpin + Send,
+        E: Display,
+    {
+        let cfg = self.inner.cfg.clone();
+        let mut limiter = RateLimiter::new(cfg.rate_burst, cfg.rate_per_sec);
+        let Some((token, resume_token, reset)) = self.await_hello(&mut ws, &mut limiter).await
+        else {
+            linger(&mut ws).await;
+            return;
+        };
+        let grant = match self.inner.verifier.verify(&token).await {
+            Ok(g) => g,
+            Err(JoinRefusal::InvalidToken(why)) => {
+                refuse(
+                    &mut ws,
+                    &cfg,
+                    ErrorCode::InvalidToken,
+                    why,
+                    close::INVALID_TOKEN,
+                )
+                .await;
+                linger(&mut ws).await;
+                return;
+            }
+            Err(JoinRefusal::NotJoinable(why)) => {
+                refuse(
+                    &mut ws,
+                    &cfg,
+                    ErrorCode::NotJoinable,
+                    why,
+                    close::NOT_JOINABLE,
+                )
+                .await;
+                linger(&mut ws).await;
+                return;
+            }
+        };
+        let (tx, mut rx) = mpsc::channel(cfg.outbox);
+        let kill = Arc::new(Notify::new());
+        let conn = Conn {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            tx,
+            kill: kill.clone(),
+        };
+        let Some((room, joined)) = self.join(&grant, &conn, resume_token, reset).await else {
+            refuse(
+                &mut ws,
+                &cfg,
+                ErrorCode::NotJoinable,
+                "the session has ended".into(),
+                close::NOT_JOINABLE,
+            )
+            .await;
+            return;
+        };
+        let pid = joined.participant_id;
+        tracing::debug!(appointment_id = %grant.appointment_id, participant_id = %pid, "signalling connection joined");
+
+        let mut last_seen = Instant::now();
+        let mut ping = tokio::time::interval(cfg.ping_interval);
+        ping.tick().await;
+        let mut ice_expires = grant.ice.expires_at;
+        let refresh = tokio::time::sleep(refresh_delay(ice_expires, cfg.ice_refresh_margin));
+        tokio::pin!(refresh);
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = kill.notified() => {
+                    let _ = send(&mut ws, &cfg, Frame::Close(Some((close::SLOW_CONSUMER, "slow consumer".into())))).await;
+                    break;
+                }
+                out = rx.recv() => match out {
+                    Some(Outbound::Text(t)) => {
+                        if send(&mut ws, &cfg, Frame::Text(t.to_string())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Outbound::Close(code, reason)) => {
+                        let _ = send(&mut ws, &cfg, Frame::Close(Some((code, reason.into())))).await;
+                        break;
+                    }
+                    None => break,
+                },
+                frame = ws.next() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        Some(Frame::Text(t)) => {
+                            match self.handle(&t, &mut limiter, pid, &conn, &room, &mut ws).await {
+                                Ok(()) => {}
+                                Err(code) => {
+                                    let _ = send(&mut ws, &cfg, Frame::Close(Some((code, "closed".into())))).await;
+                                    break;
+                                }
+                            }
+                        }
+                        Some(Frame::Binary(_)) => {
+                            let _ = send_error(&mut ws, &cfg, ErrorCode::MalformedMessage, "binary frames are not used").await;
+                        }
+                        Some(Frame::Ping(_) | Frame::Pong(_)) => {}
+                        Some(Frame::TooBig) => {
+                            let _ = send(&mut ws, &cfg, Frame::Close(Some((close::TOO_BIG, "message too big".into())))).await;
+                            break;
+                        }
+                        Some(Frame::Close(_)) | None => break,
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() > cfg.idle_timeout {
+                        let _ = send(&mut ws, &cfg, Frame::Close(Some((close::DEAD, "no answer".into())))).await;
+                        break;
+                    }
+                    if send(&mut ws, &cfg, Frame::Ping(Vec::new())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = &mut refresh, if ice_expires.is_some() => {
+                    let ice = self.inner.verifier.refresh_ice(grant.user_id).await;
+                    ice_expires = ice.expires_at;
+                    refresh.as_mut().reset(tokio::time::Instant::now() + refresh_delay(ice_expires, cfg.ice_refresh_margin));
+                    let msg = ServerMessage::IceServers {
+                        ice_servers: ice.ice_servers,
+                        ice_transport_policy: ice.ice_transport_policy,
+                    };
+                    if send_msg(&mut ws, &cfg, &msg).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        linger(&mut ws).await;
+        // The room ignores this when the connection was replaced or has left.
+        let _ = room
+            .send(RoomCmd::Disconnected {
+                pid,
+                conn_id: conn.id,
+            })
+            .await;
+    }
+
+    /// Wait for `hello`, answering anything else with an error, until the hello timeout.
+    async fn await_hello<S, E>(
+        &self,
+        ws: &mut S,
+        limiter: &mut RateLimiter,
+    ) -> Option<(String, Option<String>, bool)>
+    where
+        S: Stream<Item = Frame> + Sink<Frame, Error = E> + Unpin + Send,
+        E: Display,
+    {
+        let cfg = &self.inner.cfg;
+        let deadline = tokio::time::Instant::now() + cfg.hello_timeout;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, ws.next()).await {
+                Err(_) => {
+                    let _ = send(
+                        ws,
+                        cfg,
+                        Frame::Close(Some((close::HELLO_TIMEOUT, "no hello".into()))),
+                    )
+                    .await;
+                    return None;
+                }
+                Ok(None) | Ok(Some(Frame::Close(_))) => return None,
+                Ok(Some(f)) => f,
+            };
+            match frame {
+                Frame::Text(t) => {
+                    if !limiter.allow() {
+                        refuse(
+                            ws,
+                            cfg,
+                            ErrorCode::RateLimited,
+                            "too many messages".into(),
+                            close::RATE_LIMITED,
+                        )
+                        .await;
+                        return None;
+                    }
+                    match parse(&t) {
+                        Ok(ClientMessage::Hello {
+                            token,
+                            resume_token,
+                            reset,
+                        }) => return Some((token, resume_token, reset)),
+                        Ok(_) => {
+                            let _ = send_error(
+                                ws,
+                                cfg,
+                                ErrorCode::HelloRequired,
+                                "send hello with your join token first",
+                            )
+                            .await;
+                        }
+                        Err((code, msg)) => {
+                            let _ = send_error(ws, cfg, code, msg).await;
+                        }
+                    }
+                }
+                Frame::TooBig => {
+                    let _ = send(
+                        ws,
+                        cfg,
+                        Frame::Close(Some((close::TOO_BIG, "message too big".into()))),
+                    )
+                    .await;
+                    return None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One text frame from an admitted connection: check it, then hand it to the room.
+    /// `Err(close code)` ends the connection.
+    async fn handle<S, E>(
+        &self,
+        text: &str,
+        limiter: &mut RateLimiter,
+        pid: ParticipantId,
+        conn: &Conn,
+        room: &mpsc::Sender<RoomCmd>,
+        ws: &mut S,
+    ) -> Result<(), u16>
+    where
+        S: Stream<Item = Frame> + Sink<Frame, Error = E> + Unpin + Send,
+        E: Display,
+    {
+        let cfg = &self.inner.cfg;
+        if !limiter.allow() {
+            let _ = send_error(ws, cfg, ErrorCode::RateLimited, "too many messages").await;
+            return Err(close::RATE_LIMITED);
+        }
+        let msg = match parse(text) {
+            Ok(m) => m,
+            Err((code, message)) => {
+                let _ = send_error(ws, cfg, code, message).await;
+                return Ok(());
+            }
+        };
+        let checked = match &msg {
+            ClientMessage::Hello { .. } => {
+                Err((ErrorCode::HelloRequired, "hello was already sent".into()))
+            }
+            ClientMessage::Signal {
+                description,
+                candidate,
+                ..
+            } => match (description, candidate) {
+                (Some(d), None) => validate::description(d, cfg),
+                (None, Some(c)) => validate::candidate(c, cfg),
+                _ => Err((
+                    ErrorCode::InvalidSignal,
+                    "a signal carries either a description or a candidate".into(),
+                )),
+            },
+            ClientMessage::Stats(s) => validate::stats(s),
+            ClientMessage::Notice { text, .. } => validate::notice(text),
+            _ => Ok(()),
+        };
+        if let Err((code, message)) = checked {
+            let _ = send_error(ws, cfg, code, message).await;
+            return Ok(());
+        }
+        let cmd = RoomCmd::Msg {
+            pid,
+            conn: conn.clone(),
+            msg,
+        };
+        if room.send(cmd).await.is_err() {
+            let _ = send_msg(
+                ws,
+                cfg,
+                &ServerMessage::Ended {
+                    reason: "ended".into(),
+                },
+            )
+            .await;
+            return Err(close::ENDED);
+        }
+        Ok(())
+    }
+}
+
+/// After the server closes a socket, read and drop what the peer still sends, briefly, until
+/// it answers the close. Dropping a socket with unread data makes the kernel send a reset,
+/// and the peer would then see a broken connection instead of the close code and the
+/// error before it (the case after a flood or an oversized frame).
+async fn linger<S: Stream<Item = Frame> + Unpin>(ws: &mut S) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if matches!(f, Frame::Close(_)) {
+            break;
+        }
+    }
+}
+
+/// When to refresh ICE credentials that expire at `expires` (unix seconds).
+fn refresh_delay(expires: Option<i64>, margin: Duration) -> Duration {
+    let Some(expires) = expires else {
+        return Duration::from_secs(365 * 24 * 3600);
+    };
+    let left = (expires - jiff::Timestamp::now().as_second()).max(0) as u64;
+    let left = Duration::from_secs(left);
+    // A margin larger than half the lifetime would refresh in a loop: take half then.
+    left.saturating_sub(margin.min(left / 2))
+        .max(Duration::from_secs(1))
+}
+
+/// Known message types, to tell an unknown `type` from a malformed known one.
+const TYPES: &[&str] = &[
+    "hello", "admit", "deny", "notice", "signal", "stats", "leave", "end",
+];
+
+/// Parse a text frame into a message, or say why not.
+fn parse(text: &str) -> Result<ClientMessage, validate::Refusal> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|_| (ErrorCode::MalformedMessage, "not a JSON object".to_owned()))?;
+    let Some(kind) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
+        return Err((
+            ErrorCode::MalformedMessage,
+            "a message needs a string `type`".into(),
+        ));
+    };
+    if !TYPES.contains(&kind.as_str()) {
+        return Err((
+            ErrorCode::UnknownType,
+            format!("unknown message type {kind:?}"),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        (
+            ErrorCode::MalformedMessage,
+            format!("bad {kind} message: {e}"),
+        )
+    })
+}
+
+async fn send<S, E>(ws: &mut S, cfg: &SignalingConfig, frame: Frame) -> Result<(), ()>
+where
+    S: Sink<Frame, Error = E> + Unpin,
+    E: Display,
+{
+    match tokio::time::timeout(cfg.write_timeout, ws.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn send_msg<S, E>(ws: &mut S, cfg: &SignalingConfig, msg: &ServerMessage) -> Result<(), ()>
+where
+    S: Sink<Frame, Error = E> + Unpin,
+    E: Display,
+{
+    let text = serde_json::to_string(msg).expect("server messages serialise");
+    send(ws, cfg, Frame::Text(text)).await
+}
+
+async fn send_error<S, E>(
+    ws: &mut S,
+    cfg: &SignalingConfig,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Result<(), ()>
+where
+    S: Sink<Frame, Error = E> + Unpin,
+    E: Display,
+{
+    send_msg(
+        ws,
+        cfg,
+        &ServerMessage::Error {
+            code,
+            message: message.into(),
+        },
+    )
+    .await
+}
+
+/// Send an error, then close with `code`.
+async fn refuse<S, E>(ws: &mut S, cfg: &SignalingConfig, err: ErrorCode, message: String, code: u16)
+where
+    S: Sink<Frame, Error = E> + Unpin,
+    E: Display,
+{
+    let _ = send_error(ws, cfg, err, message).await;
+    let _ = send(ws, cfg, Frame::Close(Some((code, err.as_str().into())))).await;
+}
+
+/// The room's task: apply commands in order, fire timers, record events, then send.
+async fn run_room(
+    mut room: Room,
+    mut rx: mpsc::Receiver<RoomCmd>,
+    inner: Arc<Inner>,
+    generation: u64,
+) {
+    let appointment_id = room.appointment_id;
+    let session_id = room.session_id;
+    tracing::info!(%appointment_id, %session_id, "session room opened");
+    loop {
+        let deadline = tokio::time::Instant::from_std(room.next_deadline());
+        let mut replies = Vec::new();
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => apply(&mut room, cmd, &mut replies),
+                None => room.finish("server_shutdown"),
+            },
+            _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
+        }
+        // Record first: nothing is announced that the record could lose.
+        for kind in room.take_events() {
+            inner
+                .sink
+                .record(SessionEvent {
+                    session_id,
+                    appointment_id,
+                    at: jiff::Timestamp::now(),
+                    kind,
+                })
+                .await;
+        }
+        for Effect::Send(conn, out) in room.take_effects() {
+            match conn.tx.try_send(out) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => conn.kill.notify_one(),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        for (reply, joined) in replies {
+            let _ = reply.send(joined);
+        }
+        if let Some(f) = room.finished() {
+            tracing::info!(%appointment_id, %session_id, reason = ?f, "session room closed");
+            break;
+        }
+    }
+    let mut rooms = inner.rooms.lock().expect("rooms lock");
+    if rooms
+        .get(&appointment_id)
+        .is_some_and(|e| e.generation == generation)
+    {
+        rooms.remove(&appointment_id);
+    }
+}
+
+fn apply(room: &mut Room, cmd: RoomCmd, replies: &mut Vec<(oneshot::Sender<Joined>, Joined)>) {
+    match cmd {
+        RoomCmd::Join {
+            grant,
+            conn,
+            resume_token,
+            reset,
+            reply,
+        } => {
+            let joined = room.join(&grant, conn, resume_token.as_deref(), reset);
+            replies.push((reply, joined));
+        }
+        RoomCmd::Msg { pid, conn, msg } => match msg {
+            ClientMessage::Admit { participant_id } => room.admit(pid, &conn, participant_id),
+            ClientMessage::Deny { participant_id } => room.deny(pid, &conn, participant_id),
+            ClientMessage::Notice {
+                participant_id,
+                text,
+            } => room.notice(pid, &conn, participant_id, text),
+            ClientMessage::Signal {
+                to,
+                description,
+                candidate,
+            } => room.signal(pid, &conn, to, description, candidate),
+            ClientMessage::Stats(s) => room.stats(pid, &conn, s),
+            ClientMessage::Leave => room.leave(pid, &conn),
+            ClientMessage::End => room.end(pid, &conn),
+            ClientMessage::Hello { .. } => {}
+        },
+        RoomCmd::Disconnected { pid, conn_id } => room.disconnected(pid, conn_id, Instant::now()),
+        RoomCmd::SetAutoAdmit(on) => room.set_auto_admit(on),
+        RoomCmd::Remove(user_id) => room.remove_account(user_id),
+        RoomCmd::Finish(reason) => room.finish(&reason),
+    }
+}
+
+/// A token bucket: `burst` messages at once, `per_sec` sustained.
+struct RateLimiter {
+    tokens: f64,
+    burst: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(burst: u32, per_sec: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_sec: f64::from(per_sec),
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec)
+            .min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// ICE configuration with nothing in it (for tests and tools).
+pub fn no_ice() -> IceConfig {
+    IceConfig {
+        ice_servers: Vec::new(),
+        ice_transport_policy: crate::IceTransportPolicy::All,
+        expires_at: None,
+    }
+}

@@ -1,0 +1,1118 @@
+//! One room: the appointment's participants, who is waiting, who is admitted, who is
+//! reconnecting, and what to tell whom.
+//!
+//! [`Room`] is a plain struct changed only through its methods, one command at a time, by
+//! the room's task ([`crate::hub`]). Methods never await: they record what to send
+//! ([`Effect`]) and what happened ([`EventKind`]); the task records the events first, then
+//! performs the sends. `check_invariants` is run after every step in tests.
+
+use crate::{
+    EventKind, JoinGrant, ParticipantRef, SignalingConfig,
+    protocol::{
+        Candidate, Description, ErrorCode, ParticipantId, PeerInfo, PeerRole, ServerMessage, Stats,
+        WaitingInfo, close,
+    },
+    random_token,
+};
+use sha2::{Digest as _, Sha256};
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
+
+/// What the room sends a connection.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A serialised [`ServerMessage`].
+    Text(Arc<str>),
+    /// Close the socket with this code and reason, then stop.
+    Close(u16, &'static str),
+}
+
+/// The room's handle on one connection.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// Distinguishes a participant's successive connections.
+    pub id: u64,
+    pub tx: mpsc::Sender<Outbound>,
+    /// Woken when the connection must stop at once (its outbox is full).
+    pub kill: Arc<Notify>,
+}
+
+/// A send the room decided on.
+#[derive(Debug)]
+pub enum Effect {
+    Send(Conn, Outbound),
+}
+
+#[derive(Debug)]
+enum Place {
+    /// In the waiting room since (unix ms), in knock order.
+    Waiting {
+        since_ms: i64,
+        seq: u64,
+    },
+    Admitted,
+}
+
+#[derive(Debug)]
+struct Member {
+    pid: ParticipantId,
+    user_id: Uuid,
+    role: PeerRole,
+    display_name: String,
+    place: Place,
+    /// `None` while reconnecting.
+    conn: Option<Conn>,
+    /// While reconnecting: when the place is given up.
+    away_until: Option<Instant>,
+    resume_hash: [u8; 32],
+    /// ICE servers for this member's current connection.
+    ice: crate::IceConfig,
+    /// Signals for this member while it reconnects (bounded).
+    held: VecDeque<Arc<str>>,
+}
+
+impl Member {
+    fn admitted(&self) -> bool {
+        matches!(self.place, Place::Admitted)
+    }
+
+    fn reference(&self) -> ParticipantRef {
+        ParticipantRef {
+            participant_id: self.pid,
+            user_id: self.user_id,
+            role: self.role,
+        }
+    }
+}
+
+/// Whether `me` plays the polite side with `peer`: clients are polite to the therapist,
+/// and between clients the larger id is polite. Always the opposite for the other side.
+fn polite(me: &Member, peer: &Member) -> bool {
+    match (me.role, peer.role) {
+        (PeerRole::Client, PeerRole::Therapist) => true,
+        (PeerRole::Therapist, PeerRole::Client) => false,
+        _ => me.pid > peer.pid,
+    }
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn text(msg: &ServerMessage) -> Arc<str> {
+    serde_json::to_string(msg)
+        .expect("server messages serialise")
+        .into()
+}
+
+/// Why a room finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Ended(String),
+}
+
+/// The outcome of a join.
+#[derive(Debug)]
+pub struct Joined {
+    pub participant_id: ParticipantId,
+}
+
+/// One room's state.
+#[derive(Debug)]
+pub struct Room {
+    pub appointment_id: Uuid,
+    pub session_id: Uuid,
+    closes_at: Instant,
+    auto_admit: bool,
+    grace: Duration,
+    held_max: usize,
+    members: Vec<Member>,
+    knock_seq: u64,
+    /// Since when nobody has been in the room.
+    empty_since: Option<Instant>,
+    finished: Option<Finish>,
+    effects: Vec<Effect>,
+    events: Vec<EventKind>,
+}
+
+impl Room {
+    pub fn new(grant: &JoinGrant, cfg: &SignalingConfig, now: Instant) -> Self {
+        let left = grant
+            .closes_at
+            .duration_since(jiff::Timestamp::now())
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        Self {
+            appointment_id: grant.appointment_id,
+            session_id: Uuid::now_v7(),
+            closes_at: now + left,
+            auto_admit: grant.auto_admit,
+            grace: cfg.grace,
+            held_max: cfg.held_signals,
+            members: Vec::new(),
+            knock_seq: 0,
+            empty_since: Some(now),
+            finished: None,
+            effects: Vec::new(),
+            events: vec![EventKind::Started],
+        }
+    }
+
+    pub fn finished(&self) -> Option<&Finish> {
+        self.finished.as_ref()
+    }
+
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn take_events(&mut self) -> Vec<EventKind> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// How many people are in the room (waiting, admitted or reconnecting).
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The next moment something happens on its own: a held place expires, the window
+    /// closes, or an empty room gives up.
+    pub fn next_deadline(&self) -> Instant {
+        let mut next = self.closes_at;
+        for m in &self.members {
+            if let Some(t) = m.away_until {
+                next = next.min(t);
+            }
+        }
+        if let Some(t) = self.empty_since {
+            next = next.min(t + self.grace);
+        }
+        next
+    }
+
+    fn send(&mut self, conn: &Conn, msg: &ServerMessage) {
+        self.effects
+            .push(Effect::Send(conn.clone(), Outbound::Text(text(msg))));
+    }
+
+    fn send_to(&mut self, idx: usize, msg: &ServerMessage) {
+        if let Some(c) = self.members[idx].conn.clone() {
+            self.send(&c, msg);
+        }
+    }
+
+    fn close(&mut self, conn: &Conn, code: u16, reason: &'static str) {
+        self.effects
+            .push(Effect::Send(conn.clone(), Outbound::Close(code, reason)));
+    }
+
+    fn error(&mut self, conn: &Conn, code: ErrorCode, message: impl Into<String>) {
+        self.send(
+            conn,
+            &ServerMessage::Error {
+                code,
+                message: message.into(),
+            },
+        );
+    }
+
+    fn idx(&self, pid: ParticipantId) -> Option<usize> {
+        self.members.iter().position(|m| m.pid == pid)
+    }
+
+    /// The member behind a connection, if that connection is still its current one.
+    fn caller(&self, pid: ParticipantId, conn_id: u64) -> Option<usize> {
+        self.idx(pid).filter(|&i| {
+            self.members[i]
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.id == conn_id)
+        })
+    }
+
+    fn peers_of(&self, idx: usize) -> Vec<PeerInfo> {
+        let me = &self.members[idx];
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| *i != idx && m.admitted())
+            .map(|(_, m)| PeerInfo {
+                participant_id: m.pid,
+                role: m.role,
+                display_name: m.display_name.clone(),
+                polite: polite(me, m),
+            })
+            .collect()
+    }
+
+    fn waiting_order(&self) -> Vec<usize> {
+        let mut w: Vec<(u64, usize)> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| match m.place {
+                Place::Waiting { seq, .. } => Some((seq, i)),
+                Place::Admitted => None,
+            })
+            .collect();
+        w.sort_unstable();
+        w.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Tell the therapist who is waiting, and each waiting client its place.
+    fn announce_queue(&mut self) {
+        let order = self.waiting_order();
+        let lobby = ServerMessage::Lobby {
+            waiting: order
+                .iter()
+                .map(|&i| {
+                    let m = &self.members[i];
+                    WaitingInfo {
+                        participant_id: m.pid,
+                        display_name: m.display_name.clone(),
+                        since: match m.place {
+                            Place::Waiting { since_ms, .. } => since_ms,
+                            Place::Admitted => 0,
+                        },
+                    }
+                })
+                .collect(),
+        };
+        for i in 0..self.members.len() {
+            if self.members[i].role == PeerRole::Therapist {
+                self.send_to(i, &lobby);
+            }
+        }
+        for (pos, &i) in order.iter().enumerate() {
+            self.send_to(i, &ServerMessage::Waiting { position: pos + 1 });
+        }
+    }
+
+    /// Tell every other admitted member that `idx` is in.
+    fn announce_joined(&mut self, idx: usize) {
+        for i in 0..self.members.len() {
+            if i == idx || !self.members[i].admitted() {
+                continue;
+            }
+            let (me, peer) = (&self.members[i], &self.members[idx]);
+            let msg = ServerMessage::PeerJoined {
+                participant_id: peer.pid,
+                role: peer.role,
+                display_name: peer.display_name.clone(),
+                polite: polite(me, peer),
+            };
+            self.send_to(i, &msg);
+        }
+    }
+
+    fn announce_admitted_others(&mut self, idx: usize, msg: &ServerMessage) {
+        for i in 0..self.members.len() {
+            if i != idx && self.members[i].admitted() {
+                self.send_to(i, msg);
+            }
+        }
+    }
+
+    /// A verified participant arrives: new, resuming, or taking over from another
+    /// connection of the same account.
+    pub fn join(
+        &mut self,
+        grant: &JoinGrant,
+        conn: Conn,
+        resume_token: Option<&str>,
+        reset: bool,
+    ) -> Joined {
+        self.empty_since = None;
+        let token = random_token();
+        let reference;
+        let resumed;
+        let idx = match self.members.iter().position(|m| m.user_id == grant.user_id) {
+            Some(i) => {
+                // The same account again: it keeps its id and its place.
+                let m = &mut self.members[i];
+                let token_ok = resume_token.is_some_and(|t| hash(t) == m.resume_hash);
+                let old = m.conn.take();
+                let takeover = old.is_some();
+                let reset = reset || takeover || !token_ok;
+                m.away_until = None;
+                m.conn = Some(conn.clone());
+                m.resume_hash = hash(&token);
+                m.display_name = grant.display_name.clone();
+                m.ice = grant.ice.clone();
+                let held: Vec<Arc<str>> = m.held.drain(..).collect();
+                if let Some(old) = old {
+                    self.error(
+                        &old,
+                        ErrorCode::Replaced,
+                        "you joined from another connection",
+                    );
+                    self.close(&old, close::REPLACED, "replaced");
+                }
+                self.welcome(i, &token, true);
+                if self.members[i].admitted() {
+                    if !reset {
+                        for h in held {
+                            self.effects
+                                .push(Effect::Send(conn.clone(), Outbound::Text(h)));
+                        }
+                    }
+                    let pid = self.members[i].pid;
+                    self.announce_admitted_others(
+                        i,
+                        &ServerMessage::PeerResumed {
+                            participant_id: pid,
+                            reset,
+                        },
+                    );
+                }
+                reference = self.members[i].reference();
+                resumed = true;
+                i
+            }
+            None => {
+                let place = if grant.role == PeerRole::Therapist || self.auto_admit {
+                    Place::Admitted
+                } else {
+                    self.knock_seq += 1;
+                    Place::Waiting {
+                        since_ms: jiff::Timestamp::now().as_millisecond(),
+                        seq: self.knock_seq,
+                    }
+                };
+                let waiting = matches!(place, Place::Waiting { .. });
+                self.members.push(Member {
+                    pid: Uuid::new_v4(),
+                    user_id: grant.user_id,
+                    role: grant.role,
+                    display_name: grant.display_name.clone(),
+                    place,
+                    conn: Some(conn.clone()),
+                    away_until: None,
+                    resume_hash: hash(&token),
+                    ice: grant.ice.clone(),
+                    held: VecDeque::new(),
+                });
+                let i = self.members.len() - 1;
+                reference = self.members[i].reference();
+                if waiting {
+                    self.events.push(EventKind::Knocked {
+                        participant: reference.clone(),
+                    });
+                } else if grant.role == PeerRole::Client {
+                    self.events.push(EventKind::Admitted {
+                        participant_id: reference.participant_id,
+                        by: None,
+                    });
+                }
+                self.welcome(i, &token, false);
+                if !waiting {
+                    self.announce_joined(i);
+                }
+                resumed = false;
+                i
+            }
+        };
+        self.events.push(EventKind::Connected {
+            participant: reference,
+            resumed,
+        });
+        self.announce_queue_if_relevant(idx);
+        Joined {
+            participant_id: self.members[idx].pid,
+        }
+    }
+
+    fn announce_queue_if_relevant(&mut self, idx: usize) {
+        let waiting_exists = !self.waiting_order().is_empty();
+        let is_therapist = self.members[idx].role == PeerRole::Therapist;
+        if waiting_exists || is_therapist {
+            self.announce_queue();
+        }
+    }
+
+    fn welcome(&mut self, idx: usize, resume_token: &str, resumed: bool) {
+        let m = &self.members[idx];
+        let peers = if m.admitted() {
+            self.peers_of(idx)
+        } else {
+            Vec::new()
+        };
+        let msg = ServerMessage::Welcome {
+            participant_id: m.pid,
+            role: m.role,
+            ice_servers: m.ice.ice_servers.clone(),
+            ice_transport_policy: m.ice.ice_transport_policy,
+            resume_token: resume_token.to_owned(),
+            resumed,
+            peers,
+        };
+        self.send_to(idx, &msg);
+    }
+
+    fn therapist_caller(&mut self, pid: ParticipantId, conn: &Conn) -> Option<usize> {
+        let i = self.caller(pid, conn.id)?;
+        if self.members[i].role != PeerRole::Therapist {
+            self.error(conn, ErrorCode::Forbidden, "only the therapist can do this");
+            return None;
+        }
+        Some(i)
+    }
+
+    fn waiting_target(&mut self, conn: &Conn, target: ParticipantId) -> Option<usize> {
+        match self.idx(target) {
+            Some(t) if !self.members[t].admitted() => Some(t),
+            _ => {
+                self.error(
+                    conn,
+                    ErrorCode::UnknownParticipant,
+                    "no waiting client with that id",
+                );
+                None
+            }
+        }
+    }
+
+    /// Let everyone in the waiting room in (auto-admit switched on).
+    pub fn set_auto_admit(&mut self, on: bool) {
+        self.auto_admit = on;
+        if on {
+            for t in self.waiting_order() {
+                self.admit_idx(t, None);
+            }
+            self.announce_queue();
+        }
+    }
+
+    fn admit_idx(&mut self, t: usize, by: Option<Uuid>) {
+        self.members[t].place = Place::Admitted;
+        let pid = self.members[t].pid;
+        self.events.push(EventKind::Admitted {
+            participant_id: pid,
+            by,
+        });
+        let peers = self.peers_of(t);
+        self.send_to(t, &ServerMessage::Admitted { peers });
+        self.announce_joined(t);
+        if self.members[t].conn.is_none() {
+            self.announce_admitted_others(
+                t,
+                &ServerMessage::PeerReconnecting {
+                    participant_id: pid,
+                },
+            );
+        }
+    }
+
+    /// The therapist lets a waiting client in.
+    pub fn admit(&mut self, pid: ParticipantId, conn: &Conn, target: ParticipantId) {
+        let Some(th) = self.therapist_caller(pid, conn) else {
+            return;
+        };
+        let Some(t) = self.waiting_target(conn, target) else {
+            return;
+        };
+        let by = self.members[th].user_id;
+        self.admit_idx(t, Some(by));
+        self.announce_queue();
+    }
+
+    /// The therapist turns a waiting client away.
+    pub fn deny(&mut self, pid: ParticipantId, conn: &Conn, target: ParticipantId) {
+        let Some(th) = self.therapist_caller(pid, conn) else {
+            return;
+        };
+        let Some(t) = self.waiting_target(conn, target) else {
+            return;
+        };
+        let by = self.members[th].user_id;
+        let m = self.members.remove(t);
+        self.events.push(EventKind::Denied {
+            participant_id: m.pid,
+            by,
+        });
+        self.events.push(EventKind::Left {
+            participant_id: m.pid,
+            reason: "denied".into(),
+        });
+        if let Some(c) = &m.conn {
+            self.send(c, &ServerMessage::Denied);
+            self.close(c, close::DENIED, "denied");
+        }
+        self.announce_queue();
+        self.note_if_empty();
+    }
+
+    /// The therapist sends a short text to one waiting client, or to all of them.
+    pub fn notice(
+        &mut self,
+        pid: ParticipantId,
+        conn: &Conn,
+        target: Option<ParticipantId>,
+        text: String,
+    ) {
+        if self.therapist_caller(pid, conn).is_none() {
+            return;
+        }
+        let targets: Vec<usize> = match target {
+            Some(t) => match self.waiting_target(conn, t) {
+                Some(i) => vec![i],
+                None => return,
+            },
+            None => self.waiting_order(),
+        };
+        let msg = ServerMessage::Notice { text };
+        for i in targets {
+            self.send_to(i, &msg);
+        }
+    }
+
+    /// Relay a description or candidate between two admitted members.
+    pub fn signal(
+        &mut self,
+        pid: ParticipantId,
+        conn: &Conn,
+        to: ParticipantId,
+        description: Option<Description>,
+        candidate: Option<Candidate>,
+    ) {
+        let Some(from) = self.caller(pid, conn.id) else {
+            return;
+        };
+        if !self.members[from].admitted() {
+            self.error(conn, ErrorCode::NotAdmitted, "you are in the waiting room");
+            return;
+        }
+        let target = self
+            .idx(to)
+            .filter(|&t| t != from && self.members[t].admitted());
+        let Some(t) = target else {
+            self.error(
+                conn,
+                ErrorCode::UnknownPeer,
+                "no admitted participant with that id in this room",
+            );
+            return;
+        };
+        let msg = text(&ServerMessage::Signal {
+            from: pid,
+            description,
+            candidate,
+        });
+        let held_max = self.held_max;
+        let m = &mut self.members[t];
+        match &m.conn {
+            Some(c) => {
+                let c = c.clone();
+                self.effects.push(Effect::Send(c, Outbound::Text(msg)));
+            }
+            None => {
+                if m.held.len() >= held_max {
+                    m.held.pop_front();
+                }
+                m.held.push_back(msg);
+            }
+        }
+    }
+
+    /// Quality figures, for the record only.
+    pub fn stats(&mut self, pid: ParticipantId, conn: &Conn, stats: Stats) {
+        if self.caller(pid, conn.id).is_some() {
+            self.events.push(EventKind::Stats {
+                participant_id: pid,
+                stats,
+            });
+        }
+    }
+
+    fn remove(&mut self, idx: usize, reason: &str) {
+        let m = self.members.remove(idx);
+        self.events.push(EventKind::Left {
+            participant_id: m.pid,
+            reason: reason.into(),
+        });
+        if m.admitted() {
+            let msg = ServerMessage::PeerLeft {
+                participant_id: m.pid,
+                reason: reason.into(),
+            };
+            for i in 0..self.members.len() {
+                if self.members[i].admitted() {
+                    self.send_to(i, &msg);
+                }
+            }
+        } else {
+            self.announce_queue();
+        }
+        self.note_if_empty();
+    }
+
+    fn note_if_empty(&mut self) {
+        if self.members.is_empty() && self.empty_since.is_none() {
+            self.empty_since = Some(Instant::now());
+        }
+    }
+
+    /// An account no longer takes part (removed from the appointment): out it goes.
+    pub fn remove_account(&mut self, user_id: Uuid) {
+        let Some(i) = self.members.iter().position(|m| m.user_id == user_id) else {
+            return;
+        };
+        if let Some(c) = self.members[i].conn.clone() {
+            self.send(
+                &c,
+                &ServerMessage::Ended {
+                    reason: "removed".into(),
+                },
+            );
+            self.close(&c, close::ENDED, "removed");
+        }
+        self.remove(i, "removed");
+    }
+
+    /// A member leaves for good.
+    pub fn leave(&mut self, pid: ParticipantId, conn: &Conn) {
+        let Some(i) = self.caller(pid, conn.id) else {
+            return;
+        };
+        self.close(conn, close::NORMAL, "left");
+        self.remove(i, "left");
+    }
+
+    /// The therapist ends the session for everyone.
+    pub fn end(&mut self, pid: ParticipantId, conn: &Conn) {
+        if self.therapist_caller(pid, conn).is_some() {
+            self.finish("ended_by_therapist");
+        }
+    }
+
+    /// End the room: everyone is told why and disconnected.
+    pub fn finish(&mut self, reason: &str) {
+        if self.finished.is_some() {
+            return;
+        }
+        let msg = ServerMessage::Ended {
+            reason: reason.into(),
+        };
+        for i in 0..self.members.len() {
+            if let Some(c) = self.members[i].conn.clone() {
+                self.send(&c, &msg);
+                self.close(&c, close::ENDED, "ended");
+            }
+        }
+        for m in std::mem::take(&mut self.members) {
+            self.events.push(EventKind::Left {
+                participant_id: m.pid,
+                reason: "ended".into(),
+            });
+        }
+        self.events.push(EventKind::Ended {
+            reason: reason.into(),
+        });
+        self.finished = Some(Finish::Ended(reason.into()));
+    }
+
+    /// A connection dropped without `leave`: hold the place for the grace period.
+    pub fn disconnected(&mut self, pid: ParticipantId, conn_id: u64, now: Instant) {
+        let Some(i) = self.caller(pid, conn_id) else {
+            return;
+        };
+        let m = &mut self.members[i];
+        m.conn = None;
+        m.away_until = Some(now + self.grace);
+        self.events.push(EventKind::Disconnected {
+            participant_id: pid,
+        });
+        if self.members[i].admitted() {
+            self.announce_admitted_others(
+                i,
+                &ServerMessage::PeerReconnecting {
+                    participant_id: pid,
+                },
+            );
+        }
+    }
+
+    /// Time passes: held places expire, the window closes, an empty room gives up.
+    pub fn tick(&mut self, now: Instant) {
+        if now >= self.closes_at {
+            self.finish("window_closed");
+            return;
+        }
+        while let Some(i) = self
+            .members
+            .iter()
+            .position(|m| m.away_until.is_some_and(|t| t <= now))
+        {
+            self.remove(i, "timeout");
+        }
+        if let Some(t) = self.empty_since
+            && self.members.is_empty()
+            && now >= t + self.grace
+        {
+            self.finish("empty");
+        }
+    }
+
+    /// Check the room's invariants (tests call this after every step).
+    pub fn check_invariants(&self) {
+        let mut users: Vec<Uuid> = self.members.iter().map(|m| m.user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        assert_eq!(users.len(), self.members.len(), "one member per account");
+        let therapists = self
+            .members
+            .iter()
+            .filter(|m| m.role == PeerRole::Therapist);
+        for t in therapists {
+            assert!(t.admitted(), "a therapist is never waiting");
+        }
+        for m in &self.members {
+            assert_eq!(
+                m.conn.is_none(),
+                m.away_until.is_some(),
+                "reconnecting iff no connection"
+            );
+            assert!(m.held.len() <= self.held_max);
+        }
+        for a in &self.members {
+            for b in &self.members {
+                if a.pid != b.pid {
+                    assert_ne!(polite(a, b), polite(b, a), "politeness is opposite");
+                }
+            }
+        }
+        if self.finished.is_some() {
+            assert!(self.members.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{IceConfig, IceTransportPolicy};
+
+    struct Peer {
+        conn: Conn,
+        rx: mpsc::Receiver<Outbound>,
+        pid: ParticipantId,
+    }
+
+    fn grant(user: Uuid, role: PeerRole, appointment: Uuid) -> JoinGrant {
+        JoinGrant {
+            appointment_id: appointment,
+            user_id: user,
+            role,
+            display_name: format!("{role:?}"),
+            closes_at: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1),
+            auto_admit: false,
+            ice: IceConfig {
+                ice_servers: vec![],
+                ice_transport_policy: IceTransportPolicy::All,
+                expires_at: None,
+            },
+        }
+    }
+
+    struct World {
+        room: Room,
+        next: u64,
+        appointment: Uuid,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let appointment = Uuid::new_v4();
+            let cfg = SignalingConfig {
+                grace: Duration::from_millis(100),
+                held_signals: 2,
+                ..Default::default()
+            };
+            let room = Room::new(
+                &grant(Uuid::new_v4(), PeerRole::Therapist, appointment),
+                &cfg,
+                Instant::now(),
+            );
+            Self {
+                room,
+                next: 1,
+                appointment,
+            }
+        }
+
+        fn flush(&mut self) {
+            self.room.check_invariants();
+            for Effect::Send(c, o) in self.room.take_effects() {
+                let _ = c.tx.try_send(o);
+            }
+        }
+
+        fn join_as(
+            &mut self,
+            user: Uuid,
+            role: PeerRole,
+            resume: Option<&str>,
+            reset: bool,
+        ) -> Peer {
+            let (tx, rx) = mpsc::channel(64);
+            self.next += 1;
+            let conn = Conn {
+                id: self.next,
+                tx,
+                kill: Arc::new(Notify::new()),
+            };
+            let j = self.room.join(
+                &grant(user, role, self.appointment),
+                conn.clone(),
+                resume,
+                reset,
+            );
+            self.flush();
+            Peer {
+                conn,
+                rx,
+                pid: j.participant_id,
+            }
+        }
+    }
+
+    fn drain(p: &mut Peer) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while let Ok(o) = p.rx.try_recv() {
+            match o {
+                Outbound::Text(t) => out.push(serde_json::from_str(&t).unwrap()),
+                Outbound::Close(code, _) => {
+                    out.push(serde_json::json!({"type": "close", "code": code}))
+                }
+            }
+        }
+        out
+    }
+
+    fn types(v: &[serde_json::Value]) -> Vec<String> {
+        v.iter()
+            .map(|m| m["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn waiting_room_admission_and_relay() {
+        let mut w = World::new();
+        let (t_user, c_user) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut t = w.join_as(t_user, PeerRole::Therapist, None, false);
+        assert_eq!(types(&drain(&mut t)), ["welcome", "lobby"]);
+        let mut c = w.join_as(c_user, PeerRole::Client, None, false);
+        let got = drain(&mut c);
+        assert_eq!(types(&got), ["welcome", "waiting"]);
+        assert_eq!(
+            got[0]["peers"],
+            serde_json::json!([]),
+            "a waiting client sees no one"
+        );
+        assert_eq!(got[1]["position"], 1);
+        let lobby = drain(&mut t);
+        assert_eq!(lobby[0]["waiting"][0]["participant_id"], c.pid.to_string());
+
+        // A waiting client cannot signal.
+        w.room.signal(c.pid, &c.conn, t.pid, None, None);
+        w.flush();
+        assert_eq!(drain(&mut c)[0]["code"], "not_admitted");
+        // A client cannot admit.
+        w.room.admit(c.pid, &c.conn, c.pid);
+        w.flush();
+        assert_eq!(drain(&mut c)[0]["code"], "forbidden");
+
+        w.room.admit(t.pid, &t.conn, c.pid);
+        w.flush();
+        let admitted = drain(&mut c);
+        assert_eq!(types(&admitted), ["admitted"]);
+        assert_eq!(admitted[0]["peers"][0]["participant_id"], t.pid.to_string());
+        assert_eq!(
+            admitted[0]["peers"][0]["polite"], true,
+            "clients are polite to the therapist"
+        );
+        let tmsgs = drain(&mut t);
+        assert_eq!(types(&tmsgs), ["peer_joined", "lobby"]);
+        assert_eq!(tmsgs[0]["polite"], false);
+
+        w.room.signal(
+            c.pid,
+            &c.conn,
+            t.pid,
+            None,
+            Some(crate::protocol::Candidate {
+                candidate: String::new(),
+                sdp_mid: None,
+                sdp_m_line_index: None,
+                username_fragment: None,
+            }),
+        );
+        w.flush();
+        let s = drain(&mut t);
+        assert_eq!(s[0]["type"], "signal");
+        assert_eq!(s[0]["from"], c.pid.to_string());
+        // Unknown peers are refused.
+        w.room.signal(c.pid, &c.conn, Uuid::new_v4(), None, None);
+        w.flush();
+        assert_eq!(drain(&mut c)[0]["code"], "unknown_peer");
+    }
+
+    #[test]
+    fn reconnect_resume_hold_and_timeout() {
+        let mut w = World::new();
+        let (t_user, c_user) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut t = w.join_as(t_user, PeerRole::Therapist, None, false);
+        let mut c = w.join_as(c_user, PeerRole::Client, None, false);
+        w.room.admit(t.pid, &t.conn, c.pid);
+        w.flush();
+        let welcome = drain(&mut c);
+        let _ = drain(&mut t);
+        let _ = welcome;
+        // Client's resume token: from its welcome.
+        let mut c2 = w.join_as(c_user, PeerRole::Client, None, false);
+        // Without the resume token it is a takeover: the old connection is replaced.
+        let old = drain(&mut c);
+        assert_eq!(old[0]["code"], "replaced");
+        assert_eq!(old[1]["code"], 4009);
+        let first = drain(&mut c2);
+        assert_eq!(first[0]["type"], "welcome");
+        assert_eq!(first[0]["resumed"], true);
+        assert_eq!(
+            first[0]["participant_id"],
+            c.pid.to_string(),
+            "same participant id"
+        );
+        let token = first[0]["resume_token"].as_str().unwrap().to_owned();
+        let t_msgs = drain(&mut t);
+        assert_eq!(t_msgs[0]["type"], "peer_resumed");
+        assert_eq!(t_msgs[0]["reset"], true);
+
+        // The connection drops: the therapist is told, signals are held (bounded, 2).
+        w.room.disconnected(c2.pid, c2.conn.id, Instant::now());
+        w.flush();
+        assert_eq!(types(&drain(&mut t)), ["peer_reconnecting"]);
+        for _ in 0..3 {
+            w.room.signal(t.pid, &t.conn, c2.pid, None, None);
+        }
+        w.flush();
+        // Resume with the token inside the grace period.
+        let mut c3 = w.join_as(c_user, PeerRole::Client, Some(&token), false);
+        let back = drain(&mut c3);
+        assert_eq!(
+            types(&back),
+            ["welcome", "signal", "signal"],
+            "held signals, oldest dropped"
+        );
+        assert_eq!(back[0]["resumed"], true);
+        assert_eq!(back[0]["peers"][0]["participant_id"], t.pid.to_string());
+        let t_msgs = drain(&mut t);
+        assert_eq!(t_msgs[0]["type"], "peer_resumed");
+        assert_eq!(t_msgs[0]["reset"], false);
+
+        // Drop again and let the grace period pass.
+        w.room.disconnected(c3.pid, c3.conn.id, Instant::now());
+        w.flush();
+        let _ = drain(&mut t);
+        w.room.tick(Instant::now() + Duration::from_millis(150));
+        w.flush();
+        let t_msgs = drain(&mut t);
+        assert_eq!(t_msgs[0]["type"], "peer_left");
+        assert_eq!(t_msgs[0]["reason"], "timeout");
+        assert_eq!(w.room.len(), 1);
+    }
+
+    #[test]
+    fn deny_notice_end_and_window() {
+        let mut w = World::new();
+        let mut t = w.join_as(Uuid::new_v4(), PeerRole::Therapist, None, false);
+        let mut a = w.join_as(Uuid::new_v4(), PeerRole::Client, None, false);
+        let mut b = w.join_as(Uuid::new_v4(), PeerRole::Client, None, false);
+        assert_eq!(drain(&mut b).last().unwrap()["position"], 2);
+        let _ = (drain(&mut t), drain(&mut a));
+        w.room
+            .notice(t.pid, &t.conn, None, "Running five minutes late".into());
+        w.flush();
+        assert_eq!(drain(&mut a)[0]["text"], "Running five minutes late");
+        assert_eq!(drain(&mut b)[0]["type"], "notice");
+        w.room.deny(t.pid, &t.conn, a.pid);
+        w.flush();
+        let denied = drain(&mut a);
+        assert_eq!(types(&denied), ["denied", "close"]);
+        assert_eq!(denied[1]["code"], 4011);
+        assert_eq!(drain(&mut b)[0]["position"], 1, "the queue moves up");
+        // A client cannot end; the therapist can.
+        w.room.end(b.pid, &b.conn);
+        w.flush();
+        assert_eq!(drain(&mut b)[0]["code"], "forbidden");
+        w.room.end(t.pid, &t.conn);
+        w.flush();
+        let ended = drain(&mut b);
+        assert_eq!(ended[0]["reason"], "ended_by_therapist");
+        assert_eq!(ended[1]["code"], 4010);
+        assert!(w.room.finished().is_some());
+        let events = w.room.take_events();
+        assert!(matches!(events.last(), Some(EventKind::Ended { .. })));
+    }
+
+    #[test]
+    fn auto_admit_and_client_politeness_are_opposite() {
+        let mut w = World::new();
+        let mut t = w.join_as(Uuid::new_v4(), PeerRole::Therapist, None, false);
+        let mut a = w.join_as(Uuid::new_v4(), PeerRole::Client, None, false);
+        let mut b = w.join_as(Uuid::new_v4(), PeerRole::Client, None, false);
+        let _ = (drain(&mut t), drain(&mut a), drain(&mut b));
+        w.room.set_auto_admit(true);
+        w.flush();
+        let am = drain(&mut a);
+        let bm = drain(&mut b);
+        let a_about_b = am
+            .iter()
+            .find(|m| m["type"] == "peer_joined")
+            .map(|m| m["polite"].clone())
+            .or_else(|| {
+                am.iter().find(|m| m["type"] == "admitted").and_then(|m| {
+                    m["peers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|p| p["participant_id"] == b.pid.to_string())
+                        .map(|p| p["polite"].clone())
+                })
+            })
+            .unwrap();
+        let b_about_a = bm
+            .iter()
+            .find(|m| m["type"] == "peer_joined")
+            .map(|m| m["polite"].clone())
+            .or_else(|| {
+                bm.iter().find(|m| m["type"] == "admitted").and_then(|m| {
+                    m["peers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|p| p["participant_id"] == a.pid.to_string())
+                        .map(|p| p["polite"].clone())
+                })
+            })
+            .unwrap();
+        assert_ne!(a_about_b, b_about_a);
+        // New clients now walk straight in.
+        let mut c = w.join_as(Uuid::new_v4(), PeerRole::Client, None, false);
+        let cm = drain(&mut c);
+        assert_eq!(cm[0]["type"], "welcome");
+        assert_eq!(cm[0]["peers"].as_array().unwrap().len(), 3);
+        // The window closes: everyone is told.
+        w.room.tick(Instant::now() + Duration::from_secs(7200));
+        w.flush();
+        assert_eq!(drain(&mut c)[0]["reason"], "window_closed");
+    }
+}
