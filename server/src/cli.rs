@@ -34,6 +34,16 @@ pub enum Command {
     /// Manage the keys that sign access and join tokens.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Walk the audit trail's hash chain and report the first broken link (exit status 1
+    /// when broken).
+    Verify(CommonArgs),
 }
 
 /// Options every command takes.
@@ -222,6 +232,62 @@ pub struct ServeArgs {
     #[arg(long, env = "ALCOVE_SIGNAL_PING_INTERVAL", value_name = "DURATION", value_parser = duration::parse)]
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub signal_ping_interval: Option<Duration>,
+
+    /// The web client signs out after this long without activity, outside a call
+    /// [default: 15m]
+    #[arg(long, env = "ALCOVE_IDLE_SIGN_OUT", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub idle_sign_out: Option<Duration>,
+
+    /// This server's name in session records (set a distinct one per node) [default: local]
+    #[arg(long, env = "ALCOVE_NODE_ID", value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+
+    /// How long session records are kept after a session ends [default: 2192d, six years]
+    #[arg(long, env = "ALCOVE_SESSION_RETENTION", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub session_retention: Option<Duration>,
+
+    /// How long audit trail entries are kept [default: 2192d, six years]
+    #[arg(long, env = "ALCOVE_AUDIT_RETENTION", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub audit_retention: Option<Duration>,
+
+    /// How often the retention purge runs [default: 1h]
+    #[arg(long, env = "ALCOVE_PURGE_INTERVAL", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub purge_interval: Option<Duration>,
+
+    /// URLs that receive signed session webhooks, comma-separated [default: none]
+    #[arg(
+        long,
+        env = "ALCOVE_WEBHOOK_URLS",
+        value_name = "URLS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_urls: Option<Vec<String>>,
+
+    /// Secret for the webhooks' HMAC-SHA256 signature
+    #[arg(
+        long,
+        env = "ALCOVE_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+
+    /// First retry delay of a failed webhook, doubling each time up to 1h [default: 2s]
+    #[arg(long, env = "ALCOVE_WEBHOOK_RETRY_BASE", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub webhook_retry_base: Option<Duration>,
+
+    /// Attempts before a webhook delivery is given up [default: 12]
+    #[arg(long, env = "ALCOVE_WEBHOOK_MAX_ATTEMPTS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

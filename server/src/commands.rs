@@ -6,7 +6,7 @@ use crate::{
     config::Config,
     domain::{DisplayName, Email, NewPassword},
     startup::open_db,
-    store::{Db, NewUser, StoreError},
+    store::{AuditVerdict, Db, NewUser, StoreError},
 };
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
@@ -144,4 +144,20 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `alcove audit verify`.
+pub async fn audit_verify(common: &CommonArgs) -> anyhow::Result<()> {
+    let (_, db) = migrated_db(common).await?;
+    let verdict = db.verify_audit().await?;
+    db.close().await;
+    match verdict {
+        AuditVerdict::Intact { rows, head } => {
+            println!("audit trail intact: {rows} entries, chain head at {head}");
+            Ok(())
+        }
+        AuditVerdict::Broken { seq, why } => {
+            bail!("audit trail broken at entry {seq}: {why}")
+        }
+    }
 }

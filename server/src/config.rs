@@ -120,6 +120,30 @@ pub struct Config {
     /// How often the server pings signalling connections; three missed intervals mean dead.
     #[serde(with = "duration")]
     pub signal_ping_interval: Duration,
+    /// The web client signs out after this long without activity, outside a call.
+    #[serde(with = "duration")]
+    pub idle_sign_out: Duration,
+    /// This server's name in session records; after a crash it closes its own open sessions.
+    pub node_id: String,
+    /// How long session records are kept after a session ends.
+    #[serde(with = "duration")]
+    pub session_retention: Duration,
+    /// How long audit trail entries are kept.
+    #[serde(with = "duration")]
+    pub audit_retention: Duration,
+    /// How often the retention purge runs.
+    #[serde(with = "duration")]
+    pub purge_interval: Duration,
+    /// URLs that receive signed session webhooks.
+    pub webhook_urls: Vec<String>,
+    /// Secret for the webhooks' HMAC-SHA256 signature.
+    #[serde(skip_serializing)]
+    pub webhook_secret: Option<secrecy::SecretString>,
+    /// First retry delay of a failed webhook (doubling each time, up to 1 h).
+    #[serde(with = "duration")]
+    pub webhook_retry_base: Duration,
+    /// Attempts before a webhook delivery is given up.
+    pub webhook_max_attempts: u32,
 }
 
 impl Default for Config {
@@ -152,6 +176,15 @@ impl Default for Config {
             signal_grace: Duration::from_secs(30),
             signal_hello_timeout: Duration::from_secs(5),
             signal_ping_interval: Duration::from_secs(10),
+            idle_sign_out: Duration::from_secs(15 * 60),
+            node_id: "local".into(),
+            session_retention: Duration::from_secs(2192 * 24 * 3600),
+            audit_retention: Duration::from_secs(2192 * 24 * 3600),
+            purge_interval: Duration::from_secs(3600),
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
+            webhook_retry_base: Duration::from_secs(2),
+            webhook_max_attempts: 12,
         }
     }
 }
@@ -258,6 +291,28 @@ impl Config {
             || self.signal_ping_interval > Duration::from_secs(60)
         {
             bail!("ALCOVE_SIGNAL_PING_INTERVAL must be between 100ms and 60s");
+        }
+        if self.idle_sign_out < Duration::from_secs(60)
+            || self.idle_sign_out > Duration::from_secs(24 * 3600)
+        {
+            bail!("ALCOVE_IDLE_SIGN_OUT must be between 1m and 24h");
+        }
+        if self.node_id.is_empty() || self.node_id.len() > 64 {
+            bail!("ALCOVE_NODE_ID must be 1 to 64 characters");
+        }
+        if self.purge_interval < Duration::from_secs(1) {
+            bail!("ALCOVE_PURGE_INTERVAL must be at least 1s");
+        }
+        for u in &self.webhook_urls {
+            parse_public_url(u).with_context(|| format!("ALCOVE_WEBHOOK_URLS: {u:?}"))?;
+        }
+        if !self.webhook_urls.is_empty() && self.webhook_secret.is_none() {
+            bail!(
+                "ALCOVE_WEBHOOK_SECRET is needed with ALCOVE_WEBHOOK_URLS (receivers check the signature)"
+            );
+        }
+        if self.webhook_max_attempts == 0 {
+            bail!("ALCOVE_WEBHOOK_MAX_ATTEMPTS must be at least 1");
         }
         for o in &self.allowed_origins {
             if o != "*"

@@ -10,6 +10,8 @@
 //! - [`error`] is the API error and its RFC 9457 problem body.
 //! - [`signal`] joins the signalling crate to the server: join tokens, TURN credentials,
 //!   the event sink.
+//! - [`records`] writes the session record and audit trail from room events, and runs the
+//!   webhook, heartbeat and retention tasks.
 //! - [`commands`] runs the admin subcommands (`migrate`, `user`, `keys`).
 //! - [`telemetry`] sets up logging.
 
@@ -20,6 +22,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod records;
 pub mod signal;
 pub mod startup;
 pub mod state;

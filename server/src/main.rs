@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         Some(Command::Keys(k)) => match k {
             alcove::cli::KeysCmd::Rotate(c) | alcove::cli::KeysCmd::List(c) => c,
         },
+        Some(Command::Audit(alcove::cli::AuditCmd::Verify(c))) => c,
     };
     if let Err(e) = telemetry::init(common.log_format.unwrap_or(LogFormat::Text)) {
         eprintln!("alcove: cannot set up logging: {e}");
@@ -41,6 +42,7 @@ async fn main() -> ExitCode {
         Some(Command::Migrate(c)) => commands::migrate(&c).await,
         Some(Command::User(u)) => commands::user(u).await,
         Some(Command::Keys(k)) => commands::keys(k),
+        Some(Command::Audit(alcove::cli::AuditCmd::Verify(c))) => commands::audit_verify(&c).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

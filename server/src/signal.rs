@@ -8,8 +8,7 @@ use crate::{
     store::Db,
 };
 use alcove_signaling::{
-    EventKind, EventSink, IceConfig, IceServer, IceTransportPolicy, JoinGrant, JoinRefusal,
-    JoinVerifier, PeerRole, SessionEvent,
+    IceConfig, IceServer, IceTransportPolicy, JoinGrant, JoinRefusal, JoinVerifier, PeerRole,
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use hmac::{Hmac, KeyInit as _, Mac as _};
@@ -247,48 +246,6 @@ impl JoinVerifier for Verifier {
 
     async fn refresh_ice(&self, user_id: Uuid) -> IceConfig {
         self.ice.mint(self.relay_only(user_id).await)
-    }
-}
-
-/// Logs room events as metadata (ids, roles, reasons, figures).
-#[derive(Debug, Default)]
-pub struct LogSink;
-
-#[async_trait::async_trait]
-impl EventSink for LogSink {
-    async fn record(&self, e: SessionEvent) {
-        let (session_id, appointment_id) = (e.session_id, e.appointment_id);
-        match e.kind {
-            EventKind::Started => tracing::info!(%session_id, %appointment_id, "session started"),
-            EventKind::Knocked { participant } => {
-                tracing::info!(%session_id, participant_id = %participant.participant_id, "client waiting")
-            }
-            EventKind::Admitted { participant_id, by } => {
-                tracing::info!(%session_id, %participant_id, auto = by.is_none(), "client admitted")
-            }
-            EventKind::Denied { participant_id, .. } => {
-                tracing::info!(%session_id, %participant_id, "client denied")
-            }
-            EventKind::Connected {
-                participant,
-                resumed,
-            } => {
-                tracing::info!(%session_id, participant_id = %participant.participant_id, role = ?participant.role, resumed, "participant connected")
-            }
-            EventKind::Disconnected { participant_id } => {
-                tracing::info!(%session_id, %participant_id, "participant disconnected")
-            }
-            EventKind::Left {
-                participant_id,
-                reason,
-            } => tracing::info!(%session_id, %participant_id, reason, "participant left"),
-            EventKind::Stats { participant_id, .. } => {
-                tracing::debug!(%session_id, %participant_id, "stats received")
-            }
-            EventKind::Ended { reason } => {
-                tracing::info!(%session_id, %appointment_id, reason, "session ended")
-            }
-        }
     }
 }
 

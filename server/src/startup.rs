@@ -5,7 +5,8 @@ use crate::{
     auth::{Jwt, KeySet, LoginThrottle, Passwords},
     config::{Config, display_path},
     http,
-    signal::{IceMinter, LogSink, UsedTokens, Verifier},
+    records::{self, RecordSink},
+    signal::{IceMinter, UsedTokens, Verifier},
     state::AppState,
     store::Db,
 };
@@ -13,6 +14,7 @@ use alcove_signaling::{Hub, SignalingConfig};
 use anyhow::Context as _;
 use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Open the configured database (the default SQLite file when none is configured).
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
@@ -31,6 +33,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    sink: Arc<RecordSink>,
 }
 
 impl Application {
@@ -38,6 +41,14 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = open_db(&config).await?;
         db.migrate().await?;
+        // Sessions this node had open when it last stopped without closing them (a crash).
+        let lost = db.close_lost_sessions(&config.node_id).await?;
+        if lost > 0 {
+            tracing::warn!(
+                sessions = lost,
+                "closed sessions left open by a crash as server_lost"
+            );
+        }
         let keys = KeySet::load_or_create(&config.keys_dir())?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -54,6 +65,7 @@ impl Application {
             used: Arc::new(UsedTokens::default()),
             ice: ice.clone(),
         };
+        let sink = Arc::new(RecordSink::new(db.clone(), &config));
         let ping = config.signal_ping_interval;
         let hub = Hub::new(
             SignalingConfig {
@@ -64,7 +76,7 @@ impl Application {
                 ..SignalingConfig::default()
             },
             Arc::new(verifier),
-            Arc::new(LogSink),
+            sink.clone(),
         );
         let state = AppState {
             db,
@@ -84,6 +96,7 @@ impl Application {
             listener,
             router,
             state,
+            sink,
         })
     }
 
@@ -104,10 +117,26 @@ impl Application {
     ) -> anyhow::Result<()> {
         let db = self.state.db.clone();
         let hub = self.state.hub.clone();
+        let config = self.state.config.clone();
+        let stop = CancellationToken::new();
+        let tasks = [
+            tokio::spawn(records::run_heartbeat(self.sink.clone(), stop.clone())),
+            tokio::spawn(records::run_purge(db.clone(), config.clone(), stop.clone())),
+            tokio::spawn(records::run_webhooks(
+                db.clone(),
+                config,
+                self.sink.webhooks_due.clone(),
+                stop.clone(),
+            )),
+        ];
+        let stop_tasks = stop.clone();
         let shutdown = async move {
             shutdown.await;
             // Upgraded WebSockets are not waited for by the HTTP server: end the rooms.
             hub.shutdown().await;
+            // Let the rooms record their end before the background tasks stop.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            stop_tasks.cancel();
         };
         axum::serve(
             self.listener,
@@ -117,6 +146,10 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
+        stop.cancel();
+        for t in tasks {
+            let _ = t.await;
+        }
         db.close().await;
         Ok(())
     }

@@ -27,3 +27,47 @@ pub struct AppState {
     /// Mints ICE servers and TURN credentials.
     pub ice: crate::signal::IceMinter,
 }
+
+impl AppState {
+    /// Append to the audit trail for an actor known by id and role (or none: the system).
+    pub async fn audit_as(
+        &self,
+        actor: Option<(uuid::Uuid, crate::domain::Role)>,
+        action: &str,
+        target_type: &str,
+        target_id: Option<String>,
+        details: serde_json::Value,
+    ) -> Result<(), crate::store::StoreError> {
+        self.db
+            .audit(&crate::store::AuditEntry {
+                actor_id: actor.map(|a| a.0),
+                actor_role: actor.map(|a| a.1.as_str().to_owned()),
+                action: action.to_owned(),
+                target_type: target_type.to_owned(),
+                target_id,
+                details,
+            })
+            .await
+    }
+
+    /// Append to the audit trail on behalf of `actor`.
+    pub async fn audit(
+        &self,
+        actor: Option<&crate::auth::AuthUser>,
+        action: &str,
+        target_type: &str,
+        target_id: Option<String>,
+        details: serde_json::Value,
+    ) -> Result<(), crate::store::StoreError> {
+        self.db
+            .audit(&crate::store::AuditEntry {
+                actor_id: actor.map(|a| a.id),
+                actor_role: actor.map(|a| a.role.as_str().to_owned()),
+                action: action.to_owned(),
+                target_type: target_type.to_owned(),
+                target_id,
+                details,
+            })
+            .await
+    }
+}

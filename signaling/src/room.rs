@@ -602,6 +602,13 @@ impl Room {
             );
             return;
         };
+        // Metadata only: which peers and what kind of signal, never its content.
+        tracing::trace!(
+            from = %pid,
+            to = %to,
+            kind = description.as_ref().map_or("candidate", |d| d.kind.as_str()),
+            "signal relayed"
+        );
         let msg = text(&ServerMessage::Signal {
             from: pid,
             description,

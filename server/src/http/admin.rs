@@ -72,6 +72,15 @@ async fn create_user(
     )
     .await?;
     tracing::info!(admin_id = %admin.id, user_id = %user.id, role = %user.role(), "account created by admin");
+    state
+        .audit(
+            Some(&admin),
+            "account.create",
+            "account",
+            Some(user.id.to_string()),
+            serde_json::json!({"role": user.role()}),
+        )
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
@@ -103,6 +112,15 @@ async fn list_users(
         .db
         .list_users(filter.role, page.limit(), page.offset())
         .await?;
+    state
+        .audit(
+            Some(&admin),
+            "account.list",
+            "account",
+            None,
+            serde_json::json!({"page": page.page}),
+        )
+        .await?;
     Ok(axum::Json(Page::new(
         users.into_iter().map(Into::into).collect(),
         page,
@@ -132,6 +150,20 @@ async fn set_disabled(
             other => other.into(),
         })?;
     tracing::info!(admin_id = %admin.id, user_id = %id, disabled, "account status changed");
+    let action = if disabled {
+        "account.disable"
+    } else {
+        "account.enable"
+    };
+    state
+        .audit(
+            Some(admin),
+            action,
+            "account",
+            Some(id.to_string()),
+            serde_json::json!({}),
+        )
+        .await?;
     Ok(axum::Json(user.into()))
 }
 

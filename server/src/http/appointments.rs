@@ -459,6 +459,15 @@ async fn book(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("booked appointment vanished")))?;
     tracing::info!(appointment_id = %a.id, kind = a.kind.as_str(), minutes = p.minutes, "appointment booked");
+    state
+        .audit(
+            Some(&user),
+            "appointment.create",
+            "appointment",
+            Some(a.id.to_string()),
+            serde_json::json!({}),
+        )
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(view(&state, a))))
 }
 
@@ -646,6 +655,15 @@ async fn book_series(
         }
     }
     failed.sort_by_key(|f| f.starts_at);
+    state
+        .audit(
+            Some(&user),
+            "appointment.create_series",
+            "series",
+            Some(series_id.to_string()),
+            serde_json::json!({"created": created.iter().map(|a| a.id).collect::<Vec<_>>(), "failed": failed.len()}),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(SeriesResult {
@@ -697,6 +715,15 @@ async fn list(
         .db
         .list_appointments(&filter, page.limit(), page.offset())
         .await?;
+    state
+        .audit(
+            Some(&user),
+            "appointment.list",
+            "appointment",
+            None,
+            serde_json::json!({"ids": items.iter().map(|a| a.id).collect::<Vec<_>>()}),
+        )
+        .await?;
     Ok(axum::Json(Page::new(
         items.into_iter().map(|a| view(&state, a)).collect(),
         page,
@@ -717,6 +744,15 @@ async fn get_one(
     Path(id): Path<Uuid>,
 ) -> ApiResult<axum::Json<AppointmentView>> {
     let a = visible(&state, &user, id).await?;
+    state
+        .audit(
+            Some(&user),
+            "appointment.read",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({}),
+        )
+        .await?;
     Ok(axum::Json(view(&state, a)))
 }
 
@@ -776,6 +812,15 @@ async fn cancel(
         .await
         .map_err(booking_error)?;
     state.hub.end_room(id, "appointment_cancelled").await;
+    state
+        .audit(
+            Some(&user),
+            "appointment.cancel",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({"late_cancellation": late}),
+        )
+        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -839,6 +884,15 @@ async fn reschedule(
         .await
         .map_err(booking_error)?;
     state.hub.end_room(id, "appointment_changed").await;
+    state
+        .audit(
+            Some(&user),
+            "appointment.reschedule",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({"to": start.to_string()}),
+        )
+        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -864,6 +918,15 @@ async fn set_outcome(
         .set_appointment_outcome(id, Some(user.id), status)
         .await
         .map_err(booking_error)?;
+    state
+        .audit(
+            Some(user),
+            "appointment.status",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({"status": status.as_str()}),
+        )
+        .await?;
     let a = visible(state, user, id).await?;
     Ok(axum::Json(view(state, a)))
 }
@@ -969,6 +1032,15 @@ async fn add_client(
         .add_participant(id, user.id, body.client_id, MAX_CLIENTS)
         .await
         .map_err(participant_error)?;
+    state
+        .audit(
+            Some(&user),
+            "appointment.participant_add",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({"client_id": body.client_id}),
+        )
+        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -994,6 +1066,15 @@ async fn remove_client(
         .await
         .map_err(participant_error)?;
     state.hub.remove_account(id, client_id).await;
+    state
+        .audit(
+            Some(&user),
+            "appointment.participant_remove",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({"client_id": client_id}),
+        )
+        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -1026,6 +1107,15 @@ async fn set_auto_admit(
         .set_auto_admit(id, user.id, body.auto_admit)
         .await?;
     state.hub.set_auto_admit(id, body.auto_admit).await;
+    state
+        .audit(
+            Some(&user),
+            "appointment.auto_admit",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({"auto_admit": body.auto_admit}),
+        )
+        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -1059,6 +1149,15 @@ async fn history(
 ) -> ApiResult<axum::Json<Vec<HistoryEntry>>> {
     visible(&state, &user, id).await?;
     let events = state.db.appointment_history(id).await?;
+    state
+        .audit(
+            Some(&user),
+            "appointment.history_read",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({}),
+        )
+        .await?;
     Ok(axum::Json(
         events
             .into_iter()
@@ -1086,6 +1185,15 @@ async fn ics(
 ) -> ApiResult<impl IntoResponse> {
     let a = visible(&state, &user, id).await?;
     let body = calendar::render(&state, std::slice::from_ref(&a), false);
+    state
+        .audit(
+            Some(&user),
+            "appointment.calendar_read",
+            "appointment",
+            Some(id.to_string()),
+            serde_json::json!({}),
+        )
+        .await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/calendar; charset=utf-8"),

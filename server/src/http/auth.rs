@@ -124,6 +124,15 @@ async fn register(
     f.finish()?;
     let (email, name, password) = (email.unwrap(), name.unwrap(), password.unwrap());
     let user = create_account(&state, email, name, Role::Client, &password).await?;
+    state
+        .audit_as(
+            Some((user.id, Role::Client)),
+            "account.register",
+            "account",
+            Some(user.id.to_string()),
+            serde_json::json!({}),
+        )
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
@@ -193,12 +202,38 @@ async fn login(
     let Some(found) = found.filter(|_| ok) else {
         state.login_throttle.record_failure(email.as_str());
         tracing::info!("sign-in failed");
+        // The account if there is one; otherwise a digest of the address, never the password.
+        let known = state
+            .db
+            .user_by_email(&email)
+            .await?
+            .map(|u| (u.user.id, u.user.role()));
+        let digest =
+            hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(email.as_str().as_bytes())[..8]);
+        state
+            .audit_as(
+                known,
+                "auth.sign_in_failed",
+                "account",
+                known.map(|k| k.0.to_string()),
+                serde_json::json!({"email_sha256_prefix": digest, "known_account": known.is_some()}),
+            )
+            .await?;
         return Err(ApiError::unauthorized(
             "invalid_credentials",
             "the email address or password is incorrect",
         ));
     };
     if found.user.disabled {
+        state
+            .audit_as(
+                Some((found.user.id, found.user.role())),
+                "auth.sign_in_refused",
+                "account",
+                Some(found.user.id.to_string()),
+                serde_json::json!({"reason": "disabled"}),
+            )
+            .await?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "account_disabled",
@@ -217,6 +252,15 @@ async fn login(
         )
         .await?;
     tracing::info!(user_id = %found.user.id, "signed in");
+    state
+        .audit_as(
+            Some((found.user.id, found.user.role())),
+            "auth.sign_in",
+            "account",
+            Some(found.user.id.to_string()),
+            serde_json::json!({"sign_in_id": session_id}),
+        )
+        .await?;
     Ok(axum::Json(
         issue_tokens(&state, found.user, session_id, refresh_token).await?,
     ))
@@ -264,6 +308,15 @@ async fn refresh(
         )),
         RefreshOutcome::Reused { session_id } => {
             tracing::warn!(%session_id, "refresh token reused: sign-in revoked");
+            state
+                .audit_as(
+                    None,
+                    "auth.refresh_reuse",
+                    "sign_in",
+                    Some(session_id.to_string()),
+                    serde_json::json!({}),
+                )
+                .await?;
             Err(ApiError::unauthorized(
                 "refresh_token_reused",
                 "this refresh token was already used, so every token of this sign-in has been revoked; sign in again",
@@ -289,6 +342,15 @@ async fn logout(
 ) -> ApiResult<StatusCode> {
     let hash = refresh_hash(&body.refresh_token)?;
     if state.db.revoke_session_by_refresh(&hash, "logout").await? {
+        state
+            .audit_as(
+                None,
+                "auth.sign_out",
+                "sign_in",
+                None,
+                serde_json::json!({}),
+            )
+            .await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::unauthorized(

@@ -174,6 +174,15 @@ async fn feed(
         .db
         .list_appointments(&filter, FEED_MAX_EVENTS, 0)
         .await?;
+    state
+        .audit_as(
+            Some((user.id, user.role())),
+            "calendar.feed_read",
+            "account",
+            Some(user.id.to_string()),
+            serde_json::json!({"appointments": items.len()}),
+        )
+        .await?;
     Ok((
         [(header::CONTENT_TYPE, "text/calendar; charset=utf-8")],
         render(&state, &items, true),

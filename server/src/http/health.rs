@@ -14,6 +14,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(jwks))
+        .routes(routes!(client_config))
 }
 
 /// Liveness.
@@ -58,4 +59,36 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Readiness
     responses((status = 200, description = "JWK Set", body = Object)))]
 async fn jwks(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     axum::Json(state.jwt.keys().jwks())
+}
+
+/// What the web client needs to know about this deployment.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ClientConfig {
+    /// Sign out after this many seconds without activity, outside a call.
+    pub idle_sign_out_seconds: u64,
+    /// Joining opens this many seconds before an appointment's start.
+    pub join_opens_before_seconds: u64,
+    /// The session may go on this many seconds after the end.
+    pub join_closes_after_seconds: u64,
+    /// Clients may register themselves.
+    pub registration_open: bool,
+    /// A TURN relay is available (relay-only privacy mode can be chosen).
+    pub relay_available: bool,
+    /// Every call is relay-only.
+    pub relay_enforced: bool,
+}
+
+/// Settings of this deployment for the web client (public).
+#[utoipa::path(get, path = "/api/v1/client-config", tag = "operations",
+    responses((status = 200, description = "Settings", body = ClientConfig)))]
+async fn client_config(State(state): State<AppState>) -> axum::Json<ClientConfig> {
+    let c = &state.config;
+    axum::Json(ClientConfig {
+        idle_sign_out_seconds: c.idle_sign_out.as_secs(),
+        join_opens_before_seconds: c.join_opens_before.as_secs(),
+        join_closes_after_seconds: c.join_closes_after.as_secs(),
+        registration_open: c.allow_registration,
+        relay_available: state.ice.has_turn(),
+        relay_enforced: c.relay_only,
+    })
 }

@@ -84,6 +84,15 @@ async fn change_password(
         .db
         .set_password_hash(user.id, &new_hash, Some(user.session_id))
         .await?;
+    state
+        .audit(
+            Some(&user),
+            "account.password_change",
+            "account",
+            Some(user.id.to_string()),
+            serde_json::json!({}),
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -137,6 +146,15 @@ async fn set_privacy(
         ));
     }
     state.db.set_relay_only(user.id, body.relay_only).await?;
+    state
+        .audit(
+            Some(&user),
+            "account.privacy_change",
+            "account",
+            Some(user.id.to_string()),
+            serde_json::json!({"relay_only": body.relay_only}),
+        )
+        .await?;
     Ok(axum::Json(Privacy {
         relay_only: body.relay_only || state.config.relay_only,
     }))

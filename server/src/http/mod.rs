@@ -10,6 +10,7 @@ pub mod extract;
 mod health;
 mod me;
 pub mod pagination;
+mod records;
 mod signal;
 mod therapists;
 pub mod views;
@@ -62,6 +63,7 @@ Errors are RFC 9457 problem documents (application/problem+json) with a stable `
         (name = "appointments", description = "Booking, changes and history"),
         (name = "calendar", description = "iCalendar files and feeds"),
         (name = "sessions", description = "Joining video sessions (signalling)"),
+        (name = "records", description = "Session records and attendance (metadata only)"),
         (name = "admin", description = "Administration"),
         (name = "operations", description = "Health and keys"),
     )
@@ -90,6 +92,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(appointments::router())
         .merge(calendar::router())
         .merge(signal::router())
+        .merge(records::router())
         .merge(admin::router())
         .split_for_parts()
 }

@@ -93,6 +93,15 @@ async fn join(
         jti: Uuid::new_v4(),
     };
     let token = state.jwt.sign(&claims)?;
+    state
+        .audit(
+            Some(&user),
+            "session.join_token",
+            "appointment",
+            Some(a.id.to_string()),
+            serde_json::json!({"token_id": claims.jti}),
+        )
+        .await?;
     let ice = state.ice.mint(state.db.relay_only(user.id).await?);
     Ok(axum::Json(JoinResponse {
         token,

@@ -9,6 +9,7 @@
 
 mod appointments;
 mod availability;
+mod records;
 mod sessions;
 mod therapists;
 mod ts;
@@ -19,6 +20,10 @@ pub use appointments::{
     NewAppointment, Participant,
 };
 pub use availability::{AvailabilityRecord, ExceptionRow, SchedulingSettings, WeeklyRow};
+pub use records::{
+    AuditEntry, AuditFilter, AuditLink, AuditRow, AuditVerdict, DueDelivery, IntervalRecord,
+    NewDelivery, ParticipantRecord, Purged, QualityRecord, RecordEvent, SessionRecord, SessionRow,
+};
 pub use sessions::{RefreshOutcome, SessionUser};
 pub use therapists::{DirectoryFilter, ProfileUpdate, TherapistProfile};
 pub use ts::Ts;

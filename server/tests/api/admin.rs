@@ -1,5 +1,6 @@
 //! Accounts created and managed by an admin.
 
+use crate::helpers::Api as _;
 use crate::helpers::{Backend, PASSWORD, spawn_app};
 use crate::on_both_backends;
 use alcove::domain::Role;

@@ -1,6 +1,7 @@
 //! Scheduling: availability, slots, booking, changes, history, under concurrency and across
 //! daylight-saving changes, on both databases.
 
+use crate::helpers::Api as _;
 use crate::helpers::{Backend, Session, TestApp, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 use alcove::domain::Role;

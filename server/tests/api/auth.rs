@@ -1,5 +1,6 @@
 //! Registration, sign-in, refresh rotation and sign-out.
 
+use crate::helpers::Api as _;
 use crate::helpers::{Backend, PASSWORD, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 use serde_json::json;

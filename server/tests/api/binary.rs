@@ -1,5 +1,6 @@
 //! The `alcove` binary as an operator runs it: no setup, bad configuration, subcommands.
 
+use crate::helpers::Api as _;
 use crate::helpers::{Backend, PASSWORD, TestDb, spawn_app_on};
 use crate::on_both_backends;
 use std::{

@@ -1,5 +1,6 @@
 //! Therapist profiles and the public directory.
 
+use crate::helpers::Api as _;
 use crate::helpers::{Backend, Session, TestApp, spawn_app};
 use crate::on_both_backends;
 use alcove::domain::Role;

@@ -1,5 +1,6 @@
 //! Health, readiness, request ids, problem bodies for every error, OpenAPI, JWKS, web.
 
+use crate::helpers::Api as _;
 use crate::helpers::{Backend, spawn_app};
 use crate::on_both_backends;
 use reqwest::Method;

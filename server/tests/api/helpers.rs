@@ -223,20 +223,25 @@ impl Resp {
     }
 }
 
-impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+/// The HTTP API of a running server (in-process or a child process), with helpers.
+#[allow(async_fn_in_trait)]
+pub trait Api: Sync {
+    fn base(&self) -> &str;
+    fn http(&self) -> &reqwest::Client;
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base(), path)
     }
 
     /// Send a request with an optional bearer token and JSON body.
-    pub async fn send(
+    async fn send(
         &self,
         method: Method,
         path: impl AsRef<str>,
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = self.http.request(method, self.url(path.as_ref()));
+        let mut req = self.http().request(method, self.url(path.as_ref()));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -251,27 +256,27 @@ impl TestApp {
         }
     }
 
-    pub async fn get(&self, path: impl AsRef<str>, token: Option<&str>) -> Resp {
+    async fn get(&self, path: impl AsRef<str>, token: Option<&str>) -> Resp {
         self.send(Method::GET, path, token, None).await
     }
 
-    pub async fn post(&self, path: impl AsRef<str>, token: Option<&str>, body: Value) -> Resp {
+    async fn post(&self, path: impl AsRef<str>, token: Option<&str>, body: Value) -> Resp {
         self.send(Method::POST, path, token, Some(body)).await
     }
 
-    pub async fn put(&self, path: impl AsRef<str>, token: Option<&str>, body: Value) -> Resp {
+    async fn put(&self, path: impl AsRef<str>, token: Option<&str>, body: Value) -> Resp {
         self.send(Method::PUT, path, token, Some(body)).await
     }
 
     /// Send raw bytes as the body with the given content type.
-    pub async fn post_raw(
+    async fn post_raw(
         &self,
         path: &str,
         content_type: &str,
         body: impl Into<reqwest::Body>,
     ) -> Resp {
         let res = self
-            .http
+            .http()
             .post(self.url(path))
             .header("content-type", content_type)
             .body(body)
@@ -285,8 +290,8 @@ impl TestApp {
         }
     }
 
-    /// Register a client and sign in; returns (access token, refresh token, user id).
-    pub async fn client(&self, name: &str) -> Session {
+    /// Register a client and sign in.
+    async fn client(&self, name: &str) -> Session {
         let email = format!(
             "{}-{}@example.com",
             name.to_lowercase().replace(' ', "."),
@@ -302,6 +307,34 @@ impl TestApp {
         self.login(&email).await
     }
 
+    async fn login(&self, email: &str) -> Session {
+        let body = self
+            .post(
+                "/api/v1/auth/login",
+                None,
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await
+            .expect(200);
+        Session {
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+            id: body["user"]["id"].as_str().unwrap().parse().unwrap(),
+            email: email.to_owned(),
+        }
+    }
+}
+
+impl Api for TestApp {
+    fn base(&self) -> &str {
+        &self.base
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+impl TestApp {
     /// Create an account of any role directly in the store, and sign in.
     pub async fn user_with_role(&self, name: &str, role: alcove::domain::Role) -> Session {
         let email = format!(
@@ -326,23 +359,6 @@ impl TestApp {
             .await
             .unwrap();
         self.login(&email).await
-    }
-
-    pub async fn login(&self, email: &str) -> Session {
-        let body = self
-            .post(
-                "/api/v1/auth/login",
-                None,
-                json!({"email": email, "password": PASSWORD}),
-            )
-            .await
-            .expect(200);
-        Session {
-            access: body["access_token"].as_str().unwrap().to_owned(),
-            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
-            id: body["user"]["id"].as_str().unwrap().parse().unwrap(),
-            email: email.to_owned(),
-        }
     }
 
     /// `n` client accounts signed in without Argon2 work per account (one shared hash),
@@ -411,6 +427,11 @@ impl TestApp {
             series_id: None,
         };
         self.state.db.create_appointments(&[new]).await.unwrap()[0]
+    }
+
+    /// The database URL this server uses.
+    pub fn db_url(&self) -> &str {
+        &self._db.url
     }
 
     pub fn store(&self) -> &Db {

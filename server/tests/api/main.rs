@@ -10,6 +10,8 @@ mod binary;
 mod directory;
 mod health;
 mod peers;
+mod process;
+mod records;
 mod signaling;
 mod tokens;
 mod turn;

@@ -1,7 +1,8 @@
 //! WebRTC test peers (webrtc-rs, bound to 127.0.0.1) that meet through the real signalling
 //! server: the same flow a browser follows, driven from tests.
 
-use crate::helpers::{Session, TestApp};
+use crate::helpers::Api;
+use crate::helpers::Session;
 use alcove_signaling::{
     ClientMessage, ParticipantId, ServerMessage,
     client::{Incoming, SignalClient, SignalSender},
@@ -88,6 +89,8 @@ pub struct RtcPeer {
     pub obs: mpsc::UnboundedReceiver<Obs>,
     /// Signals received, as raw JSON (for content checks).
     pub signals_seen: Arc<Mutex<Vec<String>>>,
+    /// Every join token and resume token this peer used (for checks that none is kept).
+    pub secrets: Vec<String>,
     sender: Arc<Mutex<Option<SignalSender>>>,
     signals_tx: mpsc::UnboundedSender<ServerMessage>,
     inbox_tx: mpsc::UnboundedSender<Incoming>,
@@ -95,7 +98,7 @@ pub struct RtcPeer {
 }
 
 /// Ask the API for a join token.
-pub async fn join_token(app: &TestApp, who: &Session, appointment: Uuid) -> Value {
+pub async fn join_token(app: &impl Api, who: &Session, appointment: Uuid) -> Value {
     app.post(
         format!("/api/v1/appointments/{appointment}/join"),
         who.token(),
@@ -158,7 +161,7 @@ fn spawn_reader(
 
 impl RtcPeer {
     /// Join the appointment's session through the API and the signalling socket.
-    pub async fn join(app: &TestApp, who: &Session, appointment: Uuid) -> RtcPeer {
+    pub async fn join(app: &impl Api, who: &Session, appointment: Uuid) -> RtcPeer {
         let j = join_token(app, who, appointment).await;
         let url = j["signaling_url"].as_str().unwrap().to_owned();
         let token = j["token"].as_str().unwrap().to_owned();
@@ -175,6 +178,7 @@ impl RtcPeer {
         else {
             unreachable!()
         };
+        let secrets = vec![token.clone(), resume_token.clone()];
         let (tx, rx) = client.split();
         let (signals_tx, signals_rx) = mpsc::unbounded_channel();
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
@@ -213,6 +217,7 @@ impl RtcPeer {
             inbox,
             obs,
             signals_seen: seen,
+            secrets,
             sender,
             signals_tx,
             inbox_tx,
@@ -288,7 +293,7 @@ impl RtcPeer {
 
     /// Reconnect signalling with a fresh join token and the resume token; the peer
     /// connection is kept.
-    pub async fn resume(&mut self, app: &TestApp, who: &Session, appointment: Uuid) -> Value {
+    pub async fn resume(&mut self, app: &impl Api, who: &Session, appointment: Uuid) -> Value {
         let j = join_token(app, who, appointment).await;
         let (client, welcome) = hello(
             j["signaling_url"].as_str().unwrap(),
@@ -300,6 +305,8 @@ impl RtcPeer {
         let ServerMessage::Welcome { resume_token, .. } = welcome.clone() else {
             unreachable!()
         };
+        self.secrets.push(j["token"].as_str().unwrap().to_owned());
+        self.secrets.push(resume_token.clone());
         self.resume_token = resume_token;
         let (tx, rx) = client.split();
         spawn_reader(

@@ -1,5 +1,6 @@
 //! Signalling through the real server: webrtc-rs peers, coturn relay, resume, bad input.
 
+use crate::helpers::Api;
 use crate::helpers::{Backend, Session, TestApp, spawn_app_with};
 use crate::on_both_backends;
 use crate::peers::{Obs, RtcPeer, join_token};
@@ -34,7 +35,7 @@ pub async fn signalling_app(
 
 /// An appointment starting at the next 5-minute mark at least a minute from now: its join
 /// window is open.
-pub async fn live_appointment(app: &TestApp, therapist: &Session, clients: &[&Session]) -> Uuid {
+pub async fn live_appointment(app: &impl Api, therapist: &Session, clients: &[&Session]) -> Uuid {
     let start = (Timestamp::now() + SignedDuration::from_secs(60))
         .round(
             jiff::TimestampRound::new()

@@ -1,5 +1,6 @@
 //! Access tokens that must be refused, and who may reach which endpoints.
 
+use crate::helpers::Api as _;
 use crate::helpers::{Backend, TestApp, spawn_app};
 use crate::on_both_backends;
 use alcove::auth::{Jwt, KeySet, tokens::AccessClaims};
