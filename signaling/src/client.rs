@@ -57,6 +57,25 @@ fn incoming(m: Message) -> Option<Incoming> {
     }
 }
 
+/// The next message or close from a WebSocket stream, skipping pings and pongs.
+async fn next_incoming<S>(ws: &mut S) -> Result<Incoming, ClientError>
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(m)) => {
+                if let Some(i) = incoming(m) {
+                    return Ok(i);
+                }
+            }
+            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed))
+            | None => return Ok(Incoming::Closed(None, String::new())),
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
 impl SignalClient {
     /// Connect to `url` (`ws://host:port/api/v1/signal`), optionally with an `Origin`.
     pub async fn connect(url: &str, origin: Option<&str>) -> Result<Self, ClientError> {
@@ -90,20 +109,7 @@ impl SignalClient {
 
     /// The next message or close, skipping pings and pongs (answered automatically).
     pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
-        loop {
-            match self.ws.next().await {
-                Some(Ok(m)) => {
-                    if let Some(i) = incoming(m) {
-                        return Ok(i);
-                    }
-                }
-                Some(Err(
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                ))
-                | None => return Ok(Incoming::Closed(None, String::new())),
-                Some(Err(e)) => return Err(e.into()),
-            }
-        }
+        next_incoming(&mut self.ws).await
     }
 
     pub async fn recv_timeout(&mut self, d: Duration) -> Result<Incoming, ClientError> {
@@ -174,19 +180,6 @@ pub struct SignalReceiver {
 
 impl SignalReceiver {
     pub async fn recv(&mut self) -> Result<Incoming, ClientError> {
-        loop {
-            match self.rx.next().await {
-                Some(Ok(m)) => {
-                    if let Some(i) = incoming(m) {
-                        return Ok(i);
-                    }
-                }
-                Some(Err(
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                ))
-                | None => return Ok(Incoming::Closed(None, String::new())),
-                Some(Err(e)) => return Err(e.into()),
-            }
-        }
+        next_incoming(&mut self.rx).await
     }
 }

@@ -927,16 +927,7 @@ async fn outcomes_and_late_cancellations_are_recorded(backend: Backend) {
     let t = therapist_with_hours(&app, "UTC", json!({})).await;
     let c = app.client("Ida").await;
     // An appointment starting in a few seconds (made by the therapist: no notice needed).
-    let soon = Timestamp::now()
-        .checked_add(SignedDuration::from_secs(300))
-        .unwrap()
-        .round(
-            jiff::TimestampRound::new()
-                .smallest(jiff::Unit::Minute)
-                .increment(5)
-                .mode(jiff::RoundMode::Ceil),
-        )
-        .unwrap();
+    let soon = crate::helpers::five_minute_mark_after(SignedDuration::from_secs(300));
     let r = app
         .post(
             "/api/v1/appointments",

@@ -456,3 +456,15 @@ impl Session {
         Some(&self.access)
     }
 }
+
+/// The first 5-minute mark at least `after` from now (appointments start on such marks).
+pub fn five_minute_mark_after(after: jiff::SignedDuration) -> jiff::Timestamp {
+    (jiff::Timestamp::now() + after)
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Minute)
+                .increment(5)
+                .mode(jiff::RoundMode::Ceil),
+        )
+        .expect("in range")
+}

@@ -36,14 +36,7 @@ pub async fn signalling_app(
 /// An appointment starting at the next 5-minute mark at least a minute from now: its join
 /// window is open.
 pub async fn live_appointment(app: &impl Api, therapist: &Session, clients: &[&Session]) -> Uuid {
-    let start = (Timestamp::now() + SignedDuration::from_secs(60))
-        .round(
-            jiff::TimestampRound::new()
-                .smallest(jiff::Unit::Minute)
-                .increment(5)
-                .mode(jiff::RoundMode::Ceil),
-        )
-        .unwrap();
+    let start = crate::helpers::five_minute_mark_after(SignedDuration::from_secs(60));
     let r = app
         .post(
             "/api/v1/appointments",
