@@ -70,6 +70,8 @@ pub struct ClientConfig {
     pub join_opens_before_seconds: u64,
     /// The session may go on this many seconds after the end.
     pub join_closes_after_seconds: u64,
+    /// A client cancelling later than this many seconds before the start is late.
+    pub late_cancel_window_seconds: u64,
     /// Clients may register themselves.
     pub registration_open: bool,
     /// A TURN relay is available (relay-only privacy mode can be chosen).
@@ -87,6 +89,7 @@ async fn client_config(State(state): State<AppState>) -> axum::Json<ClientConfig
         idle_sign_out_seconds: c.idle_sign_out.as_secs(),
         join_opens_before_seconds: c.join_opens_before.as_secs(),
         join_closes_after_seconds: c.join_closes_after.as_secs(),
+        late_cancel_window_seconds: c.late_cancel_window.as_secs(),
         registration_open: c.allow_registration,
         relay_available: state.ice.has_turn(),
         relay_enforced: c.relay_only,

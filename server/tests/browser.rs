@@ -1,0 +1,574 @@
+//! End to end in real browsers: a therapist and a client, each in a headless Chromium of
+//! their own (Debian's), driven through ChromeDriver, meet through the whole chain: the web
+//! client, the API, signalling and browser WebRTC with fake camera and microphone.
+//!
+//! Every packet stays on loopback: the test re-runs itself inside a network namespace of its
+//! own that has only `lo` (so Chromium cannot reach, or even look up, anything else), and
+//! starts the server, ChromeDriver and Chromium in there. Creating the namespace needs root,
+//! as CI and these machines have.
+
+use alcove::{
+    auth::Passwords,
+    domain::{DisplayName, Email, Role},
+    store::{Db, NewUser},
+};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const IN_NETNS: &str = "ALCOVE_E2E_IN_NETNS";
+const TEST: &str = "a_therapist_and_a_client_meet_in_real_browsers";
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
+const PASSWORD: &str = "a calm and quiet room";
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A network namespace, deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn create(name: &str) -> Netns {
+        let run = |args: &[&str]| {
+            let ok = Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip runs")
+                .success();
+            assert!(ok, "ip {args:?} failed");
+        };
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        run(&["netns", "add", name]);
+        run(&["netns", "exec", name, "ip", "link", "set", "lo", "up"]);
+        Netns(name.to_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_therapist_and_a_client_meet_in_real_browsers() {
+    if std::env::var_os(IN_NETNS).is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(scenario());
+        return;
+    }
+    assert!(
+        Path::new(CHROMIUM).exists() && which("chromedriver").is_some(),
+        "Debian's chromium and chromium-driver are required: apt-get install chromium chromium-driver (scripts/test installs them)"
+    );
+    assert!(
+        which("ip").is_some(),
+        "iproute2's `ip` is required for the network namespace"
+    );
+    let uid = Command::new("id").arg("-u").output().expect("id runs");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "the browser test needs root to create its network namespace (run the suite as root)"
+    );
+    let ns = Netns::create(&format!("alcove-e2e-{}", std::process::id()));
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", TEST, "--nocapture"])
+        .env(IN_NETNS, "1")
+        .status()
+        .expect("the test re-runs inside its namespace");
+    assert!(
+        status.success(),
+        "the browser scenario failed inside the namespace (output above)"
+    );
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start the server (embedded web client, SQLite) and return it with its base URL.
+fn start_server(dir: &Path) -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_alcove"))
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("ALCOVE_LISTEN", "127.0.0.1:0")
+        .env("ALCOVE_MIN_NOTICE", "0s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("alcove starts");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+            if line.contains("ERROR") || line.contains("WARN") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server listens");
+    (Proc(child), format!("http://{addr}"))
+}
+
+fn start_chromedriver() -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(which("chromedriver").unwrap())
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Proc(child), port)
+}
+
+/// A Chromium of its own (its own profile: a separate browser context).
+async fn browser(port: u16, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+                "--window-size=1280,860",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a browser session")
+}
+
+/// Poll a JavaScript expression until it is truthy; return its value.
+async fn wait_js(c: &Client, what: &str, expr: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    let script = format!("try {{ return ({expr}); }} catch (e) {{ return null; }}");
+    loop {
+        let v = c.execute(&script, vec![]).await.unwrap_or(Value::Null);
+        let truthy = match &v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::String(s) => !s.is_empty(),
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            _ => true,
+        };
+        if truthy {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            panic!("timed out waiting for {what} (at {url})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn visible(c: &Client, selector: &str) -> bool {
+    let js = format!(
+        "const e = document.querySelector({sel}); return !!e && !e.hidden && e.offsetParent !== null;",
+        sel = serde_json::to_string(selector).unwrap()
+    );
+    c.execute(&js, vec![])
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
+
+async fn wait_visible(c: &Client, selector: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !visible(c, selector).await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {selector} to show"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn click(c: &Client, selector: &str) {
+    wait_visible(c, selector, Duration::from_secs(20)).await;
+    c.find(Locator::Css(selector))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn fill(c: &Client, selector: &str, text: &str) {
+    wait_visible(c, selector, Duration::from_secs(20)).await;
+    let e = c.find(Locator::Css(selector)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+async fn text_of(c: &Client, selector: &str) -> String {
+    c.find(Locator::Css(selector))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Remote video: the element's width and the frames decoded over all peer connections.
+async fn remote_video(c: &Client) -> (u64, u64) {
+    let v = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+            (async () => {
+              let frames = 0;
+              const pcs = window.alcoveCall ? window.alcoveCall.peerConnections() : [];
+              for (const pc of pcs) {
+                const stats = await pc.getStats();
+                stats.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded || 0; });
+              }
+              const v = document.querySelector('video.remote-video');
+              done([v ? v.videoWidth : 0, frames]);
+            })().catch(() => done([0, 0]));"#,
+            vec![],
+        )
+        .await
+        .unwrap_or(json!([0, 0]));
+    (v[0].as_u64().unwrap_or(0), v[1].as_u64().unwrap_or(0))
+}
+
+/// Wait until remote video is showing and decoding: a width, and frames that keep coming.
+async fn video_flows(c: &Client, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut last = 0;
+    loop {
+        let (width, frames) = remote_video(c).await;
+        if width > 0 && frames > last && last > 0 {
+            return;
+        }
+        last = frames;
+        assert!(
+            Instant::now() < deadline,
+            "{who}: remote video not decoding (width {width}, frames {frames})"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+async fn api(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Value {
+    let mut r = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let res = r.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+async fn scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = start_server(dir.path());
+    let (_driver, driver_port) = start_chromedriver();
+
+    // A therapist with a profile and open hours all day, every day.
+    let db = Db::connect(
+        &format!("sqlite://{}", dir.path().join("data/alcove.db").display()),
+        2,
+    )
+    .await
+    .unwrap();
+    let hash = Passwords::new()
+        .await
+        .unwrap()
+        .hash(&secrecy::SecretString::from(PASSWORD))
+        .await
+        .unwrap();
+    db.create_user(NewUser {
+        email: Email::parse("dr.ward@example.com").unwrap(),
+        display_name: DisplayName::parse("Dr Tess Ward").unwrap(),
+        role: Role::Therapist,
+        password_hash: hash,
+    })
+    .await
+    .unwrap();
+    let login = api(
+        &base,
+        reqwest::Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": "dr.ward@example.com", "password": PASSWORD})),
+    )
+    .await;
+    let t_token = login["access_token"].as_str().unwrap().to_owned();
+    api(
+        &base,
+        reqwest::Method::PUT,
+        "/api/v1/therapists/me",
+        Some(&t_token),
+        Some(json!({
+            "display_name": "Dr Tess Ward",
+            "bio": "Integrative psychotherapist. I work with anxiety, grief and life transitions.",
+            "qualifications": ["MSc Integrative Psychotherapy", "UKCP registered"],
+            "specialisations": ["anxiety", "grief", "life_transitions"],
+            "modalities": ["integrative", "person_centred"],
+            "languages": ["en", "fr"],
+            "time_zone": "UTC",
+            "offers_free_consultation": true
+        })),
+    )
+    .await;
+    let weekly: Vec<Value> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .map(|d| json!({"weekday": d, "start": "00:00", "end": "24:00"}))
+        .collect();
+    api(
+        &base,
+        reqwest::Method::PUT,
+        "/api/v1/therapists/me/availability",
+        Some(&t_token),
+        Some(json!({
+            "time_zone": "UTC", "weekly": weekly, "slot_step_minutes": 5, "buffer_minutes": 0
+        })),
+    )
+    .await;
+
+    let client = browser(driver_port, &dir.path().join("client-profile")).await;
+    let therapist = browser(driver_port, &dir.path().join("therapist-profile")).await;
+
+    // The client registers and signs in.
+    client.goto(&format!("{base}/#/register")).await.unwrap();
+    fill(&client, "#register-name", "Casey Marsh").await;
+    fill(&client, "#register-email", "casey@example.com").await;
+    fill(&client, "#register-password", PASSWORD).await;
+    click(&client, "#register-submit").await;
+    wait_js(
+        &client,
+        "signed in",
+        "document.body.dataset.signedIn === 'client'",
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Finds the therapist in the directory, and books the first free slot.
+    client.goto(&format!("{base}/#/therapists")).await.unwrap();
+    wait_visible(&client, ".therapist-card", Duration::from_secs(20)).await;
+    shot(&client, "directory.png").await;
+    client
+        .goto(&format!(
+            "{base}/#/therapists/{}",
+            login["user"]["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    wait_visible(&client, "button.slot", Duration::from_secs(20)).await;
+    shot(&client, "booking.png").await;
+    click(&client, "button.slot").await;
+    click(&client, "#book-submit").await;
+    let appointment = wait_js(
+        &client,
+        "the booking",
+        "document.querySelector('#booking-confirmed') && document.querySelector('#booking-confirmed').dataset.appointmentId",
+        Duration::from_secs(20),
+    )
+    .await;
+    let appointment = appointment.as_str().unwrap().to_owned();
+
+    // The therapist signs in and opens the dashboard.
+    therapist.goto(&format!("{base}/#/signin")).await.unwrap();
+    fill(&therapist, "#signin-email", "dr.ward@example.com").await;
+    fill(&therapist, "#signin-password", PASSWORD).await;
+    click(&therapist, "#signin-submit").await;
+    wait_js(
+        &therapist,
+        "signed in",
+        "document.body.dataset.signedIn === 'therapist'",
+        Duration::from_secs(20),
+    )
+    .await;
+    therapist
+        .goto(&format!("{base}/#/dashboard"))
+        .await
+        .unwrap();
+    wait_visible(&therapist, "#today-sessions", Duration::from_secs(20)).await;
+
+    // The client joins: pre-call check, then the waiting room.
+    client
+        .goto(&format!("{base}/#/appointments"))
+        .await
+        .unwrap();
+    let join = format!(".appointment[data-id=\"{appointment}\"] .join-button");
+    wait_js(
+        &client,
+        "the Join button",
+        &format!("!document.querySelector('{join}').disabled"),
+        Duration::from_secs(30),
+    )
+    .await;
+    click(&client, &join).await;
+    wait_js(
+        &client,
+        "the camera preview",
+        "document.querySelector('#precall-video').videoWidth > 0",
+        Duration::from_secs(30),
+    )
+    .await;
+    shot(&client, "precall.png").await;
+    click(&client, "#precall-continue").await;
+    wait_visible(&client, "#waiting-room", Duration::from_secs(30)).await;
+    shot(&client, "waiting-room.png").await;
+
+    // The therapist admits from the dashboard.
+    wait_visible(&therapist, ".lobby-entry", Duration::from_secs(30)).await;
+    shot(&therapist, "dashboard.png").await;
+    click(&therapist, "button.admit-button").await;
+
+    // Each side's remote video decodes frames.
+    wait_visible(&client, "#call", Duration::from_secs(30)).await;
+    wait_visible(&therapist, "#call", Duration::from_secs(30)).await;
+    video_flows(&client, "client").await;
+    video_flows(&therapist, "therapist").await;
+
+    // Chat crosses the data channel.
+    fill(&client, "#chat-input", "Hello, I made it in").await;
+    click(&client, "#chat-send").await;
+    wait_js(
+        &therapist,
+        "the chat message",
+        "[...document.querySelectorAll('#chat-log .chat-message.remote')].some(m => m.textContent.includes('Hello, I made it in'))",
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Both sides show the same verification code.
+    let code_c = wait_js(
+        &client,
+        "a verification code",
+        "document.querySelector('#verification-code').textContent.trim()",
+        Duration::from_secs(20),
+    )
+    .await;
+    let code_t = wait_js(
+        &therapist,
+        "a verification code",
+        "document.querySelector('#verification-code').textContent.trim()",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(code_c, code_t, "the verification codes match");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shot(&therapist, "call.png").await;
+
+    // The client reloads mid-call, and the call recovers.
+    client.refresh().await.unwrap();
+    wait_visible(&client, "#call", Duration::from_secs(30)).await;
+    video_flows(&client, "client after reload").await;
+    video_flows(&therapist, "therapist after the client's reload").await;
+
+    // The therapist ends the session for everyone.
+    click(&therapist, "#end-session-button").await;
+    wait_visible(&client, "#call-duration", Duration::from_secs(30)).await;
+    let duration = text_of(&client, "#call-duration").await;
+    assert!(!duration.trim().is_empty());
+
+    // The session record shows it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sessions = api(
+        &base,
+        reqwest::Method::GET,
+        &format!("/api/v1/appointments/{appointment}/sessions"),
+        Some(&t_token),
+        None,
+    )
+    .await;
+    let last = sessions.as_array().unwrap().last().unwrap();
+    assert_eq!(last["end_reason"], "ended_by_therapist", "{sessions}");
+    let c = last["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "client")
+        .unwrap();
+    assert!(
+        c["admitted_at"].is_string() && c["reconnects"].as_i64().unwrap() >= 1,
+        "{c}"
+    );
+
+    let _ = client.close().await;
+    let _ = therapist.close().await;
+}

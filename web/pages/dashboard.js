@@ -1,0 +1,506 @@
+// The therapist's dashboard: today's sessions, the waiting room (admit / deny / notice),
+// weekly hours, and the public profile.
+//
+// For every session of today that is inside its join window, the dashboard opens the room
+// (as the therapist) so it can see who is waiting. The connection lives in the session
+// registry (call/session.js), not in this page: admitting someone moves to the call route and
+// the call uses the same connection.
+
+import { h, replace, field, select, notice, setBusy, announce } from '../lib/dom.js';
+import { api, ApiError, describeError } from '../lib/api.js';
+import { updateUser } from '../lib/auth.js';
+import { fmtTime, userTimeZone, timeZoneLabel, dayKey } from '../lib/format.js';
+import { loadVocabulary } from '../lib/vocab.js';
+import {
+  ensureSession, getSession, allSessions, onSessionsChange, leftRooms, unmarkRoomLeft,
+} from '../call/session.js';
+import { fetchAll, otherSide, kindLabel, inJoinWindow } from './appointments.js';
+
+const WEEKDAYS = [
+  { value: 'mon', label: 'Monday' }, { value: 'tue', label: 'Tuesday' }, { value: 'wed', label: 'Wednesday' },
+  { value: 'thu', label: 'Thursday' }, { value: 'fri', label: 'Friday' }, { value: 'sat', label: 'Saturday' },
+  { value: 'sun', label: 'Sunday' },
+];
+
+function timeOptions(extra = [], { withMidnightEnd = false, empty } = {}) {
+  const set = new Set();
+  for (let m = 0; m < 24 * 60; m += 15) set.add(`${String(Math.floor(m / 60)).padStart(2, '0')}:${String(m % 60).padStart(2, '0')}`);
+  if (withMidnightEnd) set.add('24:00');
+  extra.filter(Boolean).forEach((v) => set.add(v));
+  const opts = [...set].sort().map((v) => ({ value: v, label: v }));
+  return empty ? [{ value: '', label: empty }, ...opts] : opts;
+}
+
+function timeZones(current) {
+  let zones = [];
+  try { zones = Intl.supportedValuesOf('timeZone'); } catch { zones = []; }
+  const set = new Set([...zones, 'UTC', current, userTimeZone()].filter(Boolean));
+  return [...set].sort().map((z) => ({ value: z, label: z.replace(/_/g, ' ') }));
+}
+
+export async function render(ctx) {
+  const { root, user } = ctx;
+  const tz = userTimeZone();
+  const cleanups = [];
+
+  const todayBox = h('div', {}, h('p', { class: 'loading' }, 'Loading today…'));
+  const lobbyBox = h('div', {});
+  const lobbyStatus = h('p', { class: 'muted', id: 'lobby-status', role: 'status' });
+  const noticeStatus = h('div', { 'aria-live': 'polite' });
+  const noticeText = h('input', { type: 'text', id: 'notice-text', maxlength: 280, placeholder: 'Running five minutes late, sorry. I will be with you shortly.' });
+  const noticeSend = h('button', { type: 'submit', class: 'button', id: 'notice-send' }, 'Send to the waiting room');
+  const noticeForm = h('form', { class: 'notice-form' },
+    h('div', { class: 'field' }, h('label', { for: 'notice-text' }, 'Short note for people waiting'), noticeText),
+    noticeStatus, h('div', { class: 'actions' }, noticeSend));
+
+  const page = h('section', { class: 'page' },
+    h('h1', {}, `Good ${greeting()}, ${user.display_name}`),
+    h('p', { class: 'muted' }, `Times are shown in your time zone: ${timeZoneLabel(tz)}.`),
+    h('div', { class: 'dashboard-grid' },
+      h('section', { class: 'card', id: 'lobby', 'aria-labelledby': 'lobby-title' },
+        h('h2', { id: 'lobby-title' }, 'Waiting room'),
+        lobbyStatus, lobbyBox,
+        noticeForm),
+      h('section', { class: 'card', id: 'today-sessions', 'aria-labelledby': 'today-title' },
+        h('h2', { id: 'today-title' }, 'Today'),
+        todayBox,
+        h('p', { class: 'small' }, h('a', { href: '#/appointments' }, 'All appointments')))),
+    h('section', { class: 'card section-gap', 'aria-labelledby': 'hours-title' }, h('h2', { id: 'hours-title' }, 'Your hours'), h('div', { id: 'availability-box' }, h('p', { class: 'loading' }, 'Loading…'))),
+    h('section', { class: 'card section-gap', 'aria-labelledby': 'profile-title' }, h('h2', { id: 'profile-title' }, 'Your public profile'), h('div', { id: 'profile-box' }, h('p', { class: 'loading' }, 'Loading…'))));
+  root.append(page);
+
+  // ---- today + rooms ----
+  let today = [];
+  const loadToday = async () => {
+    const now = new Date();
+    const from = new Date(now);
+    from.setHours(0, 0, 0, 0);
+    const to = new Date(from.getTime() + 86_400_000);
+    try {
+      const items = await fetchAll({ from: from.toISOString(), to: to.toISOString() }, 2);
+      today = items.filter((a) => dayKey(a.starts_at, tz) === dayKey(now.toISOString(), tz))
+        .sort((a, b) => Date.parse(a.starts_at) - Date.parse(b.starts_at));
+      if (!ctx.alive()) return;
+      drawToday();
+      openRooms();
+    } catch (err) {
+      if (ctx.alive()) replace(todayBox, notice('error', describeError(err)));
+    }
+  };
+
+  let todaySig = '';
+  const drawToday = (force = false) => {
+    const now = Date.now();
+    const shown = today.filter((a) => a.status !== 'cancelled');
+    const cancelled = today.length - shown.length;
+    // Redraw only when something visible changed, so keyboard focus is not lost.
+    const sig = JSON.stringify([shown.map((a) => [a.id, a.status, a.auto_admit, inJoinWindow(a, now), !!(getSession(a.id) && getSession(a.id).live)]), cancelled]);
+    if (!force && sig === todaySig) return;
+    todaySig = sig;
+    const note = cancelled ? h('p', { class: 'small muted' }, `${cancelled} cancelled today.`) : null;
+    if (!shown.length) {
+      replace(todayBox, h('p', { class: 'muted' }, 'No sessions today.'), note);
+      return;
+    }
+    replace(todayBox, h('ul', { class: 'session-list' }, shown.map((a) => {
+      const open = inJoinWindow(a, now);
+      const join = h('button', { type: 'button', class: `button small join-button ${open ? 'primary' : ''}`, disabled: !open }, open ? 'Join' : `Opens ${fmtTime(a.join_opens_at, tz)}`);
+      join.addEventListener('click', () => ctx.navigate(`/precall/${a.id}`));
+      const auto = h('input', { type: 'checkbox', id: `auto-${a.id}`, checked: a.auto_admit });
+      auto.addEventListener('change', async () => {
+        try {
+          const res = await api(`/appointments/${a.id}/auto-admit`, { method: 'PUT', body: { auto_admit: auto.checked } });
+          a.auto_admit = res.auto_admit;
+          announce(res.auto_admit ? 'Clients will be let in without waiting.' : 'Clients will wait until you admit them.');
+        } catch (err) {
+          auto.checked = !auto.checked;
+          announce(describeError(err));
+        }
+      });
+      const live = getSession(a.id);
+      return h('li', { class: 'session-item', dataset: { id: a.id, status: a.status } },
+        h('div', {},
+          h('span', { class: 'time' }, `${fmtTime(a.starts_at, tz)}–${fmtTime(a.ends_at, tz)}`), ' ',
+          h('span', {}, `${kindLabel(a)} with ${otherSide(a, user)}`), ' ',
+          a.status !== 'booked' ? h('span', { class: 'badge off' }, a.status === 'no_show' ? 'Missed' : a.status.replace('_', ' ')) : null,
+          live && live.live ? h('span', { class: 'badge' }, 'Room open') : null),
+        a.status === 'booked' && now < Date.parse(a.join_closes_at)
+          ? h('div', { class: 'actions' },
+            h('div', { class: 'check' }, auto, h('label', { for: `auto-${a.id}` }, 'Let in without waiting')),
+            join)
+          : null);
+    })), note);
+  };
+
+  // Open the room of every session of today that is inside its join window.
+  const openRooms = () => {
+    const now = Date.now();
+    const left = leftRooms();
+    for (const a of today) {
+      if (!inJoinWindow(a, now) || left.has(a.id)) continue;
+      const s = ensureSession(a.id);
+      s.appointment = a;
+      if (s.phase === 'idle') s.connect();
+    }
+    drawLobby();
+  };
+
+  let lobbySig = '';
+  const drawLobby = () => {
+    const live = allSessions().filter((s) => s.live || s.phase === 'failed');
+    const waitingCount = live.reduce((n, s) => n + s.lobby.length, 0);
+    const connected = live.filter((s) => s.phase === 'in-call');
+    const reconnecting = live.filter((s) => s.phase === 'reconnecting' || s.phase === 'connecting');
+    let status;
+    if (waitingCount) {
+      status = `${waitingCount === 1 ? 'Someone is' : `${waitingCount} people are`} waiting.`;
+    } else if (connected.length) {
+      status = 'No one is waiting yet. People appear here when they arrive; you can also send them a note.';
+    } else if (reconnecting.length) {
+      status = 'Connecting to the waiting room…';
+    } else {
+      const next = today.find((a) => a.status === 'booked' && Date.parse(a.join_opens_at) > Date.now());
+      status = next
+        ? `The waiting room of your ${fmtTime(next.starts_at, tz)} session opens at ${fmtTime(next.join_opens_at, tz)}.`
+        : 'No waiting room is open right now. Each opens a little before its session.';
+    }
+    if (lobbyStatus.textContent !== status) lobbyStatus.textContent = status;
+
+    const reopen = today.filter((a) => inJoinWindow(a) && leftRooms().has(a.id) && !getSession(a.id));
+    // Rebuild the list only when it changed, so focus stays on the button someone is on.
+    const sig = JSON.stringify([live.map((s) => [s.appointmentId, s.lobby.map((w) => w.participant_id)]), reopen.map((a) => a.id)]);
+    if (sig === lobbySig) return;
+    lobbySig = sig;
+    const entries = [];
+    for (const s of live) {
+      const a = s.appointment || today.find((x) => x.id === s.appointmentId);
+      for (const w of s.lobby) {
+        const name = w.display_name;
+        const admit = h('button', { type: 'button', class: 'button primary small admit-button', dataset: { participant: w.participant_id }, 'aria-label': `Admit ${name}` }, 'Admit');
+        const deny = h('button', { type: 'button', class: 'button small deny-button', dataset: { participant: w.participant_id }, 'aria-label': `Turn ${name} away` }, 'Deny');
+        admit.addEventListener('click', () => {
+          if (s.admit(w.participant_id)) {
+            announce(`${name} admitted. Opening the session.`);
+            unmarkRoomLeft(s.appointmentId);
+            ctx.navigate(`/call/${s.appointmentId}`);
+          } else {
+            announce('Not connected to the waiting room right now. Please try again in a moment.');
+          }
+        });
+        deny.addEventListener('click', () => {
+          if (s.denyClient(w.participant_id)) announce(`${name} was told you cannot see them now.`);
+        });
+        entries.push(h('li', { class: 'lobby-entry', dataset: { participant: w.participant_id, appointment: s.appointmentId } },
+          h('div', {},
+            h('span', { class: 'who' }, name),
+            h('span', { class: 'small muted' }, ` · waiting since ${fmtTime(new Date(w.since).toISOString(), tz)}${a ? ` · ${fmtTime(a.starts_at, tz)} ${kindLabel(a).toLowerCase()}` : ''}`)),
+          h('div', { class: 'actions' }, admit, deny)));
+      }
+    }
+    replace(lobbyBox,
+      entries.length ? h('ul', { class: 'lobby-list' }, entries) : null,
+      reopen.map((a) => h('button', {
+        type: 'button',
+        class: 'button small',
+        onclick: () => { unmarkRoomLeft(a.id); openRooms(); },
+      }, `Reopen the waiting room of ${fmtTime(a.starts_at, tz)}`)));
+  };
+
+  noticeForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const text = noticeText.value.trim();
+    if (!text) {
+      noticeStatus.replaceChildren(notice('warning', 'Please write a short note first.'));
+      noticeText.focus();
+      return;
+    }
+    const rooms = allSessions().filter((s) => s.phase === 'in-call' && s.role === 'therapist');
+    const waiting = rooms.reduce((n, s) => n + s.lobby.length, 0);
+    if (!rooms.length || !waiting) {
+      noticeStatus.replaceChildren(notice('info', 'No one is waiting right now, so no one would see it.'));
+      return;
+    }
+    rooms.filter((s) => s.lobby.length).forEach((s) => s.sendNotice(text));
+    noticeStatus.replaceChildren(notice('success', `Sent to ${waiting === 1 ? 'the person' : `the ${waiting} people`} waiting.`));
+    noticeText.value = '';
+  });
+
+  cleanups.push(onSessionsChange(({ type }) => {
+    if (!ctx.alive()) return;
+    if (['lobby', 'phase', 'closed', 'created'].includes(type)) drawLobby();
+    if (type === 'phase' || type === 'closed') drawToday();
+  }));
+  const serverErrors = (ev) => {
+    if (ev.detail && ev.detail.type === 'server-error' && ev.detail.code === 'invalid_notice') {
+      noticeStatus.replaceChildren(notice('error', 'That note could not be sent: keep it under 280 characters, on one line.'));
+    }
+  };
+  const watched = new Set();
+  const watch = () => {
+    for (const s of allSessions()) {
+      if (!watched.has(s)) {
+        watched.add(s);
+        s.addEventListener('change', serverErrors);
+      }
+    }
+  };
+  cleanups.push(onSessionsChange(watch));
+  cleanups.push(() => watched.forEach((s) => s.removeEventListener('change', serverErrors)));
+
+  await loadToday();
+  watch();
+  // Keep today's list fresh (a session booked a minute ago must show up, and its waiting
+  // room open, without a reload): a small request every 10 s while the page is shown.
+  const tick = setInterval(() => { if (ctx.alive() && !document.hidden) loadToday(); }, 10_000);
+  const onVisible = () => { if (!document.hidden && ctx.alive()) loadToday(); };
+  document.addEventListener('visibilitychange', onVisible);
+  cleanups.push(() => { clearInterval(tick); document.removeEventListener('visibilitychange', onVisible); });
+
+  // ---- availability and profile (independent of the rooms) ----
+  availabilityEditor(page.querySelector('#availability-box'));
+  profileEditor(page.querySelector('#profile-box'), user);
+
+  return () => cleanups.forEach((fn) => fn());
+}
+
+function greeting() {
+  const hr = new Date().getHours();
+  if (hr < 12) return 'morning';
+  if (hr < 18) return 'afternoon';
+  return 'evening';
+}
+
+// ---- availability editor ------------------------------------------------------------------
+
+async function availabilityEditor(box) {
+  let data;
+  try {
+    data = await api('/therapists/me/availability');
+  } catch (err) {
+    replace(box, notice('error', describeError(err)));
+    return;
+  }
+  const status = h('div', { 'aria-live': 'polite' });
+  const weeklyRows = h('div', { id: 'weekly-rows' });
+  const exceptionRows = h('div', { id: 'exception-rows' });
+  const rowControls = { weekly: [], exceptions: [] };
+
+  const tzSel = field('Time zone of your hours', select(timeZones(data.time_zone), { id: 'availability-tz', value: data.time_zone }),
+    { hint: 'Your hours stay at the same clock time in this zone, across daylight-saving changes.' });
+
+  const addWeekly = (rule = { weekday: 'mon', start: '09:00', end: '17:00' }) => {
+    const controls = {
+      weekday: select(WEEKDAYS, { value: rule.weekday }),
+      start: select(timeOptions([rule.start]), { value: rule.start }),
+      end: select(timeOptions([rule.end], { withMidnightEnd: true }), { value: rule.end }),
+    };
+    const i = rowControls.weekly.length;
+    const fDay = field('Day', controls.weekday, { id: `weekly-${i}-weekday` });
+    const fStart = field('From', controls.start, { id: `weekly-${i}-start` });
+    const fEnd = field('Until', controls.end, { id: `weekly-${i}-end` });
+    const remove = h('button', { type: 'button', class: 'button small quiet', 'aria-label': 'Remove these hours' }, 'Remove');
+    const row = h('div', { class: 'rule-row' }, fDay.wrap, fStart.wrap, fEnd.wrap, remove);
+    const entry = { row, controls, fields: { weekday: fDay, start: fStart, end: fEnd }, removed: false };
+    remove.addEventListener('click', () => {
+      entry.removed = true;
+      row.remove();
+      announce('Hours removed. Save to apply.');
+    });
+    rowControls.weekly.push(entry);
+    weeklyRows.append(row);
+    return entry;
+  };
+
+  const addException = (ex = { date: '', kind: 'unavailable', start: null, end: null }) => {
+    const controls = {
+      date: h('input', { type: 'date', value: ex.date || '' }),
+      kind: select([{ value: 'unavailable', label: 'Time off' }, { value: 'available', label: 'Extra hours' }], { value: ex.kind }),
+      start: select(timeOptions([ex.start], { empty: 'Whole day' }), { value: ex.start || '' }),
+      end: select(timeOptions([ex.end], { withMidnightEnd: true, empty: '—' }), { value: ex.end || '' }),
+    };
+    const i = rowControls.exceptions.length;
+    const fDate = field('Date', controls.date, { id: `exception-${i}-date` });
+    const fKind = field('What', controls.kind, { id: `exception-${i}-kind` });
+    const fStart = field('From', controls.start, { id: `exception-${i}-start` });
+    const fEnd = field('Until', controls.end, { id: `exception-${i}-end` });
+    const remove = h('button', { type: 'button', class: 'button small quiet', 'aria-label': 'Remove this change' }, 'Remove');
+    const row = h('div', { class: 'rule-row exception-row' }, fDate.wrap, fKind.wrap, fStart.wrap, fEnd.wrap, remove);
+    const entry = { row, controls, fields: { date: fDate, kind: fKind, start: fStart, end: fEnd }, removed: false };
+    remove.addEventListener('click', () => {
+      entry.removed = true;
+      row.remove();
+      announce('Change removed. Save to apply.');
+    });
+    rowControls.exceptions.push(entry);
+    exceptionRows.append(row);
+    return entry;
+  };
+
+  (data.weekly || []).forEach((r) => addWeekly(r));
+  (data.exceptions || []).forEach((e) => addException(e));
+
+  const num = (label, id, value, min, max, hint) => field(label, h('input', { type: 'number', id, min, max, step: 1, value: String(value ?? '') , inputmode: 'numeric' }), { hint });
+  const sessionMin = num('Session length (minutes)', 'availability-session', data.session_minutes, 15, 240, '15 to 240');
+  const consultMin = num('Free consultation length (minutes)', 'availability-consultation', data.consultation_minutes, 10, 120, '10 to 120');
+  const buffer = num('Break between appointments (minutes)', 'availability-buffer', data.buffer_minutes, 0, 120, '0 to 120');
+  const step = num('Offer a start time every (minutes)', 'availability-step', data.slot_step_minutes, 5, 240, '5 to 240');
+  const simple = { time_zone: tzSel, session_minutes: sessionMin, consultation_minutes: consultMin, buffer_minutes: buffer, slot_step_minutes: step };
+
+  const addWeeklyBtn = h('button', { type: 'button', class: 'button small' }, 'Add hours');
+  addWeeklyBtn.addEventListener('click', () => addWeekly().controls.weekday.focus());
+  const addExBtn = h('button', { type: 'button', class: 'button small' }, 'Add a day off or extra hours');
+  addExBtn.addEventListener('click', () => addException().controls.date.focus());
+  const save = h('button', { type: 'submit', class: 'button primary', id: 'availability-save' }, 'Save hours');
+
+  const form = h('form', { id: 'availability-form', novalidate: true },
+    tzSel.wrap,
+    h('fieldset', {}, h('legend', {}, 'Every week'), weeklyRows, addWeeklyBtn),
+    h('fieldset', {}, h('legend', {}, 'Days off and extra hours'), h('p', { class: 'hint' }, 'Leave "From" on "Whole day" for a whole day off.'), exceptionRows, addExBtn),
+    h('div', { class: 'inline-fields' }, sessionMin.wrap, consultMin.wrap, buffer.wrap, step.wrap),
+    status,
+    h('div', { class: 'actions' }, save));
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    const clearErrors = () => {
+      Object.values(simple).forEach((f) => f.setError(null));
+      for (const list of Object.values(rowControls)) for (const e of list) Object.values(e.fields).forEach((f) => f.setError(null));
+    };
+    clearErrors();
+    const weekly = rowControls.weekly.filter((e) => !e.removed);
+    const exceptions = rowControls.exceptions.filter((e) => !e.removed);
+    const body = {
+      time_zone: tzSel.control.value,
+      weekly: weekly.map((e) => ({ weekday: e.controls.weekday.value, start: e.controls.start.value, end: e.controls.end.value })),
+      exceptions: exceptions.map((e) => {
+        const out = { date: e.controls.date.value, kind: e.controls.kind.value };
+        if (e.controls.start.value) out.start = e.controls.start.value;
+        if (e.controls.end.value) out.end = e.controls.end.value;
+        return out;
+      }),
+      session_minutes: Number(sessionMin.control.value),
+      consultation_minutes: Number(consultMin.control.value),
+      buffer_minutes: Number(buffer.control.value),
+      slot_step_minutes: Number(step.control.value),
+    };
+    setBusy(save, true, 'Saving…');
+    try {
+      await api('/therapists/me/availability', { method: 'PUT', body });
+      status.replaceChildren(notice('success', 'Saved. Clients now see these hours.'));
+      announce('Your hours are saved.');
+    } catch (err) {
+      if (err instanceof ApiError && err.errors.length) {
+        const messages = [];
+        for (const { field: name, message } of err.errors) {
+          messages.push(`${describeField(name)}: ${message}`);
+          const m = /^(weekly|exceptions)\[(\d+)\](?:\.(\w+))?$/.exec(name);
+          if (m) {
+            const list = m[1] === 'weekly' ? weekly : exceptions;
+            const entry = list[Number(m[2])];
+            const f = entry && (entry.fields[m[3]] || entry.fields.start || Object.values(entry.fields)[0]);
+            if (f) f.setError(message);
+          } else if (simple[name]) {
+            simple[name].setError(message);
+          }
+        }
+        status.replaceChildren(notice('error', h('p', {}, 'Please check these:'), h('ul', { class: 'error-list' }, messages.map((m) => h('li', {}, m)))));
+        const first = form.querySelector('[aria-invalid="true"]');
+        if (first) first.focus();
+      } else {
+        status.replaceChildren(notice('error', describeError(err)));
+      }
+    } finally {
+      setBusy(save, false);
+    }
+  });
+
+  replace(box, form);
+}
+
+function describeField(name) {
+  const m = /^(weekly|exceptions)\[(\d+)\](?:\.(\w+))?$/.exec(name);
+  if (m) return `${m[1] === 'weekly' ? 'Weekly hours' : 'Day off or extra hours'}, row ${Number(m[2]) + 1}${m[3] ? ` (${m[3]})` : ''}`;
+  return name.replace(/_/g, ' ');
+}
+
+// ---- profile editor -------------------------------------------------------------------------
+
+async function profileEditor(box, user) {
+  let profile;
+  let vocab;
+  try {
+    [profile, vocab] = await Promise.all([api('/therapists/me'), loadVocabulary()]);
+  } catch (err) {
+    replace(box, notice('error', describeError(err)));
+    return;
+  }
+  const status = h('div', { 'aria-live': 'polite' });
+  const name = field('Name shown to clients', h('input', { type: 'text', id: 'profile-name', value: profile.display_name, maxlength: 100, autocomplete: 'name' }));
+  const bio = field('About you', h('textarea', { id: 'profile-bio', rows: 6, maxlength: 5000 }), { hint: 'How you work and who you work with. Up to 5000 characters.' });
+  bio.control.value = profile.bio || '';
+  const quals = field('Qualifications', h('textarea', { id: 'profile-qualifications', rows: 3 }), { hint: 'One per line.' });
+  quals.control.value = (profile.qualifications || []).join('\n');
+  const langs = field('Languages you work in', h('input', { type: 'text', id: 'profile-languages', value: (profile.languages || []).join(', ') }), { hint: 'Language codes separated by commas, e.g. en, fr, pt-BR.' });
+  const tzSel = field('Your time zone', select(timeZones(profile.time_zone), { id: 'profile-tz', value: profile.time_zone }));
+  const free = h('input', { type: 'checkbox', id: 'profile-free', checked: profile.offers_free_consultation });
+
+  const group = (legend, list, chosen, prefix) => {
+    const boxes = list.map((t) => {
+      const cb = h('input', { type: 'checkbox', id: `${prefix}-${t.slug}`, value: t.slug, checked: chosen.includes(t.slug) });
+      return { cb, el: h('div', { class: 'check' }, cb, h('label', { for: cb.id }, t.label)) };
+    });
+    const err = h('p', { class: 'field-error', hidden: true });
+    const fs = h('fieldset', {}, h('legend', {}, legend), h('div', { class: 'checks' }, boxes.map((b) => b.el)), err);
+    return {
+      el: fs,
+      values: () => boxes.filter((b) => b.cb.checked).map((b) => b.cb.value),
+      setError(m) { err.textContent = m || ''; err.hidden = !m; },
+    };
+  };
+  const specs = group('What you work with', vocab.specialisations, profile.specialisations || [], 'spec');
+  const mods = group('How you work', vocab.modalities, profile.modalities || [], 'mod');
+  const save = h('button', { type: 'submit', class: 'button primary', id: 'profile-save' }, 'Save profile');
+  const fields = { display_name: name, bio, qualifications: quals, languages: langs, time_zone: tzSel, specialisations: specs, modalities: mods };
+
+  const form = h('form', { id: 'profile-form', novalidate: true },
+    name.wrap, bio.wrap, quals.wrap, specs.el, mods.el, langs.wrap, tzSel.wrap,
+    h('div', { class: 'check' }, free, h('label', { for: 'profile-free' }, 'Offer a free first consultation')),
+    status, h('div', { class: 'actions' }, save, h('a', { href: `#/therapists/${user.id}`, class: 'button quiet' }, 'See my public profile')));
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    Object.values(fields).forEach((f) => f.setError(null));
+    status.replaceChildren();
+    const body = {
+      display_name: name.control.value.trim(),
+      bio: bio.control.value,
+      qualifications: quals.control.value.split('\n').map((s) => s.trim()).filter(Boolean),
+      specialisations: specs.values(),
+      modalities: mods.values(),
+      languages: langs.control.value.split(/[,\s]+/).map((s) => s.trim()).filter(Boolean),
+      time_zone: tzSel.control.value,
+      offers_free_consultation: free.checked,
+    };
+    setBusy(save, true, 'Saving…');
+    try {
+      const res = await api('/therapists/me', { method: 'PUT', body });
+      updateUser({ display_name: res.display_name });
+      status.replaceChildren(notice('success', 'Your profile is saved.'));
+      announce('Your profile is saved.');
+    } catch (err) {
+      if (err instanceof ApiError && err.errors.length) {
+        for (const { field: f, message } of err.errors) {
+          const key = f.replace(/\[\d+\]$/, '');
+          if (fields[key]) fields[key].setError(message);
+        }
+        status.replaceChildren(notice('error', 'Please check the highlighted fields.'));
+      } else {
+        status.replaceChildren(notice('error', describeError(err)));
+      }
+    } finally {
+      setBusy(save, false);
+    }
+  });
+  replace(box, form);
+}

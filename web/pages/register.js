@@ -1,0 +1,82 @@
+// Register a client account. The password rule comes from the server: when it refuses a
+// password (422 validation_failed), its message for the field is shown next to the field.
+
+import { h, field, notice, setBusy } from '../lib/dom.js';
+import { register, login } from '../lib/auth.js';
+import { ApiError, describeError } from '../lib/api.js';
+
+export function render(ctx) {
+  const { root, config } = ctx;
+  if (!config.registration_open) {
+    root.append(h('section', { class: 'page narrow' },
+      h('h1', {}, 'Create an account'),
+      notice('info', 'New accounts are created by the practice. Please contact them to get started.'),
+      h('p', {}, h('a', { href: '#/signin' }, 'Sign in'))));
+    return;
+  }
+  const status = h('div', { 'aria-live': 'polite' });
+  const name = field('Your name', h('input', { type: 'text', id: 'register-name', autocomplete: 'name', required: true, maxlength: 100 }),
+    { hint: 'How your therapist will see you. A first name is fine.' });
+  const email = field('Email address', h('input', { type: 'email', id: 'register-email', autocomplete: 'email', required: true }));
+  const password = field('Password', h('input', { type: 'password', id: 'register-password', autocomplete: 'new-password', required: true, minlength: 10, maxlength: 128 }),
+    { hint: 'At least 10 characters. A short sentence you will remember works well.' });
+  const submit = h('button', { type: 'submit', class: 'button primary', id: 'register-submit' }, 'Create account');
+  const fields = { display_name: name, email, password };
+
+  const form = h('form', { novalidate: true }, name.wrap, email.wrap, password.wrap, h('div', { class: 'actions' }, submit));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    status.replaceChildren();
+    Object.values(fields).forEach((f) => f.setError(null));
+    setBusy(submit, true, 'Creating your account…');
+    const mail = email.control.value.trim();
+    try {
+      await register(name.control.value.trim(), mail, password.control.value);
+    } catch (err) {
+      setBusy(submit, false);
+      if (err instanceof ApiError && err.code === 'validation_failed' && err.errors.length) {
+        const byField = err.fieldErrors();
+        let first = null;
+        for (const [key, f] of Object.entries(fields)) {
+          if (byField[key]) {
+            f.setError(sentence(key, byField[key]));
+            first = first || f;
+          }
+        }
+        status.replaceChildren(notice('error', 'Please check the highlighted fields.'));
+        if (first) first.control.focus();
+      } else if (err instanceof ApiError && err.code === 'email_taken') {
+        email.setError('There is already an account with this email address.');
+        status.replaceChildren(notice('error', h('span', {}, 'There is already an account with this email address. ', h('a', { href: `#/signin?email=${encodeURIComponent(mail)}` }, 'Sign in instead'), '.')));
+        email.control.focus();
+      } else if (err instanceof ApiError && err.code === 'registration_closed') {
+        status.replaceChildren(notice('error', 'New accounts are created by the practice. Please contact them to get started.'));
+      } else {
+        status.replaceChildren(notice('error', describeError(err)));
+      }
+      return;
+    }
+    // Registered: sign straight in.
+    try {
+      await login(mail, password.control.value);
+      ctx.navigate('/therapists', { replace: true });
+    } catch {
+      ctx.navigate(`/signin?registered=1&email=${encodeURIComponent(mail)}`, { replace: true });
+    }
+  });
+
+  root.append(h('section', { class: 'page narrow' },
+    h('h1', {}, 'Create an account'),
+    h('p', { class: 'lead' }, 'It takes a minute. You can then book a session with a therapist.'),
+    status,
+    h('div', { class: 'card' }, form),
+    h('p', { class: 'actions' }, 'Already have an account? ', h('a', { href: '#/signin' }, 'Sign in'))));
+}
+
+/** The server's message, made to read as a sentence ("weak password: a password must…"). */
+function sentence(fieldName, message) {
+  let m = message.replace(/^weak password:\s*/i, '');
+  m = m.replace(/^display_name\b/, 'Your name');
+  m = m.charAt(0).toUpperCase() + m.slice(1);
+  return /[.!?]$/.test(m) ? m : `${m}.`;
+}
