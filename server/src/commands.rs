@@ -6,7 +6,7 @@ use crate::{
     config::Config,
     domain::{DisplayName, Email, NewPassword},
     startup::open_db,
-    store::{AuditVerdict, Db, NewUser, StoreError},
+    store::{AuditVerdict, Creator, Db, NewUser, StoreError},
 };
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
@@ -63,12 +63,15 @@ pub async fn user(cmd: UserCmd) -> anyhow::Result<()> {
             let (_, db) = migrated_db(&common).await?;
             let hash = Passwords::new().await?.hash(password.secret()).await?;
             let user = db
-                .create_user(NewUser {
-                    email,
-                    display_name: name,
-                    role,
-                    password_hash: hash,
-                })
+                .create_user(
+                    NewUser {
+                        email,
+                        display_name: name,
+                        role,
+                        password_hash: hash,
+                    },
+                    Creator::Cli,
+                )
                 .await
                 .map_err(|e| match e {
                     StoreError::Conflict(_) => {
@@ -94,7 +97,8 @@ pub async fn user(cmd: UserCmd) -> anyhow::Result<()> {
                 .await?
                 .context("--email: no account with this email")?;
             let hash = Passwords::new().await?.hash(password.secret()).await?;
-            db.set_password_hash(user.user.id, &hash, None).await?;
+            db.set_password_hash(user.user.id, &hash, None, None)
+                .await?;
             println!("password set for {}; its sign-ins have ended", user.user.id);
             db.close().await;
         }
@@ -111,7 +115,7 @@ async fn set_disabled(common: &CommonArgs, email: &str, disabled: bool) -> anyho
         .user_by_email(&email)
         .await?
         .context("--email: no account with this email")?;
-    db.set_user_disabled(user.user.id, disabled).await?;
+    db.set_user_disabled(user.user.id, disabled, None).await?;
     let what = if disabled {
         "disabled; its sign-ins have ended"
     } else {

@@ -375,12 +375,23 @@ impl EventSink for RecordSink {
             }
         };
         let has_hooks = !hooks.is_empty();
-        if let Err(err) = self
-            .db
-            .record_session_event(session_id, at, &event, Some(&entry), &hooks)
-            .await
-        {
-            tracing::error!(error = %err, %session_id, "writing the session record failed");
+        // A write that fails (the database busy or briefly away) is tried again a few times;
+        // the session itself goes on either way: people in a call come before the record.
+        for attempt in 1..=3 {
+            match self
+                .db
+                .record_session_event(session_id, at, &event, Some(&entry), &hooks)
+                .await
+            {
+                Ok(()) => break,
+                Err(err) if attempt < 3 => {
+                    tracing::warn!(error = %err, %session_id, attempt, "writing the session record failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, %session_id, "writing the session record failed; the event is lost");
+                }
+            }
         }
         if has_hooks {
             self.webhooks_due.notify_one();

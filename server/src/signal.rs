@@ -61,8 +61,10 @@ pub struct UsedTokens {
 }
 
 impl UsedTokens {
-    /// Record `jti` (valid until `exp`); false if it was already used.
+    /// Record `jti` (valid until `exp`); false if it was already used. An id is kept until
+    /// its token can no longer verify: `exp` plus the verifier's leeway.
     pub fn first_use(&self, jti: Uuid, exp: i64) -> bool {
+        let exp = exp + crate::auth::jwt::LEEWAY_SECS as i64;
         let now = Timestamp::now().as_second();
         let mut seen = self.seen.lock().expect("used tokens lock");
         if seen.len() > 10_000 {
@@ -252,6 +254,20 @@ impl JoinVerifier for Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_token_is_remembered_while_it_can_still_verify() {
+        let used = UsedTokens::default();
+        let jti = Uuid::new_v4();
+        // Expired 5 s ago: still accepted by the verifier's 10 s leeway, so still remembered.
+        let exp = Timestamp::now().as_second() - 5;
+        assert!(used.first_use(jti, exp));
+        assert!(
+            !used.first_use(jti, exp),
+            "a second use inside the leeway is refused"
+        );
+        assert!(used.first_use(Uuid::new_v4(), exp));
+    }
 
     #[test]
     fn turn_credentials_follow_the_rest_api_convention() {

@@ -132,10 +132,9 @@ impl Application {
         let stop_tasks = stop.clone();
         let shutdown = async move {
             shutdown.await;
-            // Upgraded WebSockets are not waited for by the HTTP server: end the rooms.
+            // Upgraded WebSockets are not waited for by the HTTP server: end the rooms (this
+            // waits until each has recorded its end), then stop the background tasks.
             hub.shutdown().await;
-            // Let the rooms record their end before the background tasks stop.
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             stop_tasks.cancel();
         };
         axum::serve(

@@ -359,12 +359,15 @@ async fn scenario() {
         .hash(&secrecy::SecretString::from(PASSWORD))
         .await
         .unwrap();
-    db.create_user(NewUser {
-        email: Email::parse("dr.ward@example.com").unwrap(),
-        display_name: DisplayName::parse("Dr Tess Ward").unwrap(),
-        role: Role::Therapist,
-        password_hash: hash,
-    })
+    db.create_user(
+        NewUser {
+            email: Email::parse("dr.ward@example.com").unwrap(),
+            display_name: DisplayName::parse("Dr Tess Ward").unwrap(),
+            role: Role::Therapist,
+            password_hash: hash,
+        },
+        alcove::store::Creator::Cli,
+    )
     .await
     .unwrap();
     let login = api(
@@ -438,7 +441,20 @@ async fn scenario() {
         .unwrap();
     wait_visible(&client, "button.slot", Duration::from_secs(20)).await;
     shot(&client, "booking.png").await;
-    click(&client, "button.slot").await;
+    // The first slot at least a minute away (slots come every 5 minutes from now: one that
+    // starts within seconds could pass while the test clicks), so inside its join window.
+    let start = wait_js(
+        &client,
+        "a slot a minute away",
+        "[...document.querySelectorAll('button.slot')].map(b => b.dataset.start).find(s => Date.parse(s) > Date.now() + 60000)",
+        Duration::from_secs(20),
+    )
+    .await;
+    click(
+        &client,
+        &format!("button.slot[data-start=\"{}\"]", start.as_str().unwrap()),
+    )
+    .await;
     click(&client, "#book-submit").await;
     let appointment = wait_js(
         &client,

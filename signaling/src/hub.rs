@@ -71,8 +71,15 @@ struct Inner {
     sink: Arc<dyn EventSink>,
     // A std mutex: held for a map lookup, never across an await.
     rooms: Mutex<HashMap<Uuid, RoomEntry>>,
+    /// When an appointment's room was ended from outside (cancelled, moved), and when an
+    /// account was taken off one: a join verified before that moment is refused, so that a
+    /// hello racing the change cannot reopen the room or bring the account back.
+    closed: Mutex<HashMap<(Uuid, Option<Uuid>), Instant>>,
     next_id: AtomicU64,
 }
+
+/// How long closure marks are kept: longer than any join token lives.
+const CLOSED_MARK_KEEP: Duration = Duration::from_secs(3600);
 
 /// The signalling service of this node.
 #[derive(Clone)]
@@ -103,6 +110,7 @@ impl Hub {
                 verifier,
                 sink,
                 rooms: Mutex::new(HashMap::new()),
+                closed: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
         }
@@ -126,8 +134,25 @@ impl Hub {
             .map(|e| e.tx.clone())
     }
 
+    fn mark_closed(&self, appointment_id: Uuid, user: Option<Uuid>) {
+        let mut closed = self.inner.closed.lock().expect("closed lock");
+        closed.retain(|_, at| at.elapsed() < CLOSED_MARK_KEEP);
+        closed.insert((appointment_id, user), Instant::now());
+    }
+
+    /// Whether a grant verified at `verified` predates a closure of its room or account.
+    fn closed_since(&self, grant: &JoinGrant, verified: Instant) -> bool {
+        let closed = self.inner.closed.lock().expect("closed lock");
+        [None, Some(grant.user_id)].into_iter().any(|user| {
+            closed
+                .get(&(grant.appointment_id, user))
+                .is_some_and(|at| *at >= verified)
+        })
+    }
+
     /// End an appointment's live room (it was cancelled or moved): everyone gets `ended`.
     pub async fn end_room(&self, appointment_id: Uuid, reason: &str) {
+        self.mark_closed(appointment_id, None);
         if let Some(tx) = self.room_tx(appointment_id) {
             let _ = tx.send(RoomCmd::Finish(reason.to_owned())).await;
         }
@@ -142,12 +167,14 @@ impl Hub {
 
     /// Take an account out of an appointment's live room (it no longer takes part).
     pub async fn remove_account(&self, appointment_id: Uuid, user_id: Uuid) {
+        self.mark_closed(appointment_id, Some(user_id));
         if let Some(tx) = self.room_tx(appointment_id) {
             let _ = tx.send(RoomCmd::Remove(user_id)).await;
         }
     }
 
-    /// End every room (the server is stopping).
+    /// End every room (the server is stopping), and wait (up to 5 s) until each has
+    /// recorded its end.
     pub async fn shutdown(&self) {
         let txs: Vec<_> = self
             .inner
@@ -160,15 +187,25 @@ impl Hub {
         for tx in txs {
             let _ = tx.send(RoomCmd::Finish("server_shutdown".into())).await;
         }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.room_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
-    /// The appointment's room, started if none is open.
-    fn room_for(&self, grant: &JoinGrant) -> mpsc::Sender<RoomCmd> {
+    /// The appointment's room, started if none is open; `None` when the grant (verified at
+    /// `verified`) predates the room's closure. The check is made under the rooms lock, and
+    /// `end_room` marks the closure before it looks for the room, so a join racing a cancel
+    /// either sees the mark or reaches a room that the cancel then ends.
+    fn room_for(&self, grant: &JoinGrant, verified: Instant) -> Option<mpsc::Sender<RoomCmd>> {
         let mut rooms = self.inner.rooms.lock().expect("rooms lock");
+        if self.closed_since(grant, verified) {
+            return None;
+        }
         if let Some(e) = rooms.get(&grant.appointment_id)
             && !e.tx.is_closed()
         {
-            return e.tx.clone();
+            return Some(e.tx.clone());
         }
         let (tx, rx) = mpsc::channel(ROOM_QUEUE);
         let generation = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -181,19 +218,20 @@ impl Hub {
             },
         );
         tokio::spawn(run_room(room, rx, self.inner.clone(), generation));
-        tx
+        Some(tx)
     }
 
     async fn join(
         &self,
         grant: &JoinGrant,
+        verified: Instant,
         conn: &Conn,
         resume_token: Option<String>,
         reset: bool,
     ) -> Option<(mpsc::Sender<RoomCmd>, Joined)> {
         // Twice: the room may finish between lookup and join; the second try opens anew.
         for _ in 0..2 {
-            let tx = self.room_for(grant);
+            let tx = self.room_for(grant, verified)?;
             let (reply, answer) = oneshot::channel();
             let cmd = RoomCmd::Join {
                 grant: grant.clone(),
@@ -225,6 +263,7 @@ impl Hub {
             linger(&mut ws).await;
             return;
         };
+        let verified = Instant::now();
         let grant = match self.inner.verifier.verify(&token).await {
             Ok(g) => g,
             Err(JoinRefusal::InvalidToken(why)) => {
@@ -259,7 +298,10 @@ impl Hub {
             tx,
             kill: kill.clone(),
         };
-        let Some((room, joined)) = self.join(&grant, &conn, resume_token, reset).await else {
+        let Some((room, joined)) = self
+            .join(&grant, verified, &conn, resume_token, reset)
+            .await
+        else {
             refuse(
                 &mut ws,
                 &cfg,

@@ -333,8 +333,6 @@ impl Room {
     ) -> Joined {
         self.empty_since = None;
         let token = random_token();
-        let reference;
-        let resumed;
         let idx = match self.members.iter().position(|m| m.user_id == grant.user_id) {
             Some(i) => {
                 // The same account again: it keeps its id and its place.
@@ -374,8 +372,11 @@ impl Room {
                         },
                     );
                 }
-                reference = self.members[i].reference();
-                resumed = true;
+                let participant = self.members[i].reference();
+                self.events.push(EventKind::Connected {
+                    participant,
+                    resumed: true,
+                });
                 i
             }
             None => {
@@ -402,7 +403,13 @@ impl Room {
                     held: VecDeque::new(),
                 });
                 let i = self.members.len() - 1;
-                reference = self.members[i].reference();
+                let reference = self.members[i].reference();
+                // Connected first: the record creates the participant from it, and then
+                // notes the knock or the automatic admission.
+                self.events.push(EventKind::Connected {
+                    participant: reference.clone(),
+                    resumed: false,
+                });
                 if waiting {
                     self.events.push(EventKind::Knocked {
                         participant: reference.clone(),
@@ -417,14 +424,9 @@ impl Room {
                 if !waiting {
                     self.announce_joined(i);
                 }
-                resumed = false;
                 i
             }
         };
-        self.events.push(EventKind::Connected {
-            participant: reference,
-            resumed,
-        });
         self.announce_queue_if_relevant(idx);
         Joined {
             participant_id: self.members[idx].pid,

@@ -20,6 +20,14 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
+    /// This account as the audit trail names it.
+    pub fn actor(&self) -> crate::store::Actor {
+        crate::store::Actor {
+            id: self.id,
+            role: self.role,
+        }
+    }
+
     /// 403 unless the account has one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         if roles.contains(&self.role) {
@@ -76,7 +84,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 "the sign-in has ended",
             ));
         };
-        if su.revoked_at.is_some() {
+        if su.revoked_at.is_some() || su.expires_at <= crate::store::Ts::now() {
             return Err(ApiError::unauthorized(
                 "invalid_token",
                 "the sign-in has ended",

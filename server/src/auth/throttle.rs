@@ -49,23 +49,10 @@ impl LoginThrottle {
         Sha256::digest(email.as_bytes()).into()
     }
 
-    /// `Err(seconds to wait)` when the address has used up its attempts.
-    pub fn check(&self, email: &str) -> Result<(), u64> {
-        let map = self.entries.lock().expect("throttle lock");
-        match map.get(&Self::key(email)) {
-            Some(e) if e.failures >= self.max_failures => {
-                let elapsed = e.since.elapsed();
-                if elapsed < self.window {
-                    Err((self.window - elapsed).as_secs().max(1))
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Ok(()),
-        }
-    }
-
-    pub fn record_failure(&self, email: &str) {
+    /// Count an attempt for the address, before its password is checked (so that parallel
+    /// guesses cannot all pass before the first failure is counted); `Err(seconds to wait)`
+    /// when the address has used up its attempts. A successful sign-in calls [`Self::reset`].
+    pub fn attempt(&self, email: &str) -> Result<(), u64> {
         let mut map = self.entries.lock().expect("throttle lock");
         if map.len() >= SWEEP_AT {
             let window = self.window;
@@ -82,7 +69,11 @@ impl LoginThrottle {
                 since: now,
             };
         }
+        if e.failures >= self.max_failures {
+            return Err((self.window - now.duration_since(e.since)).as_secs().max(1));
+        }
         e.failures += 1;
+        Ok(())
     }
 
     pub fn reset(&self, email: &str) {
@@ -101,24 +92,23 @@ mod tests {
     fn blocks_after_the_limit_and_resets_on_success() {
         let t = LoginThrottle::new(3, Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(t.check("a@example.com").is_ok());
-            t.record_failure("a@example.com");
+            assert!(t.attempt("a@example.com").is_ok());
         }
-        assert!(t.check("a@example.com").is_err());
+        assert!(t.attempt("a@example.com").is_err());
         assert!(
-            t.check("b@example.com").is_ok(),
+            t.attempt("b@example.com").is_ok(),
             "other addresses unaffected"
         );
         t.reset("a@example.com");
-        assert!(t.check("a@example.com").is_ok());
+        assert!(t.attempt("a@example.com").is_ok());
     }
 
     #[test]
     fn the_window_expires() {
         let t = LoginThrottle::new(1, Duration::from_millis(20));
-        t.record_failure("a@example.com");
-        assert!(t.check("a@example.com").is_err());
+        assert!(t.attempt("a@example.com").is_ok());
+        assert!(t.attempt("a@example.com").is_err());
         std::thread::sleep(Duration::from_millis(30));
-        assert!(t.check("a@example.com").is_ok());
+        assert!(t.attempt("a@example.com").is_ok());
     }
 }

@@ -11,7 +11,7 @@ use crate::{
     domain::{DisplayName, Email, NewPassword, Role},
     error::{ApiError, ApiResult, Fields, Problem},
     state::AppState,
-    store::StoreError,
+    store::{Creator, StoreError},
 };
 use axum::{extract::State, http::StatusCode};
 use secrecy::SecretString;
@@ -69,18 +69,10 @@ async fn create_user(
         name.unwrap(),
         body.role,
         &password.unwrap(),
+        Creator::Admin(admin.actor()),
     )
     .await?;
     tracing::info!(admin_id = %admin.id, user_id = %user.id, role = %user.role(), "account created by admin");
-    state
-        .audit(
-            Some(&admin),
-            "account.create",
-            "account",
-            Some(user.id.to_string()),
-            serde_json::json!({"role": user.role()}),
-        )
-        .await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
@@ -143,27 +135,13 @@ async fn set_disabled(
     }
     let user = state
         .db
-        .set_user_disabled(id, disabled)
+        .set_user_disabled(id, disabled, Some(&admin.actor()))
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::not_found("account"),
             other => other.into(),
         })?;
     tracing::info!(admin_id = %admin.id, user_id = %id, disabled, "account status changed");
-    let action = if disabled {
-        "account.disable"
-    } else {
-        "account.enable"
-    };
-    state
-        .audit(
-            Some(admin),
-            action,
-            "account",
-            Some(id.to_string()),
-            serde_json::json!({}),
-        )
-        .await?;
     Ok(axum::Json(user.into()))
 }
 

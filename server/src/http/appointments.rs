@@ -6,7 +6,7 @@
 //! error messages before it has to.
 
 use super::{
-    availability::{check_range, minutes_for, to_domain},
+    availability::{check_range, minutes_for, sane, to_domain},
     calendar,
     extract::{Json, Path, Query},
     pagination::{Page, PageParams},
@@ -167,6 +167,19 @@ async fn as_its_therapist(state: &AppState, user: &AuthUser, id: Uuid) -> ApiRes
         ));
     }
     Ok(a)
+}
+
+/// In a group appointment (couples, family) one client may not cancel or move it for the
+/// others: that is the therapist's to do.
+fn only_therapist_changes_groups(user: &AuthUser, a: &Appointment) -> ApiResult<()> {
+    if user.role == Role::Client && a.clients().count() > 1 {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "group_appointment",
+            "this appointment has other clients too; ask your therapist to cancel or move it",
+        ));
+    }
+    Ok(())
 }
 
 fn unprocessable(code: &'static str, detail: impl Into<String>) -> ApiError {
@@ -333,6 +346,7 @@ async fn plan(
     client_checks: bool,
     except: Option<Uuid>,
 ) -> ApiResult<Plan> {
+    sane("starts_at", start)?;
     let rec = state
         .db
         .availability(therapist_id)
@@ -450,7 +464,7 @@ async fn book(
     };
     let ids = state
         .db
-        .create_appointments(&[new])
+        .create_appointments(&[new], Some(&user.actor()))
         .await
         .map_err(|(_, e)| booking_error(e))?;
     let a = state
@@ -459,15 +473,6 @@ async fn book(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("booked appointment vanished")))?;
     tracing::info!(appointment_id = %a.id, kind = a.kind.as_str(), minutes = p.minutes, "appointment booked");
-    state
-        .audit(
-            Some(&user),
-            "appointment.create",
-            "appointment",
-            Some(a.id.to_string()),
-            serde_json::json!({}),
-        )
-        .await?;
     Ok((StatusCode::CREATED, axum::Json(view(&state, a))))
 }
 
@@ -620,7 +625,7 @@ async fn book_series(
     if body.all_or_nothing {
         created_ids = state
             .db
-            .create_appointments(&planned)
+            .create_appointments(&planned, Some(&user.actor()))
             .await
             .map_err(|(i, e)| {
                 let err = booking_error(e);
@@ -632,7 +637,11 @@ async fn book_series(
             })?;
     } else {
         for n in planned {
-            match state.db.create_appointments(std::slice::from_ref(&n)).await {
+            match state
+                .db
+                .create_appointments(std::slice::from_ref(&n), Some(&user.actor()))
+                .await
+            {
                 Ok(ids) => created_ids.extend(ids),
                 Err((_, e)) => {
                     let err = booking_error(e);
@@ -655,15 +664,6 @@ async fn book_series(
         }
     }
     failed.sort_by_key(|f| f.starts_at);
-    state
-        .audit(
-            Some(&user),
-            "appointment.create_series",
-            "series",
-            Some(series_id.to_string()),
-            serde_json::json!({"created": created.iter().map(|a| a.id).collect::<Vec<_>>(), "failed": failed.len()}),
-        )
-        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(SeriesResult {
@@ -702,6 +702,11 @@ async fn list(
     Query(page): Query<PageParams>,
 ) -> ApiResult<axum::Json<Page<AppointmentView>>> {
     let page = page.check()?;
+    for (field, t) in [("from", p.from), ("to", p.to)] {
+        if let Some(t) = t {
+            sane(field, t)?;
+        }
+    }
     if let (Some(from), Some(to)) = (p.from, p.to) {
         check_range(from, to, MAX_LIST_RANGE_DAYS)?;
     }
@@ -789,6 +794,7 @@ async fn cancel(
         .map_err(|e| ApiError::field("reason", e.0))?
         .filter(|r| !r.is_empty());
     let a = visible(&state, &user, id).await?;
+    only_therapist_changes_groups(&user, &a)?;
     if a.status != AppointmentStatus::Booked {
         return Err(not_active());
     }
@@ -808,19 +814,10 @@ async fn cancel(
         && a.starts_at.get().duration_since(now) < sd(state.config.late_cancel_window);
     state
         .db
-        .cancel_appointment(id, user.id, reason.as_deref(), late)
+        .cancel_appointment(id, &user.actor(), reason.as_deref(), late)
         .await
         .map_err(booking_error)?;
     state.hub.end_room(id, "appointment_cancelled").await;
-    state
-        .audit(
-            Some(&user),
-            "appointment.cancel",
-            "appointment",
-            Some(id.to_string()),
-            serde_json::json!({"late_cancellation": late}),
-        )
-        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -856,6 +853,7 @@ async fn reschedule(
     if user.role == Role::Admin && !a.is_participant(user.id) {
         return Err(ApiError::forbidden("admins do not reschedule appointments"));
     }
+    only_therapist_changes_groups(&user, &a)?;
     if a.status != AppointmentStatus::Booked {
         return Err(not_active());
     }
@@ -880,19 +878,10 @@ async fn reschedule(
     check_clients_free(&state, &clients, start, p.end, Some(id), user.id).await?;
     state
         .db
-        .reschedule_appointment(id, user.id, start, p.end, p.buffer)
+        .reschedule_appointment(id, &user.actor(), start, p.end, p.buffer)
         .await
         .map_err(booking_error)?;
     state.hub.end_room(id, "appointment_changed").await;
-    state
-        .audit(
-            Some(&user),
-            "appointment.reschedule",
-            "appointment",
-            Some(id.to_string()),
-            serde_json::json!({"to": start.to_string()}),
-        )
-        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -915,18 +904,9 @@ async fn set_outcome(
     }
     state
         .db
-        .set_appointment_outcome(id, Some(user.id), status)
+        .set_appointment_outcome(id, Some(&user.actor()), status)
         .await
         .map_err(booking_error)?;
-    state
-        .audit(
-            Some(user),
-            "appointment.status",
-            "appointment",
-            Some(id.to_string()),
-            serde_json::json!({"status": status.as_str()}),
-        )
-        .await?;
     let a = visible(state, user, id).await?;
     Ok(axum::Json(view(state, a)))
 }
@@ -1029,18 +1009,9 @@ async fn add_client(
     }
     state
         .db
-        .add_participant(id, user.id, body.client_id, MAX_CLIENTS)
+        .add_participant(id, &user.actor(), body.client_id, MAX_CLIENTS)
         .await
         .map_err(participant_error)?;
-    state
-        .audit(
-            Some(&user),
-            "appointment.participant_add",
-            "appointment",
-            Some(id.to_string()),
-            serde_json::json!({"client_id": body.client_id}),
-        )
-        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -1062,19 +1033,10 @@ async fn remove_client(
     as_its_therapist(&state, &user, id).await?;
     state
         .db
-        .remove_participant(id, user.id, client_id)
+        .remove_participant(id, &user.actor(), client_id)
         .await
         .map_err(participant_error)?;
     state.hub.remove_account(id, client_id).await;
-    state
-        .audit(
-            Some(&user),
-            "appointment.participant_remove",
-            "appointment",
-            Some(id.to_string()),
-            serde_json::json!({"client_id": client_id}),
-        )
-        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }
@@ -1104,18 +1066,9 @@ async fn set_auto_admit(
     as_its_therapist(&state, &user, id).await?;
     state
         .db
-        .set_auto_admit(id, user.id, body.auto_admit)
+        .set_auto_admit(id, &user.actor(), body.auto_admit)
         .await?;
     state.hub.set_auto_admit(id, body.auto_admit).await;
-    state
-        .audit(
-            Some(&user),
-            "appointment.auto_admit",
-            "appointment",
-            Some(id.to_string()),
-            serde_json::json!({"auto_admit": body.auto_admit}),
-        )
-        .await?;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
 }

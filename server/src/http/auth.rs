@@ -6,7 +6,7 @@ use crate::{
     domain::{DisplayName, Email, NewPassword, Password, Role},
     error::{ApiError, ApiResult, Fields, Problem},
     state::AppState,
-    store::{NewUser, RefreshOutcome, StoreError, Ts, User},
+    store::{Creator, NewUser, RefreshOutcome, StoreError, Ts, User},
 };
 use axum::{extract::State, http::StatusCode};
 use secrecy::SecretString;
@@ -123,16 +123,15 @@ async fn register(
     );
     f.finish()?;
     let (email, name, password) = (email.unwrap(), name.unwrap(), password.unwrap());
-    let user = create_account(&state, email, name, Role::Client, &password).await?;
-    state
-        .audit_as(
-            Some((user.id, Role::Client)),
-            "account.register",
-            "account",
-            Some(user.id.to_string()),
-            serde_json::json!({}),
-        )
-        .await?;
+    let user = create_account(
+        &state,
+        email,
+        name,
+        Role::Client,
+        &password,
+        Creator::SelfRegistered,
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
@@ -143,16 +142,20 @@ pub(crate) async fn create_account(
     display_name: DisplayName,
     role: Role,
     password: &NewPassword,
+    by: Creator,
 ) -> ApiResult<User> {
     let password_hash = state.passwords.hash(password.secret()).await?;
     state
         .db
-        .create_user(NewUser {
-            email,
-            display_name,
-            role,
-            password_hash,
-        })
+        .create_user(
+            NewUser {
+                email,
+                display_name,
+                role,
+                password_hash,
+            },
+            by,
+        )
         .await
         .map_err(|e| match e {
             StoreError::Conflict(_) => ApiError::conflict(
@@ -189,7 +192,7 @@ async fn login(
 
     state
         .login_throttle
-        .check(email.as_str())
+        .attempt(email.as_str())
         .map_err(ApiError::too_many_requests)?;
     let found = state.db.user_by_email(&email).await?;
     let ok = state
@@ -200,7 +203,6 @@ async fn login(
         )
         .await;
     let Some(found) = found.filter(|_| ok) else {
-        state.login_throttle.record_failure(email.as_str());
         tracing::info!("sign-in failed");
         // The account if there is one; otherwise a digest of the address, never the password.
         let known = state

@@ -385,6 +385,20 @@ pub struct SlotList {
 /// Longest range a slot search may cover.
 pub const MAX_SLOT_RANGE_DAYS: i64 = 62;
 
+/// Refuse instants outside 2000 to 2200: nothing is scheduled there, and time arithmetic
+/// near the ends of the representable range would overflow.
+pub(crate) fn sane(field: &str, t: Timestamp) -> ApiResult<Timestamp> {
+    let year = t.to_zoned(TimeZone::UTC).year();
+    if (2000..2200).contains(&year) {
+        Ok(t)
+    } else {
+        Err(ApiError::field(
+            field,
+            "must be between the years 2000 and 2200",
+        ))
+    }
+}
+
 /// Check a `[from, to)` range.
 pub(crate) fn check_range(from: Timestamp, to: Timestamp, max_days: i64) -> ApiResult<()> {
     if from >= to {
@@ -433,8 +447,11 @@ async fn slots(
     Query(p): Query<SlotParams>,
 ) -> ApiResult<axum::Json<SlotList>> {
     let now = Timestamp::now();
-    let from = p.from.unwrap_or(now);
-    let to = p.to.unwrap_or(from + SignedDuration::from_hours(24 * 14));
+    let from = sane("from", p.from.unwrap_or(now))?;
+    let to = sane(
+        "to",
+        p.to.unwrap_or(from + SignedDuration::from_hours(24 * 14)),
+    )?;
     check_range(from, to, MAX_SLOT_RANGE_DAYS)?;
     let kind = p.kind.unwrap_or(AppointmentKind::Session);
     let rec = state

@@ -82,15 +82,11 @@ async fn change_password(
     let new_hash = state.passwords.hash(new.secret()).await?;
     state
         .db
-        .set_password_hash(user.id, &new_hash, Some(user.session_id))
-        .await?;
-    state
-        .audit(
-            Some(&user),
-            "account.password_change",
-            "account",
-            Some(user.id.to_string()),
-            serde_json::json!({}),
+        .set_password_hash(
+            user.id,
+            &new_hash,
+            Some(user.session_id),
+            Some(&user.actor()),
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -145,15 +141,9 @@ async fn set_privacy(
             "this service makes every call relay-only",
         ));
     }
-    state.db.set_relay_only(user.id, body.relay_only).await?;
     state
-        .audit(
-            Some(&user),
-            "account.privacy_change",
-            "account",
-            Some(user.id.to_string()),
-            serde_json::json!({"relay_only": body.relay_only}),
-        )
+        .db
+        .set_relay_only(user.id, body.relay_only, &user.actor())
         .await?;
     Ok(axum::Json(Privacy {
         relay_only: body.relay_only || state.config.relay_only,

@@ -2,7 +2,7 @@
 
 use super::{
     appointments::visible,
-    availability::check_range,
+    availability::{check_range, sane},
     extract::{Path, Query},
     pagination::{Page, PageParams},
 };
@@ -425,6 +425,8 @@ async fn attendance_csv(
     Query(p): Query<RangeParams>,
 ) -> ApiResult<impl IntoResponse> {
     user.require(&[Role::Therapist])?;
+    sane("from", p.from)?;
+    sane("to", p.to)?;
     check_range(p.from, p.to, 400)?;
     let filter = AppointmentFilter {
         participant: Some(user.id),
@@ -469,7 +471,7 @@ async fn attendance_csv(
                 a.status.as_str().to_owned(),
                 a.late_cancellation.to_string(),
                 c.user_id.to_string(),
-                c.display_name.clone(),
+                csv_text(&c.display_name),
                 att.sessions.to_string(),
                 mine.map_or(0, |m| m.connected_minutes).to_string(),
                 mine.and_then(|m| m.with_therapist_seconds)
@@ -501,6 +503,16 @@ async fn attendance_csv(
         ],
         body,
     ))
+}
+
+/// A cell a spreadsheet will not run as a formula: text starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return gets a leading apostrophe (OWASP's advice for CSV injection).
+fn csv_text(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    }
 }
 
 /// Audit trail filters.
@@ -551,6 +563,11 @@ async fn audit(
 ) -> ApiResult<axum::Json<Page<AuditView>>> {
     user.require(&[Role::Admin])?;
     let page = page.check()?;
+    for (field, t) in [("from", p.from), ("to", p.to)] {
+        if let Some(t) = t {
+            sane(field, t)?;
+        }
+    }
     if let (Some(f), Some(t)) = (p.from, p.to)
         && f >= t
     {
@@ -598,6 +615,16 @@ mod tests {
 
     fn t(s: &str) -> Timestamp {
         format!("2026-12-01T{s}Z").parse().unwrap()
+    }
+
+    #[test]
+    fn csv_cells_cannot_be_formulas() {
+        assert_eq!(
+            csv_text("=HYPERLINK(\"http://x\")"),
+            "'=HYPERLINK(\"http://x\")"
+        );
+        assert_eq!(csv_text("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_text("Casey"), "Casey");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! migrations 0002): every write here may fail with `StoreError::Conflict`, which
 //! [`BookingError`] names.
 
-use super::{Db, StoreError, StoreResult, Ts, User, WritePool, on_pool};
+use super::{Actor, AuditEntry, Db, StoreError, StoreResult, Ts, User, WritePool};
 use crate::domain::{AppointmentKind, AppointmentStatus, Role};
 use uuid::Uuid;
 
@@ -236,6 +236,7 @@ impl Db {
     pub async fn create_appointments(
         &self,
         new: &[NewAppointment],
+        actor: Option<&Actor>,
     ) -> Result<Vec<Uuid>, (usize, BookingError)> {
         let now = Ts::now();
         let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
@@ -297,6 +298,13 @@ impl Db {
                 });
                 insert_event!(tx, *id, now, Some(n.created_by), "created", &details)
                     .map_err(at)?;
+                let audit = AuditEntry::new(actor, "appointment.create", "appointment", Some(id.to_string()), serde_json::json!({"series_id": n.series_id}));
+                async {
+                    append_audit!(self, tx, now, &audit);
+                    Ok::<(), sqlx::Error>(())
+                }
+                .await
+                .map_err(at)?;
             }
             tx.commit().await.map_err(|e| (0, e.into()))?;
             Ok(())
@@ -397,7 +405,7 @@ impl Db {
     pub async fn cancel_appointment(
         &self,
         id: Uuid,
-        actor: Uuid,
+        actor: &Actor,
         reason: Option<&str>,
         late: bool,
     ) -> Result<(), BookingError> {
@@ -411,7 +419,7 @@ impl Db {
                  WHERE id = $5 AND status = 'booked'",
             )
             .bind(now)
-            .bind(actor)
+            .bind(actor.id)
             .bind(reason)
             .bind(late)
             .bind(id)
@@ -430,7 +438,8 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             let details = serde_json::json!({ "late_cancellation": late, "reason_given": reason.is_some() });
-            insert_event!(tx, id, now, Some(actor), "cancelled", &details)?;
+            insert_event!(tx, id, now, Some(actor.id), "cancelled", &details)?;
+            append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "appointment.cancel", "appointment", Some(id.to_string()), details.clone()));
             tx.commit().await?;
             Ok(())
         })
@@ -441,7 +450,7 @@ impl Db {
     pub async fn reschedule_appointment(
         &self,
         id: Uuid,
-        actor: Uuid,
+        actor: &Actor,
         starts_at: Ts,
         ends_at: Ts,
         buffer_minutes: i32,
@@ -483,7 +492,8 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             let details = serde_json::json!({ "from": old_start.to_string(), "to": starts_at.to_string() });
-            insert_event!(tx, id, now, Some(actor), "rescheduled", &details)?;
+            insert_event!(tx, id, now, Some(actor.id), "rescheduled", &details)?;
+            append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "appointment.reschedule", "appointment", Some(id.to_string()), details.clone()));
             tx.commit().await?;
             Ok(())
         })
@@ -493,7 +503,7 @@ impl Db {
     pub async fn set_appointment_outcome(
         &self,
         id: Uuid,
-        actor: Option<Uuid>,
+        actor: Option<&Actor>,
         status: AppointmentStatus,
     ) -> Result<(), BookingError> {
         let now = Ts::now();
@@ -513,9 +523,50 @@ impl Db {
                 return Err(BookingError::NotBooked);
             }
             let details = serde_json::json!({ "from": "booked", "to": status.as_str() });
-            insert_event!(tx, id, now, actor, "status_changed", &details)?;
+            insert_event!(tx, id, now, actor.map(|a| a.id), "status_changed", &details)?;
+            append_audit!(self, tx, now, &AuditEntry::new(actor, "appointment.status", "appointment", Some(id.to_string()), details.clone()));
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// Claim a booked appointment for a change of its participants: bumps its revision and,
+    /// on PostgreSQL, locks its row until the transaction ends, so that a concurrent cancel,
+    /// move or other participant change waits and then sees this one. Returns its times.
+    async fn claim_booked<'c, DB>(
+        tx: &mut sqlx::Transaction<'c, DB>,
+        id: Uuid,
+        now: Ts,
+    ) -> Result<(Ts, Ts), BookingError>
+    where
+        DB: sqlx::Database,
+        for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+        Ts: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+        Uuid: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        String: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+        (Ts, Ts): for<'r> sqlx::FromRow<'r, DB::Row>,
+        usize: sqlx::ColumnIndex<DB::Row>,
+    {
+        let row: Option<(Ts, Ts)> = sqlx::query_as(
+            "UPDATE appointments SET revision = revision + 1, updated_at = $1
+             WHERE id = $2 AND status = 'booked' RETURNING starts_at, ends_at",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(times) = row {
+            return Ok(times);
+        }
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT status FROM appointments WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        Err(match exists {
+            None => BookingError::Store(StoreError::NotFound),
+            Some(_) => BookingError::NotBooked,
         })
     }
 
@@ -523,35 +574,17 @@ impl Db {
     pub async fn add_participant(
         &self,
         id: Uuid,
-        actor: Uuid,
+        actor: &Actor,
         client_id: Uuid,
         max_clients: i64,
     ) -> Result<(), AddParticipantError> {
         let now = Ts::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await.map_err(BookingError::from)?;
-            let row: Option<(Ts, Ts, String)> = sqlx::query_as(
-                "SELECT starts_at, ends_at, status FROM appointments WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(BookingError::from)?;
-            let Some((starts_at, ends_at, status)) = row else {
-                return Err(BookingError::Store(StoreError::NotFound).into());
-            };
-            if status != "booked" {
-                return Err(BookingError::NotBooked.into());
-            }
-            let clients: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM appointment_participants WHERE appointment_id = $1 AND role = 'client'",
-            )
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(BookingError::from)?;
-            let already: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM appointment_participants WHERE appointment_id = $1 AND user_id = $2",
+            let (starts_at, ends_at) = Self::claim_booked(&mut tx, id, now).await?;
+            let (clients, already): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*) FILTER (WHERE role = 'client'), COUNT(*) FILTER (WHERE user_id = $2)
+                 FROM appointment_participants WHERE appointment_id = $1",
             )
             .bind(id)
             .bind(client_id)
@@ -578,16 +611,15 @@ impl Db {
                 StoreError::Conflict(name) if !name.contains("no_overlapping") => AddParticipantError::AlreadyIn,
                 other => BookingError::from(other).into(),
             })?;
-            sqlx::query("UPDATE appointments SET revision = revision + 1, updated_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(BookingError::from)?;
             let details = serde_json::json!({ "client": client_id });
-            insert_event!(tx, id, now, Some(actor), "participant_added", &details)
-                .map_err(BookingError::from)?;
-            tx.commit().await.map_err(BookingError::from)?;
+            async {
+                insert_event!(tx, id, now, Some(actor.id), "participant_added", &details)?;
+                append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "appointment.participant_add", "appointment", Some(id.to_string()), details.clone()));
+                tx.commit().await?;
+                Ok::<(), sqlx::Error>(())
+            }
+            .await
+            .map_err(BookingError::from)?;
             Ok(())
         })
     }
@@ -597,22 +629,13 @@ impl Db {
     pub async fn remove_participant(
         &self,
         id: Uuid,
-        actor: Uuid,
+        actor: &Actor,
         client_id: Uuid,
     ) -> Result<(), AddParticipantError> {
         let now = Ts::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await.map_err(BookingError::from)?;
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM appointments WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(BookingError::from)?;
-            match status.as_deref() {
-                None => return Err(BookingError::Store(StoreError::NotFound).into()),
-                Some("booked") => {}
-                Some(_) => return Err(BookingError::NotBooked.into()),
-            }
+            Self::claim_booked(&mut tx, id, now).await?;
             let clients: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM appointment_participants WHERE appointment_id = $1 AND role = 'client'",
             )
@@ -635,22 +658,21 @@ impl Db {
             if n == 0 {
                 return Err(AddParticipantError::NotIn);
             }
-            sqlx::query("UPDATE appointments SET revision = revision + 1, updated_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(BookingError::from)?;
             let details = serde_json::json!({ "client": client_id });
-            insert_event!(tx, id, now, Some(actor), "participant_removed", &details)
-                .map_err(BookingError::from)?;
-            tx.commit().await.map_err(BookingError::from)?;
+            async {
+                insert_event!(tx, id, now, Some(actor.id), "participant_removed", &details)?;
+                append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "appointment.participant_remove", "appointment", Some(id.to_string()), details.clone()));
+                tx.commit().await?;
+                Ok::<(), sqlx::Error>(())
+            }
+            .await
+            .map_err(BookingError::from)?;
             Ok(())
         })
     }
 
     /// Let clients in without admission (or not).
-    pub async fn set_auto_admit(&self, id: Uuid, actor: Uuid, on: bool) -> StoreResult<()> {
+    pub async fn set_auto_admit(&self, id: Uuid, actor: &Actor, on: bool) -> StoreResult<()> {
         let now = Ts::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
@@ -664,7 +686,9 @@ impl Db {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            insert_event!(tx, id, now, Some(actor), "auto_admit_changed", &serde_json::json!({ "auto_admit": on }))?;
+            let details = serde_json::json!({ "auto_admit": on });
+            insert_event!(tx, id, now, Some(actor.id), "auto_admit_changed", &details)?;
+            append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "appointment.auto_admit", "appointment", Some(id.to_string()), details.clone()));
             tx.commit().await?;
             Ok(())
         })

@@ -1,6 +1,6 @@
 //! A therapist's scheduling settings, weekly hours and dated exceptions.
 
-use super::{Db, StoreError, StoreResult, Ts, WritePool, on_pool};
+use super::{Db, StoreError, StoreResult, Ts, WritePool};
 use crate::domain::schedule::Span;
 use uuid::Uuid;
 

@@ -7,27 +7,19 @@
 //!
 //! Every time is bound by the application as a [`Ts`]; SQL never calls `now()`.
 
-mod appointments;
-mod availability;
-mod records;
-mod sessions;
-mod therapists;
-mod ts;
-mod users;
-
 pub use appointments::{
     AddParticipantError, Appointment, AppointmentEvent, AppointmentFilter, BookingError,
     NewAppointment, Participant,
 };
 pub use availability::{AvailabilityRecord, ExceptionRow, SchedulingSettings, WeeklyRow};
 pub use records::{
-    AuditEntry, AuditFilter, AuditLink, AuditRow, AuditVerdict, DueDelivery, IntervalRecord,
+    Actor, AuditEntry, AuditFilter, AuditLink, AuditRow, AuditVerdict, DueDelivery, IntervalRecord,
     NewDelivery, ParticipantRecord, Purged, QualityRecord, RecordEvent, SessionRecord, SessionRow,
 };
 pub use sessions::{RefreshOutcome, SessionUser};
 pub use therapists::{DirectoryFilter, ProfileUpdate, TherapistProfile};
 pub use ts::Ts;
-pub use users::{NewUser, User, UserWithHash};
+pub use users::{Creator, NewUser, User, UserWithHash};
 
 use anyhow::Context as _;
 use sqlx::{
@@ -49,7 +41,65 @@ macro_rules! on_pool {
         }
     };
 }
-pub(crate) use on_pool;
+
+/// Append an audit entry inside the transaction `$tx` of the database `$db` (so that a
+/// change and its audit entry are committed together, or neither).
+macro_rules! append_audit {
+    ($db:expr, $tx:expr, $at:expr, $e:expr) => {{
+        let lock = match $db.backend() {
+            $crate::store::Backend::Postgres => " FOR UPDATE",
+            $crate::store::Backend::Sqlite => "",
+        };
+        let (last_seq, last_hash): (i64, Vec<u8>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT seq, hash FROM audit_head WHERE id = 1{lock}"
+        )))
+        .fetch_one(&mut *$tx)
+        .await?;
+        let e: &$crate::store::AuditEntry = $e;
+        let seq = last_seq + 1;
+        let details = e.details.to_string();
+        let hash = $crate::store::AuditLink {
+            seq,
+            at: $at,
+            actor_id: e.actor_id,
+            actor_role: e.actor_role.as_deref(),
+            action: &e.action,
+            target_type: &e.target_type,
+            target_id: e.target_id.as_deref(),
+            details: &details,
+        }
+        .hash(&last_hash);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor_id, actor_role, action, target_type, target_id, details, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind($at)
+        .bind(e.actor_id)
+        .bind(e.actor_role.as_deref())
+        .bind(&e.action)
+        .bind(&e.target_type)
+        .bind(e.target_id.as_deref())
+        .bind(&details)
+        .bind(&last_hash)
+        .bind(&hash)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&hash)
+            .execute(&mut *$tx)
+            .await?;
+    }};
+}
+
+mod appointments;
+mod availability;
+mod records;
+mod sessions;
+mod therapists;
+mod ts;
+mod users;
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

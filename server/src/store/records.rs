@@ -3,7 +3,7 @@
 //! Each session event is written in one transaction together with its audit entry and its
 //! webhook deliveries, so a crash loses none of them and webhooks are at least once.
 
-use super::{Backend, Db, StoreResult, Ts, WritePool, on_pool};
+use super::{Backend, Db, StoreResult, Ts, WritePool};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
@@ -54,6 +54,32 @@ pub struct AuditEntry {
     pub target_id: Option<String>,
     /// A JSON object of ids, times and reasons only.
     pub details: serde_json::Value,
+}
+
+/// Who did something, for the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub id: Uuid,
+    pub role: crate::domain::Role,
+}
+
+impl AuditEntry {
+    pub fn new(
+        actor: Option<&Actor>,
+        action: &str,
+        target_type: &str,
+        target_id: Option<String>,
+        details: serde_json::Value,
+    ) -> Self {
+        Self {
+            actor_id: actor.map(|a| a.id),
+            actor_role: actor.map(|a| a.role.as_str().to_owned()),
+            action: action.to_owned(),
+            target_type: target_type.to_owned(),
+            target_id,
+            details,
+        }
+    }
 }
 
 /// A webhook delivery to enqueue.
@@ -217,56 +243,6 @@ pub struct Purged {
     pub audit_rows: u64,
     pub deliveries: u64,
     pub sign_ins: u64,
-}
-
-/// Append an audit entry inside the transaction `$tx` of the database `$db`.
-macro_rules! append_audit {
-    ($db:expr, $tx:expr, $at:expr, $e:expr) => {{
-        let lock = match $db.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
-        let (last_seq, last_hash): (i64, Vec<u8>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT seq, hash FROM audit_head WHERE id = 1{lock}"
-        )))
-        .fetch_one(&mut *$tx)
-        .await?;
-        let e: &AuditEntry = $e;
-        let seq = last_seq + 1;
-        let details = e.details.to_string();
-        let hash = AuditLink {
-            seq,
-            at: $at,
-            actor_id: e.actor_id,
-            actor_role: e.actor_role.as_deref(),
-            action: &e.action,
-            target_type: &e.target_type,
-            target_id: e.target_id.as_deref(),
-            details: &details,
-        }
-        .hash(&last_hash);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor_id, actor_role, action, target_type, target_id, details, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(seq)
-        .bind($at)
-        .bind(e.actor_id)
-        .bind(e.actor_role.as_deref())
-        .bind(&e.action)
-        .bind(&e.target_type)
-        .bind(e.target_id.as_deref())
-        .bind(&details)
-        .bind(&last_hash)
-        .bind(&hash)
-        .execute(&mut *$tx)
-        .await?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&hash)
-            .execute(&mut *$tx)
-            .await?;
-    }};
 }
 
 impl Db {

@@ -5,7 +5,7 @@
 //! Presenting a used token again means that two parties hold it (one of them a thief), so
 //! the whole session is revoked: the legitimate user signs in again, the thief is out.
 
-use super::{Db, StoreResult, Ts, User, WritePool, on_pool};
+use super::{Db, StoreResult, Ts, User, WritePool};
 use uuid::Uuid;
 
 /// The account behind a valid access token.

@@ -1,6 +1,6 @@
 //! Therapist profiles and the directory.
 
-use super::{Db, StoreError, StoreResult, Ts, WritePool, on_pool};
+use super::{Db, StoreError, StoreResult, Ts, WritePool};
 use uuid::Uuid;
 
 /// A therapist as the directory shows them.

@@ -1,6 +1,6 @@
 //! Accounts.
 
-use super::{Db, StoreError, StoreResult, Ts, WritePool, on_pool};
+use super::{Actor, AuditEntry, Db, StoreError, StoreResult, Ts, WritePool};
 use crate::domain::{DisplayName, Email, Role};
 use uuid::Uuid;
 
@@ -41,6 +41,17 @@ impl User {
     }
 }
 
+/// Who creates an account, for the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub enum Creator {
+    /// The person registered themself.
+    SelfRegistered,
+    /// An admin, through the API.
+    Admin(Actor),
+    /// An operator, with `alcove user create`.
+    Cli,
+}
+
 /// What it takes to create an account.
 pub struct NewUser {
     pub email: Email,
@@ -54,7 +65,7 @@ const USER_COLUMNS: &str = "id, email, display_name, role, disabled, created_at"
 impl Db {
     /// Create an account; a therapist also gets an empty directory profile in the same
     /// transaction. A taken email is `Conflict("users_email_key")`.
-    pub async fn create_user(&self, new: NewUser) -> StoreResult<User> {
+    pub async fn create_user(&self, new: NewUser, by: Creator) -> StoreResult<User> {
         let id = Uuid::now_v7();
         let now = Ts::now();
         on_pool!(self, pool => {
@@ -83,6 +94,14 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
             }
+            let me = Actor { id, role: new.role };
+            let (actor, action, how) = match by {
+                Creator::SelfRegistered => (Some(&me), "account.register", "registration"),
+                Creator::Admin(ref a) => (Some(a), "account.create", "admin"),
+                Creator::Cli => (None, "account.create", "command line"),
+            };
+            let audit = AuditEntry::new(actor, action, "account", Some(id.to_string()), serde_json::json!({"role": new.role, "by": how}));
+            append_audit!(self, tx, now, &audit);
             tx.commit().await?;
         });
         Ok(User {
@@ -158,7 +177,12 @@ impl Db {
 
     /// Disable or re-enable an account. Disabling also revokes every sign-in, so that the
     /// account's access tokens stop working at once.
-    pub async fn set_user_disabled(&self, id: Uuid, disabled: bool) -> StoreResult<User> {
+    pub async fn set_user_disabled(
+        &self,
+        id: Uuid,
+        disabled: bool,
+        by: Option<&Actor>,
+    ) -> StoreResult<User> {
         let now = Ts::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
@@ -182,6 +206,8 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             }
+            let action = if disabled { "account.disable" } else { "account.enable" };
+            append_audit!(self, tx, now, &AuditEntry::new(by, action, "account", Some(id.to_string()), serde_json::json!({})));
             tx.commit().await?;
         });
         self.user_by_id(id).await?.ok_or(StoreError::NotFound)
@@ -193,6 +219,7 @@ impl Db {
         id: Uuid,
         hash: &str,
         keep_session: Option<Uuid>,
+        by: Option<&Actor>,
     ) -> StoreResult<()> {
         let now = Ts::now();
         on_pool!(self, pool => {
@@ -216,6 +243,7 @@ impl Db {
             .bind(keep_session)
             .execute(&mut *tx)
             .await?;
+            append_audit!(self, tx, now, &AuditEntry::new(by, "account.password_change", "account", Some(id.to_string()), serde_json::json!({})));
             tx.commit().await?;
         });
         Ok(())
@@ -234,15 +262,18 @@ impl Db {
         Ok(v.unwrap_or(false))
     }
 
-    pub async fn set_relay_only(&self, id: Uuid, on: bool) -> StoreResult<()> {
+    pub async fn set_relay_only(&self, id: Uuid, on: bool, by: &Actor) -> StoreResult<()> {
         let now = Ts::now();
         on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
             sqlx::query("UPDATE users SET relay_only = $1, updated_at = $2 WHERE id = $3")
                 .bind(on)
                 .bind(now)
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            append_audit!(self, tx, now, &AuditEntry::new(Some(by), "account.privacy_change", "account", Some(id.to_string()), serde_json::json!({"relay_only": on})));
+            tx.commit().await?;
         });
         Ok(())
     }

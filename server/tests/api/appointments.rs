@@ -17,6 +17,7 @@ on_both_backends!(
     bad_scheduling_input_is_refused_and_nothing_is_written,
     consultations_are_free_once_and_only_where_offered,
     group_sessions_hold_up_to_three_clients,
+    concurrent_participant_changes_keep_the_limits,
     weekly_series_all_or_nothing_and_best_effort,
     calendar_files_and_feeds_are_valid_icalendar,
     outcomes_and_late_cancellations_are_recorded,
@@ -483,6 +484,13 @@ async fn bad_scheduling_input_is_refused_and_nothing_is_written(backend: Backend
     q("from=yesterday".into())
         .await
         .expect_problem(400, "invalid_query");
+    // Instants at the edge of the representable range are refused, not a crash.
+    q("from=9999-12-30T00:00:00Z".into())
+        .await
+        .expect_problem(422, "validation_failed");
+    book(json!("9999-12-30T00:00:00Z"), json!("session"))
+        .await
+        .expect_problem(422, "validation_failed");
     app.get(
         &format!(
             "/api/v1/appointments?from={}&to={}",
@@ -660,6 +668,21 @@ async fn group_sessions_hold_up_to_three_clients(backend: Backend) {
     add(c.id).await.expect(200);
     add(d.id).await.expect_problem(409, "appointment_full");
     add(a.id).await.expect_problem(409, "already_participant");
+    // One client of a group cannot cancel or move it for the others.
+    app.post(
+        format!("/api/v1/appointments/{id}/cancel"),
+        a.token(),
+        json!({}),
+    )
+    .await
+    .expect_problem(403, "group_appointment");
+    app.post(
+        format!("/api/v1/appointments/{id}/reschedule"),
+        b.token(),
+        json!({"starts_at": at("UTC", day, 19, 0)}),
+    )
+    .await
+    .expect_problem(403, "group_appointment");
     // Each client sees it; a client cannot add people.
     for s in [&a, &b, &c] {
         app.get(&format!("/api/v1/appointments/{id}"), s.token())
@@ -1006,4 +1029,86 @@ async fn outcomes_and_late_cancellations_are_recorded(backend: Backend) {
         .expect(200);
     assert_eq!(h[1]["action"], "status_changed");
     assert_eq!(h[1]["details"]["to"], "no_show");
+}
+
+async fn concurrent_participant_changes_keep_the_limits(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = therapist_with_hours(&app, "UTC", json!({})).await;
+    let clients = app.fast_clients(8).await;
+    let day = day_ahead("UTC", 6);
+    let appt = app
+        .post(
+            "/api/v1/appointments",
+            t.token(),
+            json!({"starts_at": at("UTC", day, 18, 0), "kind": "session", "client_ids": [clients[0].id]}),
+        )
+        .await
+        .expect(201);
+    let id = appt["id"].as_str().unwrap().to_owned();
+    // Seven adds at once to an appointment that has room for two more.
+    let adds = clients[1..].iter().map(|c| {
+        app.post(
+            format!("/api/v1/appointments/{id}/participants"),
+            t.token(),
+            json!({"client_id": c.id}),
+        )
+    });
+    let results = futures_util::future::join_all(adds).await;
+    let ok = results.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 2, "exactly two adds fit");
+    for r in results.iter().filter(|r| r.status != 200) {
+        r.expect_problem(409, "appointment_full");
+    }
+    let a = app
+        .get(format!("/api/v1/appointments/{id}"), t.token())
+        .await
+        .expect(200);
+    assert_eq!(a["clients"].as_array().unwrap().len(), 3);
+    // Removing all three at once leaves at least one.
+    let ids: Vec<String> = a["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    let removes = ids.iter().map(|c| {
+        app.send(
+            reqwest::Method::DELETE,
+            format!("/api/v1/appointments/{id}/participants/{c}"),
+            t.token(),
+            None,
+        )
+    });
+    let results = futures_util::future::join_all(removes).await;
+    assert_eq!(results.iter().filter(|r| r.status == 200).count(), 2);
+    let a = app
+        .get(format!("/api/v1/appointments/{id}"), t.token())
+        .await
+        .expect(200);
+    assert_eq!(a["clients"].as_array().unwrap().len(), 1);
+    // An add racing a cancel: either the add fails, or the added client is freed too.
+    let extra = &clients[7];
+    let (add, cancel) = tokio::join!(
+        app.post(
+            format!("/api/v1/appointments/{id}/participants"),
+            t.token(),
+            json!({"client_id": extra.id})
+        ),
+        app.post(
+            format!("/api/v1/appointments/{id}/cancel"),
+            t.token(),
+            json!({})
+        ),
+    );
+    cancel.expect(200);
+    assert!(add.status == 200 || add.status == 409, "{}", add.text);
+    // Whatever happened, nobody's time is still held by the cancelled appointment.
+    let rebook = app
+        .post(
+            "/api/v1/appointments",
+            t.token(),
+            json!({"starts_at": at("UTC", day, 18, 0), "kind": "session", "client_ids": [extra.id]}),
+        )
+        .await;
+    rebook.expect(201);
 }

@@ -14,6 +14,7 @@ on_both_backends!(
     bad_registration_input_is_refused_and_nothing_is_written,
     wrong_password_and_unknown_email_get_the_same_answer,
     repeated_failures_are_throttled,
+    parallel_guesses_cannot_slip_past_the_throttle,
     changing_the_password_ends_other_sign_ins,
     disabled_accounts_cannot_sign_in_and_their_tokens_stop,
 );
@@ -469,4 +470,28 @@ async fn registration_can_be_switched_off() {
     )
     .await
     .expect_problem(403, "registration_closed");
+}
+
+async fn parallel_guesses_cannot_slip_past_the_throttle(backend: Backend) {
+    let app = spawn_app_with(backend, |c| {
+        c.login_max_failures = 3;
+        c.login_window = Duration::from_secs(600);
+    })
+    .await;
+    let s = app.client("Pat").await;
+    let guesses = (0..20).map(|i| {
+        app.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": s.email, "password": format!("guess number {i}")}),
+        )
+    });
+    let results = futures_util::future::join_all(guesses).await;
+    let checked = results.iter().filter(|r| r.status == 401).count();
+    let refused = results.iter().filter(|r| r.status == 429).count();
+    assert_eq!(checked + refused, 20);
+    assert!(
+        checked <= 3,
+        "{checked} guesses were checked; the limit is 3"
+    );
 }

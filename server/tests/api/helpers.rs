@@ -350,12 +350,15 @@ impl TestApp {
             .unwrap();
         self.state
             .db
-            .create_user(alcove::store::NewUser {
-                email: alcove::domain::Email::parse(&email).unwrap(),
-                display_name: alcove::domain::DisplayName::parse(name).unwrap(),
-                role,
-                password_hash: hash,
-            })
+            .create_user(
+                alcove::store::NewUser {
+                    email: alcove::domain::Email::parse(&email).unwrap(),
+                    display_name: alcove::domain::DisplayName::parse(name).unwrap(),
+                    role,
+                    password_hash: hash,
+                },
+                alcove::store::Creator::Cli,
+            )
             .await
             .unwrap();
         self.login(&email).await
@@ -378,13 +381,16 @@ impl TestApp {
             let user = self
                 .state
                 .db
-                .create_user(alcove::store::NewUser {
-                    email: alcove::domain::Email::parse(&email).unwrap(),
-                    display_name: alcove::domain::DisplayName::parse(&format!("Client {i}"))
-                        .unwrap(),
-                    role: alcove::domain::Role::Client,
-                    password_hash: hash.clone(),
-                })
+                .create_user(
+                    alcove::store::NewUser {
+                        email: alcove::domain::Email::parse(&email).unwrap(),
+                        display_name: alcove::domain::DisplayName::parse(&format!("Client {i}"))
+                            .unwrap(),
+                        role: alcove::domain::Role::Client,
+                        password_hash: hash.clone(),
+                    },
+                    alcove::store::Creator::Cli,
+                )
                 .await
                 .unwrap();
             let (refresh, refresh_hash) = alcove::auth::tokens::new_refresh_token().unwrap();
@@ -426,7 +432,11 @@ impl TestApp {
             created_by: therapist,
             series_id: None,
         };
-        self.state.db.create_appointments(&[new]).await.unwrap()[0]
+        self.state
+            .db
+            .create_appointments(&[new], None)
+            .await
+            .unwrap()[0]
     }
 
     /// The database URL this server uses.

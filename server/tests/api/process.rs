@@ -90,12 +90,15 @@ impl ServerProcess {
             .await
             .unwrap();
         self.db
-            .create_user(NewUser {
-                email: Email::parse(&email).unwrap(),
-                display_name: DisplayName::parse(name).unwrap(),
-                role,
-                password_hash: hash,
-            })
+            .create_user(
+                NewUser {
+                    email: Email::parse(&email).unwrap(),
+                    display_name: DisplayName::parse(name).unwrap(),
+                    role,
+                    password_hash: hash,
+                },
+                alcove::store::Creator::Cli,
+            )
             .await
             .unwrap();
         self.login(&email).await

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 on_both_backends!(
+    an_automatically_admitted_client_is_recorded_as_admitted,
     a_full_session_is_recorded_truly_and_keeps_no_content,
     a_crash_mid_session_loses_no_join_or_admission,
     an_edited_audit_row_is_found_by_audit_verify,
@@ -839,4 +840,35 @@ async fn webhooks_are_signed_and_retried_until_delivered() {
         assert_eq!(v["appointment_id"], id.to_string());
         assert!(!body.contains("Hooked") && !body.contains("example.com"));
     }
+}
+
+async fn an_automatically_admitted_client_is_recorded_as_admitted(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.signal_ping_interval = Duration::from_secs(5)).await;
+    let t = app.user_with_role("Dr Auto", Role::Therapist).await;
+    let c = app.client("Auto Client").await;
+    let id = live_appointment(&app, &t, &[&c]).await;
+    app.put(
+        format!("/api/v1/appointments/{id}/auto-admit"),
+        t.token(),
+        json!({"auto_admit": true}),
+    )
+    .await
+    .expect(200);
+    let (_th, _) = hello(&app, &t, id).await;
+    let (mut cl, _) = hello(&app, &c, id).await;
+    let _ = cl.recv_timeout(Duration::from_millis(300)).await;
+    let sessions = app
+        .get(format!("/api/v1/appointments/{id}/sessions"), t.token())
+        .await
+        .expect(200);
+    let pc = sessions[0]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "client")
+        .unwrap()
+        .clone();
+    assert!(pc["admitted_at"].is_string(), "{pc}");
+    assert!(pc["admitted_by"].is_null(), "automatic: {pc}");
+    assert!(pc["knocked_at"].is_null(), "never waited: {pc}");
 }
