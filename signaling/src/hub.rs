@@ -22,7 +22,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 /// A WebSocket frame as the connection loop sees it; the server maps its WebSocket type to
@@ -38,14 +38,10 @@ pub enum Frame {
     TooBig,
 }
 
+/// A command for a room's task. Commands travel boxed ([`RoomTx`]): a channel allocates its
+/// slots in blocks up front, and every idle room holds one (see the footprint benchmark).
 enum RoomCmd {
-    Join {
-        grant: JoinGrant,
-        conn: Conn,
-        resume_token: Option<String>,
-        reset: bool,
-        reply: oneshot::Sender<Joined>,
-    },
+    Join(JoinCmd),
     Msg {
         pid: ParticipantId,
         conn: Conn,
@@ -60,8 +56,18 @@ enum RoomCmd {
     Finish(String),
 }
 
+type RoomTx = flume::Sender<Box<RoomCmd>>;
+
+struct JoinCmd {
+    grant: JoinGrant,
+    conn: Conn,
+    resume_token: Option<String>,
+    reset: bool,
+    reply: oneshot::Sender<Joined>,
+}
+
 struct RoomEntry {
-    tx: mpsc::Sender<RoomCmd>,
+    tx: RoomTx,
     generation: u64,
 }
 
@@ -125,7 +131,7 @@ impl Hub {
         self.inner.rooms.lock().expect("rooms lock").len()
     }
 
-    fn room_tx(&self, appointment_id: Uuid) -> Option<mpsc::Sender<RoomCmd>> {
+    fn room_tx(&self, appointment_id: Uuid) -> Option<RoomTx> {
         self.inner
             .rooms
             .lock()
@@ -154,14 +160,16 @@ impl Hub {
     pub async fn end_room(&self, appointment_id: Uuid, reason: &str) {
         self.mark_closed(appointment_id, None);
         if let Some(tx) = self.room_tx(appointment_id) {
-            let _ = tx.send(RoomCmd::Finish(reason.to_owned())).await;
+            let _ = tx
+                .send_async(Box::new(RoomCmd::Finish(reason.to_owned())))
+                .await;
         }
     }
 
     /// Apply a change of the appointment's auto-admit setting to its live room.
     pub async fn set_auto_admit(&self, appointment_id: Uuid, on: bool) {
         if let Some(tx) = self.room_tx(appointment_id) {
-            let _ = tx.send(RoomCmd::SetAutoAdmit(on)).await;
+            let _ = tx.send_async(Box::new(RoomCmd::SetAutoAdmit(on))).await;
         }
     }
 
@@ -169,7 +177,7 @@ impl Hub {
     pub async fn remove_account(&self, appointment_id: Uuid, user_id: Uuid) {
         self.mark_closed(appointment_id, Some(user_id));
         if let Some(tx) = self.room_tx(appointment_id) {
-            let _ = tx.send(RoomCmd::Remove(user_id)).await;
+            let _ = tx.send_async(Box::new(RoomCmd::Remove(user_id))).await;
         }
     }
 
@@ -185,7 +193,9 @@ impl Hub {
             .map(|e| e.tx.clone())
             .collect();
         for tx in txs {
-            let _ = tx.send(RoomCmd::Finish("server_shutdown".into())).await;
+            let _ = tx
+                .send_async(Box::new(RoomCmd::Finish("server_shutdown".into())))
+                .await;
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.room_count() > 0 && Instant::now() < deadline {
@@ -197,17 +207,17 @@ impl Hub {
     /// `verified`) predates the room's closure. The check is made under the rooms lock, and
     /// `end_room` marks the closure before it looks for the room, so a join racing a cancel
     /// either sees the mark or reaches a room that the cancel then ends.
-    fn room_for(&self, grant: &JoinGrant, verified: Instant) -> Option<mpsc::Sender<RoomCmd>> {
+    fn room_for(&self, grant: &JoinGrant, verified: Instant) -> Option<RoomTx> {
         let mut rooms = self.inner.rooms.lock().expect("rooms lock");
         if self.closed_since(grant, verified) {
             return None;
         }
         if let Some(e) = rooms.get(&grant.appointment_id)
-            && !e.tx.is_closed()
+            && !e.tx.is_disconnected()
         {
             return Some(e.tx.clone());
         }
-        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        let (tx, rx) = flume::bounded(ROOM_QUEUE);
         let generation = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let room = Room::new(grant, &self.inner.cfg, Instant::now());
         rooms.insert(
@@ -228,19 +238,19 @@ impl Hub {
         conn: &Conn,
         resume_token: Option<String>,
         reset: bool,
-    ) -> Option<(mpsc::Sender<RoomCmd>, Joined)> {
+    ) -> Option<(RoomTx, Joined)> {
         // Twice: the room may finish between lookup and join; the second try opens anew.
         for _ in 0..2 {
             let tx = self.room_for(grant, verified)?;
             let (reply, answer) = oneshot::channel();
-            let cmd = RoomCmd::Join {
+            let cmd = Box::new(RoomCmd::Join(JoinCmd {
                 grant: grant.clone(),
                 conn: conn.clone(),
                 resume_token: resume_token.clone(),
                 reset,
                 reply,
-            };
-            if tx.send(cmd).await.is_err() {
+            }));
+            if tx.send_async(cmd).await.is_err() {
                 continue;
             }
             if let Ok(joined) = answer.await {
@@ -258,7 +268,8 @@ impl Hub {
     {
         let cfg = self.inner.cfg.clone();
         let mut limiter = RateLimiter::new(cfg.rate_burst, cfg.rate_per_sec);
-        let Some((token, resume_token, reset)) = self.await_hello(&mut ws, &mut limiter).await
+        let Some((token, resume_token, reset)) =
+            Box::pin(self.await_hello(&mut ws, &mut limiter)).await
         else {
             linger(&mut ws).await;
             return;
@@ -291,16 +302,17 @@ impl Hub {
                 return;
             }
         };
-        let (tx, mut rx) = mpsc::channel(cfg.outbox);
+        let (tx, rx) = flume::bounded(cfg.outbox);
         let kill = Arc::new(Notify::new());
         let conn = Conn {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             tx,
             kill: kill.clone(),
         };
-        let Some((room, joined)) = self
-            .join(&grant, verified, &conn, resume_token, reset)
-            .await
+        // Boxed, like the other one-off steps here: the connection's future is held for as
+        // long as the connection lives, so rarely-active parts stay off its inline size.
+        let Some((room, joined)) =
+            Box::pin(self.join(&grant, verified, &conn, resume_token, reset)).await
         else {
             refuse(
                 &mut ws,
@@ -314,13 +326,20 @@ impl Hub {
         };
         let pid = joined.participant_id;
         tracing::debug!(appointment_id = %grant.appointment_id, participant_id = %pid, "signalling connection joined");
+        // Only these outlive the join: the grant's strings are freed for the idle hours.
+        let user_id = grant.user_id;
+        let ice_expires = grant.ice.expires_at;
+        drop(grant);
 
         let mut last_seen = Instant::now();
-        let mut ping = tokio::time::interval(cfg.ping_interval);
-        ping.tick().await;
-        let mut ice_expires = grant.ice.expires_at;
-        let refresh = tokio::time::sleep(refresh_delay(ice_expires, cfg.ice_refresh_margin));
-        tokio::pin!(refresh);
+        // One timer for both periodic duties (a ping, and fresh TURN credentials before the
+        // old ones expire): each armed timer costs the idle connection memory.
+        let start = tokio::time::Instant::now();
+        let mut next_ping = start + cfg.ping_interval;
+        let mut next_refresh =
+            ice_expires.map(|at| start + refresh_delay(at, cfg.ice_refresh_margin));
+        let timer = tokio::time::sleep_until(earliest(next_ping, next_refresh));
+        tokio::pin!(timer);
 
         loop {
             tokio::select! {
@@ -329,23 +348,23 @@ impl Hub {
                     let _ = send(&mut ws, &cfg, Frame::Close(Some((close::SLOW_CONSUMER, "slow consumer".into())))).await;
                     break;
                 }
-                out = rx.recv() => match out {
-                    Some(Outbound::Text(t)) => {
+                out = rx.recv_async() => match out {
+                    Ok(Outbound::Text(t)) => {
                         if send(&mut ws, &cfg, Frame::Text(t.to_string())).await.is_err() {
                             break;
                         }
                     }
-                    Some(Outbound::Close(code, reason)) => {
-                        let _ = send(&mut ws, &cfg, Frame::Close(Some((code, reason.into())))).await;
+                    Ok(Outbound::Close(why)) => {
+                        let _ = send(&mut ws, &cfg, Frame::Close(Some((why.code(), why.reason().into())))).await;
                         break;
                     }
-                    None => break,
+                    Err(_) => break,
                 },
                 frame = ws.next() => {
                     last_seen = Instant::now();
                     match frame {
                         Some(Frame::Text(t)) => {
-                            match self.handle(&t, &mut limiter, pid, &conn, &room, &mut ws).await {
+                            match Box::pin(self.handle(&t, &mut limiter, pid, &conn, &room, &mut ws)).await {
                                 Ok(()) => {}
                                 Err(code) => {
                                     let _ = send(&mut ws, &cfg, Frame::Close(Some((code, "closed".into())))).await;
@@ -364,36 +383,42 @@ impl Hub {
                         Some(Frame::Close(_)) | None => break,
                     }
                 }
-                _ = ping.tick() => {
-                    if last_seen.elapsed() > cfg.idle_timeout {
-                        let _ = send(&mut ws, &cfg, Frame::Close(Some((close::DEAD, "no answer".into())))).await;
-                        break;
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= next_ping {
+                        next_ping = now + cfg.ping_interval;
+                        if last_seen.elapsed() > cfg.idle_timeout {
+                            let _ = send(&mut ws, &cfg, Frame::Close(Some((close::DEAD, "no answer".into())))).await;
+                            break;
+                        }
+                        if send(&mut ws, &cfg, Frame::Ping(Vec::new())).await.is_err() {
+                            break;
+                        }
                     }
-                    if send(&mut ws, &cfg, Frame::Ping(Vec::new())).await.is_err() {
-                        break;
+                    if next_refresh.is_some_and(|at| now >= at) {
+                        let ice = self.inner.verifier.refresh_ice(user_id).await;
+                        next_refresh = ice.expires_at.map(|at| {
+                            tokio::time::Instant::now() + refresh_delay(at, cfg.ice_refresh_margin)
+                        });
+                        let msg = ServerMessage::IceServers {
+                            ice_servers: ice.ice_servers,
+                            ice_transport_policy: ice.ice_transport_policy,
+                        };
+                        if send_msg(&mut ws, &cfg, &msg).await.is_err() {
+                            break;
+                        }
                     }
-                }
-                _ = &mut refresh, if ice_expires.is_some() => {
-                    let ice = self.inner.verifier.refresh_ice(grant.user_id).await;
-                    ice_expires = ice.expires_at;
-                    refresh.as_mut().reset(tokio::time::Instant::now() + refresh_delay(ice_expires, cfg.ice_refresh_margin));
-                    let msg = ServerMessage::IceServers {
-                        ice_servers: ice.ice_servers,
-                        ice_transport_policy: ice.ice_transport_policy,
-                    };
-                    if send_msg(&mut ws, &cfg, &msg).await.is_err() {
-                        break;
-                    }
+                    timer.as_mut().reset(earliest(next_ping, next_refresh));
                 }
             }
         }
         linger(&mut ws).await;
         // The room ignores this when the connection was replaced or has left.
         let _ = room
-            .send(RoomCmd::Disconnected {
+            .send_async(Box::new(RoomCmd::Disconnected {
                 pid,
                 conn_id: conn.id,
-            })
+            }))
             .await;
     }
 
@@ -478,7 +503,7 @@ impl Hub {
         limiter: &mut RateLimiter,
         pid: ParticipantId,
         conn: &Conn,
-        room: &mpsc::Sender<RoomCmd>,
+        room: &RoomTx,
         ws: &mut S,
     ) -> Result<(), u16>
     where
@@ -521,12 +546,12 @@ impl Hub {
             let _ = send_error(ws, cfg, code, message).await;
             return Ok(());
         }
-        let cmd = RoomCmd::Msg {
+        let cmd = Box::new(RoomCmd::Msg {
             pid,
             conn: conn.clone(),
             msg,
-        };
-        if room.send(cmd).await.is_err() {
+        });
+        if room.send_async(cmd).await.is_err() {
             let _ = send_msg(
                 ws,
                 cfg,
@@ -554,11 +579,13 @@ async fn linger<S: Stream<Item = Frame> + Unpin>(ws: &mut S) {
     }
 }
 
+/// The sooner of a deadline and an optional one.
+fn earliest(a: tokio::time::Instant, b: Option<tokio::time::Instant>) -> tokio::time::Instant {
+    b.map_or(a, |b| a.min(b))
+}
+
 /// When to refresh ICE credentials that expire at `expires` (unix seconds).
-fn refresh_delay(expires: Option<i64>, margin: Duration) -> Duration {
-    let Some(expires) = expires else {
-        return Duration::from_secs(365 * 24 * 3600);
-    };
+fn refresh_delay(expires: i64, margin: Duration) -> Duration {
     let left = (expires - jiff::Timestamp::now().as_second()).max(0) as u64;
     let left = Duration::from_secs(left);
     // A margin larger than half the lifetime would refresh in a loop: take half then.
@@ -653,7 +680,7 @@ where
 /// The room's task: apply commands in order, fire timers, record events, then send.
 async fn run_room(
     mut room: Room,
-    mut rx: mpsc::Receiver<RoomCmd>,
+    rx: flume::Receiver<Box<RoomCmd>>,
     inner: Arc<Inner>,
     generation: u64,
 ) {
@@ -664,9 +691,9 @@ async fn run_room(
         let deadline = tokio::time::Instant::from_std(room.next_deadline());
         let mut replies = Vec::new();
         tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => apply(&mut room, cmd, &mut replies),
-                None => room.finish("server_shutdown"),
+            cmd = rx.recv_async() => match cmd {
+                Ok(cmd) => apply(&mut room, *cmd, &mut replies),
+                Err(flume::RecvError::Disconnected) => room.finish("server_shutdown"),
             },
             _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
         }
@@ -685,8 +712,8 @@ async fn run_room(
         for Effect::Send(conn, out) in room.take_effects() {
             match conn.tx.try_send(out) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => conn.kill.notify_one(),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(flume::TrySendError::Full(_)) => conn.kill.notify_one(),
+                Err(flume::TrySendError::Disconnected(_)) => {}
             }
         }
         for (reply, joined) in replies {
@@ -708,37 +735,42 @@ async fn run_room(
 
 fn apply(room: &mut Room, cmd: RoomCmd, replies: &mut Vec<(oneshot::Sender<Joined>, Joined)>) {
     match cmd {
-        RoomCmd::Join {
-            grant,
-            conn,
-            resume_token,
-            reset,
-            reply,
-        } => {
+        RoomCmd::Join(j) => {
+            let JoinCmd {
+                grant,
+                conn,
+                resume_token,
+                reset,
+                reply,
+            } = j;
             let joined = room.join(&grant, conn, resume_token.as_deref(), reset);
             replies.push((reply, joined));
         }
-        RoomCmd::Msg { pid, conn, msg } => match msg {
-            ClientMessage::Admit { participant_id } => room.admit(pid, &conn, participant_id),
-            ClientMessage::Deny { participant_id } => room.deny(pid, &conn, participant_id),
-            ClientMessage::Notice {
-                participant_id,
-                text,
-            } => room.notice(pid, &conn, participant_id, text),
-            ClientMessage::Signal {
-                to,
-                description,
-                candidate,
-            } => room.signal(pid, &conn, to, description, candidate),
-            ClientMessage::Stats(s) => room.stats(pid, &conn, s),
-            ClientMessage::Leave => room.leave(pid, &conn),
-            ClientMessage::End => room.end(pid, &conn),
-            ClientMessage::Hello { .. } => {}
-        },
+        RoomCmd::Msg { pid, conn, msg } => apply_msg(room, pid, &conn, msg),
         RoomCmd::Disconnected { pid, conn_id } => room.disconnected(pid, conn_id, Instant::now()),
         RoomCmd::SetAutoAdmit(on) => room.set_auto_admit(on),
         RoomCmd::Remove(user_id) => room.remove_account(user_id),
         RoomCmd::Finish(reason) => room.finish(&reason),
+    }
+}
+
+fn apply_msg(room: &mut Room, pid: ParticipantId, conn: &Conn, msg: ClientMessage) {
+    match msg {
+        ClientMessage::Admit { participant_id } => room.admit(pid, conn, participant_id),
+        ClientMessage::Deny { participant_id } => room.deny(pid, conn, participant_id),
+        ClientMessage::Notice {
+            participant_id,
+            text,
+        } => room.notice(pid, conn, participant_id, text),
+        ClientMessage::Signal {
+            to,
+            description,
+            candidate,
+        } => room.signal(pid, conn, to, description, candidate),
+        ClientMessage::Stats(s) => room.stats(pid, conn, s),
+        ClientMessage::Leave => room.leave(pid, conn),
+        ClientMessage::End => room.end(pid, conn),
+        ClientMessage::Hello { .. } => {}
     }
 }
 

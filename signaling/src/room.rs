@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// What the room sends a connection.
@@ -28,8 +28,47 @@ use uuid::Uuid;
 pub enum Outbound {
     /// A serialised [`ServerMessage`].
     Text(Arc<str>),
-    /// Close the socket with this code and reason, then stop.
-    Close(u16, &'static str),
+    /// Close the socket (with the code and reason of this [`Closing`]), then stop.
+    Close(Closing),
+}
+
+/// Why the room closes a connection. Small on purpose: every connection's outbox holds
+/// [`Outbound`] slots, allocated up front (see the footprint benchmark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// The same account joined from another connection.
+    Replaced,
+    /// The therapist turned the client away.
+    Denied,
+    /// The account was taken off the appointment.
+    Removed,
+    /// The participant left.
+    Left,
+    /// The session ended.
+    Ended,
+}
+
+impl Closing {
+    /// The WebSocket close code.
+    pub fn code(self) -> u16 {
+        match self {
+            Closing::Replaced => close::REPLACED,
+            Closing::Denied => close::DENIED,
+            Closing::Removed | Closing::Ended => close::ENDED,
+            Closing::Left => close::NORMAL,
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Closing::Replaced => "replaced",
+            Closing::Denied => "denied",
+            Closing::Removed => "removed",
+            Closing::Left => "left",
+            Closing::Ended => "ended",
+        }
+    }
 }
 
 /// The room's handle on one connection.
@@ -37,7 +76,7 @@ pub enum Outbound {
 pub struct Conn {
     /// Distinguishes a participant's successive connections.
     pub id: u64,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: flume::Sender<Outbound>,
     /// Woken when the connection must stop at once (its outbox is full).
     pub kill: Arc<Notify>,
 }
@@ -70,8 +109,6 @@ struct Member {
     /// While reconnecting: when the place is given up.
     away_until: Option<Instant>,
     resume_hash: [u8; 32],
-    /// ICE servers for this member's current connection.
-    ice: crate::IceConfig,
     /// Signals for this member while it reconnects (bounded).
     held: VecDeque<Arc<str>>,
 }
@@ -154,7 +191,8 @@ impl Room {
             auto_admit: grant.auto_admit,
             grace: cfg.grace,
             held_max: cfg.held_signals,
-            members: Vec::new(),
+            // A room holds a therapist and a client: room for both, no more, up front.
+            members: Vec::with_capacity(2),
             knock_seq: 0,
             empty_since: Some(now),
             finished: None,
@@ -210,9 +248,9 @@ impl Room {
         }
     }
 
-    fn close(&mut self, conn: &Conn, code: u16, reason: &'static str) {
+    fn close(&mut self, conn: &Conn, why: Closing) {
         self.effects
-            .push(Effect::Send(conn.clone(), Outbound::Close(code, reason)));
+            .push(Effect::Send(conn.clone(), Outbound::Close(why)));
     }
 
     fn error(&mut self, conn: &Conn, code: ErrorCode, message: impl Into<String>) {
@@ -345,7 +383,6 @@ impl Room {
                 m.conn = Some(conn.clone());
                 m.resume_hash = hash(&token);
                 m.display_name = grant.display_name.clone();
-                m.ice = grant.ice.clone();
                 let held: Vec<Arc<str>> = m.held.drain(..).collect();
                 if let Some(old) = old {
                     self.error(
@@ -353,9 +390,9 @@ impl Room {
                         ErrorCode::Replaced,
                         "you joined from another connection",
                     );
-                    self.close(&old, close::REPLACED, "replaced");
+                    self.close(&old, Closing::Replaced);
                 }
-                self.welcome(i, &token, true);
+                self.welcome(i, &grant.ice, &token, true);
                 if self.members[i].admitted() {
                     if !reset {
                         for h in held {
@@ -399,7 +436,6 @@ impl Room {
                     conn: Some(conn.clone()),
                     away_until: None,
                     resume_hash: hash(&token),
-                    ice: grant.ice.clone(),
                     held: VecDeque::new(),
                 });
                 let i = self.members.len() - 1;
@@ -420,7 +456,7 @@ impl Room {
                         by: None,
                     });
                 }
-                self.welcome(i, &token, false);
+                self.welcome(i, &grant.ice, &token, false);
                 if !waiting {
                     self.announce_joined(i);
                 }
@@ -441,7 +477,7 @@ impl Room {
         }
     }
 
-    fn welcome(&mut self, idx: usize, resume_token: &str, resumed: bool) {
+    fn welcome(&mut self, idx: usize, ice: &crate::IceConfig, resume_token: &str, resumed: bool) {
         let m = &self.members[idx];
         let peers = if m.admitted() {
             self.peers_of(idx)
@@ -451,8 +487,8 @@ impl Room {
         let msg = ServerMessage::Welcome {
             participant_id: m.pid,
             role: m.role,
-            ice_servers: m.ice.ice_servers.clone(),
-            ice_transport_policy: m.ice.ice_transport_policy,
+            ice_servers: ice.ice_servers.clone(),
+            ice_transport_policy: ice.ice_transport_policy,
             resume_token: resume_token.to_owned(),
             resumed,
             peers,
@@ -547,7 +583,7 @@ impl Room {
         });
         if let Some(c) = &m.conn {
             self.send(c, &ServerMessage::Denied);
-            self.close(c, close::DENIED, "denied");
+            self.close(c, Closing::Denied);
         }
         self.announce_queue();
         self.note_if_empty();
@@ -682,7 +718,7 @@ impl Room {
                     reason: "removed".into(),
                 },
             );
-            self.close(&c, close::ENDED, "removed");
+            self.close(&c, Closing::Removed);
         }
         self.remove(i, "removed");
     }
@@ -692,7 +728,7 @@ impl Room {
         let Some(i) = self.caller(pid, conn.id) else {
             return;
         };
-        self.close(conn, close::NORMAL, "left");
+        self.close(conn, Closing::Left);
         self.remove(i, "left");
     }
 
@@ -714,7 +750,7 @@ impl Room {
         for i in 0..self.members.len() {
             if let Some(c) = self.members[i].conn.clone() {
                 self.send(&c, &msg);
-                self.close(&c, close::ENDED, "ended");
+                self.close(&c, Closing::Ended);
             }
         }
         for m in std::mem::take(&mut self.members) {
@@ -812,7 +848,7 @@ mod tests {
 
     struct Peer {
         conn: Conn,
-        rx: mpsc::Receiver<Outbound>,
+        rx: flume::Receiver<Outbound>,
         pid: ParticipantId,
     }
 
@@ -872,7 +908,7 @@ mod tests {
             resume: Option<&str>,
             reset: bool,
         ) -> Peer {
-            let (tx, rx) = mpsc::channel(64);
+            let (tx, rx) = flume::bounded(64);
             self.next += 1;
             let conn = Conn {
                 id: self.next,
@@ -899,8 +935,8 @@ mod tests {
         while let Ok(o) = p.rx.try_recv() {
             match o {
                 Outbound::Text(t) => out.push(serde_json::from_str(&t).unwrap()),
-                Outbound::Close(code, _) => {
-                    out.push(serde_json::json!({"type": "close", "code": code}))
+                Outbound::Close(why) => {
+                    out.push(serde_json::json!({"type": "close", "code": why.code()}))
                 }
             }
         }

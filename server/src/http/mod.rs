@@ -11,7 +11,7 @@ mod health;
 mod me;
 pub mod pagination;
 mod records;
-mod signal;
+pub mod signal;
 mod therapists;
 pub mod views;
 mod web;

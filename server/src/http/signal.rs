@@ -169,12 +169,17 @@ async fn signal(
             .into_response();
         }
     }
-    let cfg = state.hub.config();
-    let limit = cfg.max_message_bytes;
-    let hub = state.hub.clone();
-    // Small buffers: a node holds many idle connections (tungstenite's defaults allocate
-    // about 128 KiB each). Writes go out eagerly; reads grow their buffer only as needed.
-    ws.read_buffer_size(4 * 1024)
+    upgrade(state.hub.clone(), ws)
+}
+
+/// Hand an upgrading WebSocket to the signalling hub.
+///
+/// Small buffers: a node holds many idle connections, and tungstenite's defaults allocate
+/// about 128 KiB each. Writes go out eagerly; reads grow their buffer only as needed.
+/// (Public for the footprint benchmark in `bench/`, which measures exactly this path.)
+pub fn upgrade(hub: alcove_signaling::Hub, ws: WebSocketUpgrade) -> Response {
+    let limit = hub.config().max_message_bytes;
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limit * 4)
         .max_message_size(limit)
