@@ -38,8 +38,9 @@ pub enum Frame {
     TooBig,
 }
 
-/// A command for a room's task. Commands travel boxed ([`RoomTx`]): a channel allocates its
-/// slots in blocks up front, and every idle room holds one (see the footprint benchmark).
+/// A command for a room's task. Commands travel boxed ([`RoomTx`]): a channel's buffer keeps
+/// the capacity it grew to for the room's whole life, so its slots are kept pointer-sized
+/// (see the footprint benchmark).
 enum RoomCmd {
     Join(JoinCmd),
     Msg {

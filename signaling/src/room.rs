@@ -32,8 +32,9 @@ pub enum Outbound {
     Close(Closing),
 }
 
-/// Why the room closes a connection. Small on purpose: every connection's outbox holds
-/// [`Outbound`] slots, allocated up front (see the footprint benchmark).
+/// Why the room closes a connection. Small on purpose: every connection's outbox keeps the
+/// [`Outbound`] slots it grew to for the connection's whole life (see the footprint
+/// benchmark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closing {
     /// The same account joined from another connection.
