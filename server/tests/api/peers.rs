@@ -108,12 +108,14 @@ pub async fn join_token(app: &impl Api, who: &Session, appointment: Uuid) -> Val
     .expect(200)
 }
 
-async fn hello(
+/// Open a signalling connection and say `hello` with `token`; whatever the server answers is
+/// left for the caller to read.
+pub async fn send_hello(
     url: &str,
     token: &str,
     resume: Option<String>,
     reset: bool,
-) -> (SignalClient, ServerMessage) {
+) -> SignalClient {
     let mut c = SignalClient::connect(url, None)
         .await
         .expect("signalling connects");
@@ -124,6 +126,17 @@ async fn hello(
     })
     .await
     .unwrap();
+    c
+}
+
+/// [`send_hello`], then wait for the `welcome`.
+pub async fn hello(
+    url: &str,
+    token: &str,
+    resume: Option<String>,
+    reset: bool,
+) -> (SignalClient, ServerMessage) {
+    let mut c = send_hello(url, token, resume, reset).await;
     let welcome = c
         .wait_for(Duration::from_secs(10), |m| {
             matches!(m, ServerMessage::Welcome { .. }).then(|| m.clone())

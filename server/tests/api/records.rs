@@ -330,24 +330,17 @@ fn regex_free_word(hay: &str, needle: &str) -> bool {
 
 async fn hello(app: &impl Api, who: &Session, id: Uuid) -> (SignalClient, Uuid) {
     let j = crate::peers::join_token(app, who, id).await;
-    let mut c = SignalClient::connect(j["signaling_url"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    c.send(&ClientMessage::Hello {
-        token: j["token"].as_str().unwrap().into(),
-        resume_token: None,
-        reset: false,
-    })
-    .await
-    .unwrap();
-    let pid = c
-        .wait_for(Duration::from_secs(5), |m| match m {
-            ServerMessage::Welcome { participant_id, .. } => Some(*participant_id),
-            _ => None,
-        })
-        .await
-        .unwrap();
-    (c, pid)
+    let (c, welcome) = crate::peers::hello(
+        j["signaling_url"].as_str().unwrap(),
+        j["token"].as_str().unwrap(),
+        None,
+        false,
+    )
+    .await;
+    let ServerMessage::Welcome { participant_id, .. } = welcome else {
+        unreachable!("hello returns the welcome")
+    };
+    (c, participant_id)
 }
 
 /// Therapist in, client knocks and is admitted; returns both connections.

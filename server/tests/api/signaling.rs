@@ -3,7 +3,7 @@
 use crate::helpers::Api;
 use crate::helpers::{Backend, Session, TestApp, spawn_app_with};
 use crate::on_both_backends;
-use crate::peers::{Obs, RtcPeer, join_token};
+use crate::peers::{Obs, RtcPeer, join_token, send_hello};
 use crate::turn::Coturn;
 use alcove::domain::Role;
 use alcove_signaling::{
@@ -279,23 +279,13 @@ async fn a_dropped_client_resumes_within_grace_and_times_out_after() {
 /// Connect and say hello with a join token for `who`.
 async fn hello_as(app: &TestApp, who: &Session, id: Uuid) -> (SignalClient, ServerMessage) {
     let j = join_token(app, who, id).await;
-    let mut c = SignalClient::connect(j["signaling_url"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    c.send(&ClientMessage::Hello {
-        token: j["token"].as_str().unwrap().to_owned(),
-        resume_token: None,
-        reset: false,
-    })
+    crate::peers::hello(
+        j["signaling_url"].as_str().unwrap(),
+        j["token"].as_str().unwrap(),
+        None,
+        false,
+    )
     .await
-    .unwrap();
-    let w = c
-        .wait_for(Duration::from_secs(5), |m| {
-            matches!(m, ServerMessage::Welcome { .. }).then(|| m.clone())
-        })
-        .await
-        .unwrap();
-    (c, w)
 }
 
 fn ws_url(app: &TestApp) -> String {
@@ -372,17 +362,7 @@ async fn bad_input_gets_its_documented_error_while_other_rooms_keep_working() {
     // Bad tokens: garbage, forged (another key), expired, an access token, a reused one.
     let hello_with = |token: String| {
         let url = url.clone();
-        async move {
-            let mut s = SignalClient::connect(&url, None).await.unwrap();
-            s.send(&ClientMessage::Hello {
-                token,
-                resume_token: None,
-                reset: false,
-            })
-            .await
-            .unwrap();
-            s
-        }
+        async move { send_hello(&url, &token, None, false).await }
     };
     let mut s = hello_with("not-a-token".into()).await;
     expect_error(&mut s, ErrorCode::InvalidToken, Some(close::INVALID_TOKEN)).await;
@@ -679,16 +659,13 @@ async fn cancelling_or_moving_ends_the_room_and_refuses_outstanding_tokens() {
         assert_eq!(reason, "appointment_changed");
         assert_eq!(closed_with(s).await, Some(close::ENDED));
     }
-    let mut s = SignalClient::connect(spare["signaling_url"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    s.send(&ClientMessage::Hello {
-        token: spare["token"].as_str().unwrap().into(),
-        resume_token: None,
-        reset: false,
-    })
-    .await
-    .unwrap();
+    let mut s = send_hello(
+        spare["signaling_url"].as_str().unwrap(),
+        spare["token"].as_str().unwrap(),
+        None,
+        false,
+    )
+    .await;
     expect_error(&mut s, ErrorCode::NotJoinable, Some(close::NOT_JOINABLE)).await;
 
     // Cancelling ends the new room too, and its outstanding tokens stop working.
@@ -709,16 +686,13 @@ async fn cancelling_or_moving_ends_the_room_and_refuses_outstanding_tokens() {
         .await
         .unwrap();
     assert_eq!(reason, "appointment_cancelled");
-    let mut s = SignalClient::connect(spare["signaling_url"].as_str().unwrap(), None)
-        .await
-        .unwrap();
-    s.send(&ClientMessage::Hello {
-        token: spare["token"].as_str().unwrap().into(),
-        resume_token: None,
-        reset: false,
-    })
-    .await
-    .unwrap();
+    let mut s = send_hello(
+        spare["signaling_url"].as_str().unwrap(),
+        spare["token"].as_str().unwrap(),
+        None,
+        false,
+    )
+    .await;
     expect_error(&mut s, ErrorCode::NotJoinable, Some(close::NOT_JOINABLE)).await;
     app.post(
         format!("/api/v1/appointments/{id}/join"),
