@@ -930,7 +930,8 @@ async fn calendar_files_and_feeds_are_valid_icalendar(backend: Backend) {
         .unwrap()
         .trim_start_matches(&app.base)
         .to_owned();
-    app.get(&path2, None).await;
+    let r2 = app.get(&path2, None).await;
+    assert_eq!(r2.status, 200, "the new feed URL works: {}", r2.text);
     app.send(
         reqwest::Method::DELETE,
         "/api/v1/me/calendar-feed",

@@ -25,7 +25,6 @@ use webrtc::{
 #[derive(Debug, Clone, PartialEq)]
 pub enum Obs {
     State(RTCPeerConnectionState),
-    LocalCandidate(RTCIceCandidateType),
     DcOpen,
     DcMessage(String),
 }
@@ -38,8 +37,11 @@ enum Ctl {
     Chat(String),
 }
 
+pub type CandidateTypes = Arc<std::sync::Mutex<Vec<RTCIceCandidateType>>>;
+
 struct Handler {
     candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
+    candidate_types: CandidateTypes,
     obs: mpsc::UnboundedSender<Obs>,
     channels: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
 }
@@ -47,7 +49,10 @@ struct Handler {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, e: RTCPeerConnectionIceEvent) {
-        let _ = self.obs.send(Obs::LocalCandidate(e.candidate.typ));
+        self.candidate_types
+            .lock()
+            .expect("candidate types")
+            .push(e.candidate.typ);
         if let Ok(init) = e.candidate.to_json() {
             let _ = self.candidates.send(init);
         }
@@ -89,6 +94,8 @@ pub struct RtcPeer {
     pub obs: mpsc::UnboundedReceiver<Obs>,
     /// Signals received, as raw JSON (for content checks).
     pub signals_seen: Arc<Mutex<Vec<String>>>,
+    /// The type of every local ICE candidate this peer gathered.
+    pub candidate_types: CandidateTypes,
     /// Every join token and resume token this peer used (for checks that none is kept).
     pub secrets: Vec<String>,
     sender: Arc<Mutex<Option<SignalSender>>>,
@@ -198,6 +205,7 @@ impl RtcPeer {
         let (obs_tx, obs) = mpsc::unbounded_channel();
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let candidate_types = CandidateTypes::default();
         spawn_reader(rx, signals_tx.clone(), inbox_tx.clone(), seen.clone());
         let sender = Arc::new(Mutex::new(Some(tx)));
         let config = RTCConfigurationBuilder::new()
@@ -222,6 +230,7 @@ impl RtcPeer {
             signals_rx,
             ctl_rx,
             obs_tx,
+            candidate_types.clone(),
         ));
         RtcPeer {
             pid: participant_id,
@@ -230,6 +239,7 @@ impl RtcPeer {
             inbox,
             obs,
             signals_seen: seen,
+            candidate_types,
             secrets,
             sender,
             signals_tx,
@@ -341,6 +351,7 @@ async fn negotiate(
     mut signals: mpsc::UnboundedReceiver<ServerMessage>,
     mut ctl: mpsc::UnboundedReceiver<Ctl>,
     obs: mpsc::UnboundedSender<Obs>,
+    candidate_types: CandidateTypes,
 ) {
     let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
     let (chan_tx, mut chan_rx) = mpsc::unbounded_channel::<Arc<dyn DataChannel>>();
@@ -349,6 +360,7 @@ async fn negotiate(
             .with_configuration(config)
             .with_handler(Arc::new(Handler {
                 candidates: cand_tx,
+                candidate_types,
                 obs: obs.clone(),
                 channels: chan_tx,
             }))

@@ -21,6 +21,7 @@ on_both_backends!(
     an_edited_audit_row_is_found_by_audit_verify,
     retention_purges_old_records_and_the_chain_still_verifies,
     records_and_the_audit_trail_are_shown_only_to_whom_they_concern,
+    webhooks_are_signed_and_retried_until_delivered,
 );
 
 const CHAT: &str = "what I only ever told my therapist, 4417";
@@ -571,7 +572,12 @@ async fn records_and_the_audit_trail_are_shown_only_to_whom_they_concern(backend
     let (mut th, _cl, _) = admitted(&app, &t, &c, id).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     th.send(&ClientMessage::End).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The room records the end before it announces it.
+    th.wait_for(Duration::from_secs(5), |m| {
+        matches!(m, ServerMessage::Ended { .. }).then_some(())
+    })
+    .await
+    .expect("ended");
     let sessions = format!("/api/v1/appointments/{id}/sessions");
     let attendance = format!("/api/v1/appointments/{id}/attendance");
 
@@ -622,6 +628,7 @@ async fn records_and_the_audit_trail_are_shown_only_to_whom_they_concern(backend
     assert_eq!(rows.len(), 1);
     assert_eq!(&rows[0][0], id.to_string());
     assert_eq!(&rows[0][7], "Owner Client");
+    assert_eq!(&rows[0][8], "1", "its session is counted");
     let other = app.get(&csv_path, other_t.token()).await;
     assert_eq!(
         csv::Reader::from_reader(other.text.as_bytes())
@@ -699,8 +706,7 @@ async fn records_and_the_audit_trail_are_shown_only_to_whom_they_concern(backend
     assert!(failed_signins["total"].as_i64().unwrap() >= 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_signed_and_retried_until_delivered() {
+async fn webhooks_are_signed_and_retried_until_delivered(backend: Backend) {
     use axum::{Router, body::Bytes, http::HeaderMap, http::StatusCode, routing::post};
     use std::sync::{Arc, Mutex};
     type Seen = Arc<Mutex<Vec<(u16, HeaderMap, String)>>>;
@@ -725,7 +731,7 @@ async fn webhooks_are_signed_and_retried_until_delivered() {
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, recv).await.unwrap() });
     let secret = "webhook-test-secret";
-    let app = spawn_app_with(Backend::Sqlite, |c| {
+    let app = spawn_app_with(backend, |c| {
         c.webhook_urls = vec![hook.clone()];
         c.webhook_secret = Some(secret.to_owned().into());
         c.webhook_retry_base = Duration::from_millis(200);
