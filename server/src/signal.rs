@@ -184,8 +184,13 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// Whether this account's media must go through TURN. When the setting cannot be read,
+    /// relay: an account that chose privacy must never be offered host candidates by mistake.
     async fn relay_only(&self, user_id: Uuid) -> bool {
-        self.db.relay_only(user_id).await.unwrap_or(false)
+        self.db.relay_only(user_id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the relay-only setting; relaying");
+            true
+        })
     }
 }
 

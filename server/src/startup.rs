@@ -137,14 +137,11 @@ impl Application {
             hub.shutdown().await;
             stop_tasks.cancel();
         };
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
+        // No peer addresses are taken into requests: nothing in Alcove may use or keep them.
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
         stop.cancel();
         for t in tasks {
             let _ = t.await;

@@ -336,6 +336,8 @@ struct Plan {
     minutes: i32,
     buffer: i32,
     end: Ts,
+    /// The therapist's time zone.
+    tz: jiff::tz::TimeZone,
 }
 
 async fn plan(
@@ -388,6 +390,7 @@ async fn plan(
         minutes,
         buffer: rec.settings.buffer_minutes,
         end: Ts::from(start + SignedDuration::from_mins(i64::from(minutes))),
+        tz: jiff::tz::TimeZone::get(&rec.settings.time_zone).unwrap_or(jiff::tz::TimeZone::UTC),
     })
 }
 
@@ -546,19 +549,20 @@ async fn book_series(
     }
     check_clients(&state, &body.client_ids, body.kind).await?;
     let p = plan(&state, user.id, body.kind, body.starts_at, false, None).await?;
-    let tz = {
-        let rec = state.db.availability(user.id).await?;
-        let name = rec
-            .map(|r| r.settings.time_zone)
-            .unwrap_or_else(|| "UTC".into());
-        jiff::tz::TimeZone::get(&name).unwrap_or(jiff::tz::TimeZone::UTC)
-    };
+    let tz = &p.tz;
     let length = SignedDuration::from_mins(i64::from(p.minutes));
     let series_id = Uuid::now_v7();
     let mut planned = Vec::new();
     let mut failed = Vec::new();
     for k in 0..i64::from(body.occurrences) {
-        let Some(start) = weekly_occurrence(&tz, body.starts_at, k) else {
+        let Some(start) = weekly_occurrence(tz, body.starts_at, k) else {
+            // That wall-clock time is skipped that day (clocks go forward): reported, so a
+            // series never comes out shorter than asked without saying so.
+            failed.push(FailedOccurrence {
+                starts_at: body.starts_at + SignedDuration::from_hours(24 * 7 * k),
+                code: "no_such_time".into(),
+                detail: "that time does not exist on that day (the clocks change)".into(),
+            });
             continue;
         };
         let (s, e) = (Ts::from(start), Ts::from(start + length));
@@ -576,11 +580,12 @@ async fn book_series(
             {
                 return Ok::<_, ApiError>(Some(slot_taken()));
             }
-            Ok(
-                check_clients_free(&state, &body.client_ids, s, e, None, user.id)
-                    .await
-                    .err(),
-            )
+            // A client's clash fails this occurrence; a storage failure fails the request.
+            match check_clients_free(&state, &body.client_ids, s, e, None, user.id).await {
+                Ok(()) => Ok(None),
+                Err(err) if err.status == StatusCode::CONFLICT => Ok(Some(err)),
+                Err(err) => Err(err),
+            }
         }
         .await?;
         match clash {
@@ -604,10 +609,7 @@ async fn book_series(
     let conflict = |failed: &[FailedOccurrence]| {
         let mut e = ApiError::conflict(
             "series_conflict",
-            format!(
-                "{} of the occurrences clash with other appointments",
-                failed.len()
-            ),
+            format!("{} of the occurrences cannot be booked", failed.len()),
         );
         e.errors = failed
             .iter()

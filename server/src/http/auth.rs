@@ -202,14 +202,10 @@ async fn login(
             found.as_ref().map(|u| u.password_hash.as_str()),
         )
         .await;
+    // The account if there is one; otherwise a digest of the address, never the password.
+    let known = found.as_ref().map(|u| (u.user.id, u.user.role()));
     let Some(found) = found.filter(|_| ok) else {
         tracing::info!("sign-in failed");
-        // The account if there is one; otherwise a digest of the address, never the password.
-        let known = state
-            .db
-            .user_by_email(&email)
-            .await?
-            .map(|u| (u.user.id, u.user.role()));
         let digest =
             hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(email.as_str().as_bytes())[..8]);
         state

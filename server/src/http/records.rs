@@ -435,6 +435,10 @@ async fn attendance_csv(
         status: None,
     };
     let (appointments, _) = state.db.list_appointments(&filter, 10_000, 0).await?;
+    let mut records = state
+        .db
+        .therapist_session_records(user.id, Ts::from(p.from), Ts::from(p.to))
+        .await?;
     let now = Timestamp::now();
     let mut w = csv::Writer::from_writer(Vec::new());
     let head = [
@@ -454,7 +458,7 @@ async fn attendance_csv(
     ];
     w.write_record(head).map_err(anyhow::Error::from)?;
     for a in appointments.iter().filter(|a| a.therapist_id == user.id) {
-        let records = state.db.session_records(a.id).await?;
+        let records = records.remove(&a.id).unwrap_or_default();
         let att = compute_attendance(a.id, &records, None, now);
         let therapist_minutes = att
             .participants

@@ -298,14 +298,19 @@ impl Db {
                 });
                 insert_event!(tx, *id, now, Some(n.created_by), "created", &details)
                     .map_err(at)?;
-                let audit = AuditEntry::new(actor, "appointment.create", "appointment", Some(id.to_string()), serde_json::json!({"series_id": n.series_id}));
-                async {
-                    append_audit!(self, tx, now, &audit);
-                    Ok::<(), sqlx::Error>(())
-                }
-                .await
-                .map_err(at)?;
             }
+            // The audit trail's head is one row that every audited write locks (PostgreSQL):
+            // append last, so that lock is held for the least time and is never held while
+            // this transaction waits on another booking's rows.
+            async {
+                for (n, id) in new.iter().zip(&ids) {
+                    let audit = AuditEntry::new(actor, "appointment.create", "appointment", Some(id.to_string()), serde_json::json!({"series_id": n.series_id}));
+                    append_audit!(self, tx, now, &audit);
+                }
+                Ok::<(), sqlx::Error>(())
+            }
+            .await
+            .map_err(|e| (0, e.into()))?;
             tx.commit().await.map_err(|e| (0, e.into()))?;
             Ok(())
         });
@@ -458,28 +463,15 @@ impl Db {
         let now = Ts::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let old: Option<(Ts, String)> = sqlx::query_as("SELECT starts_at, status FROM appointments WHERE id = $1")
+            // Claimed first (the row locked on PostgreSQL), so the time it moves from is the
+            // time it had, whatever else is changing it.
+            let (old_start, _) = Self::claim_booked(&mut tx, id, now).await?;
+            sqlx::query("UPDATE appointments SET starts_at = $1, ends_at = $2 WHERE id = $3")
+                .bind(starts_at)
+                .bind(ends_at)
                 .bind(id)
-                .fetch_optional(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-            let Some((old_start, status)) = old else { return Err(BookingError::Store(StoreError::NotFound)) };
-            if status != "booked" {
-                return Err(BookingError::NotBooked);
-            }
-            let n = sqlx::query(
-                "UPDATE appointments SET starts_at = $1, ends_at = $2, updated_at = $3, revision = revision + 1
-                 WHERE id = $4 AND status = 'booked'",
-            )
-            .bind(starts_at)
-            .bind(ends_at)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                return Err(BookingError::NotBooked);
-            }
             sqlx::query(
                 "UPDATE appointment_participants SET starts_at = $1,
                         blocks_until = CASE role WHEN 'therapist' THEN $2 ELSE $3 END

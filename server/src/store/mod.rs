@@ -46,10 +46,7 @@ macro_rules! on_pool {
 /// change and its audit entry are committed together, or neither).
 macro_rules! append_audit {
     ($db:expr, $tx:expr, $at:expr, $e:expr) => {{
-        let lock = match $db.backend() {
-            $crate::store::Backend::Postgres => " FOR UPDATE",
-            $crate::store::Backend::Sqlite => "",
-        };
+        let lock = $db.backend().for_update();
         let (last_seq, last_hash): (i64, Vec<u8>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT seq, hash FROM audit_head WHERE id = 1{lock}"
         )))
@@ -116,6 +113,17 @@ pub enum Db {
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+impl Backend {
+    /// The row-lock suffix of a `SELECT` inside a write transaction: PostgreSQL locks the
+    /// row; SQLite's write transaction (`BEGIN IMMEDIATE`) already holds the database.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
 }
 
 /// A storage failure, classified so that callers can answer 404 or 409 where that is right.

@@ -3,8 +3,9 @@
 //! Each session event is written in one transaction together with its audit entry and its
 //! webhook deliveries, so a crash loses none of them and webhooks are at least once.
 
-use super::{Backend, Db, StoreResult, Ts, WritePool};
+use super::{Db, StoreResult, Ts, WritePool};
 use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// What happened in a session, as the record keeps it.
@@ -227,6 +228,17 @@ pub struct SessionRow {
     pub end_reason: Option<String>,
 }
 
+/// Whose session records to read.
+#[derive(Debug, Clone, Copy)]
+enum RecordScope {
+    Appointment(Uuid),
+    Therapist {
+        therapist_id: Uuid,
+        from: Ts,
+        to: Ts,
+    },
+}
+
 /// A session and its participants, intervals and quality.
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
@@ -416,9 +428,6 @@ impl Db {
                 .bind(session_id)
                 .execute(&mut *tx)
                 .await?;
-            if let Some(a) = audit {
-                append_audit!(self, tx, at, a);
-            }
             for d in deliveries {
                 sqlx::query(
                     "INSERT INTO webhook_deliveries (id, url, event_type, payload, created_at, next_attempt_at)
@@ -431,6 +440,10 @@ impl Db {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
+            }
+            // Last: the audit head's lock is held until commit.
+            if let Some(a) = audit {
+                append_audit!(self, tx, at, a);
             }
             tx.commit().await?;
         });
@@ -545,72 +558,107 @@ impl Db {
 
     /// Everything recorded about an appointment's sessions, oldest first.
     pub async fn session_records(&self, appointment_id: Uuid) -> StoreResult<Vec<SessionRecord>> {
+        Ok(self
+            .session_records_in(RecordScope::Appointment(appointment_id))
+            .await?
+            .remove(&appointment_id)
+            .unwrap_or_default())
+    }
+
+    /// The session records of a therapist's appointments starting in `[from, to)`, by
+    /// appointment (the same four queries, however many appointments).
+    pub async fn therapist_session_records(
+        &self,
+        therapist_id: Uuid,
+        from: Ts,
+        to: Ts,
+    ) -> StoreResult<HashMap<Uuid, Vec<SessionRecord>>> {
+        self.session_records_in(RecordScope::Therapist {
+            therapist_id,
+            from,
+            to,
+        })
+        .await
+    }
+
+    async fn session_records_in(
+        &self,
+        scope: RecordScope,
+    ) -> StoreResult<HashMap<Uuid, Vec<SessionRecord>>> {
+        let cond = match scope {
+            RecordScope::Appointment(_) => "s.appointment_id = $1",
+            RecordScope::Therapist { .. } => {
+                "s.appointment_id IN (SELECT id FROM appointments
+                                      WHERE therapist_id = $1 AND starts_at >= $2 AND starts_at < $3)"
+            }
+        };
+        // One query of the four, its condition filled in and its parameters bound.
+        macro_rules! scoped {
+            ($pool:expr, $sql:literal) => {{
+                let q = sqlx::query_as(sqlx::AssertSqlSafe(format!($sql, cond = cond)));
+                let q = match scope {
+                    RecordScope::Appointment(id) => q.bind(id),
+                    RecordScope::Therapist {
+                        therapist_id,
+                        from,
+                        to,
+                    } => q.bind(therapist_id).bind(from).bind(to),
+                };
+                q.fetch_all($pool).await?
+            }};
+        }
         let (sessions, participants, intervals, quality): (
             Vec<SessionRow>,
             Vec<ParticipantRecord>,
             Vec<IntervalRecord>,
             Vec<QualityRecord>,
         ) = on_pool!(self, pool => {
-            let sessions = sqlx::query_as(
-                "SELECT id, appointment_id, started_at, last_seen_at, ended_at, end_reason
-                 FROM video_sessions WHERE appointment_id = $1 ORDER BY started_at, id",
-            )
-            .bind(appointment_id)
-            .fetch_all(pool)
-            .await?;
-            let participants = sqlx::query_as(
+            let sessions = scoped!(pool,
+                "SELECT s.id, s.appointment_id, s.started_at, s.last_seen_at, s.ended_at, s.end_reason
+                 FROM video_sessions s WHERE {cond} ORDER BY s.started_at, s.id");
+            let participants = scoped!(pool,
                 "SELECT p.session_id, p.participant_id, p.user_id, u.display_name, p.role, p.knocked_at,
                         p.admitted_at, p.admitted_by, p.denied_at, p.left_at, p.left_reason, p.reconnects, p.path
                  FROM session_participants p
                  JOIN video_sessions s ON s.id = p.session_id
                  JOIN users u ON u.id = p.user_id
-                 WHERE s.appointment_id = $1
-                 ORDER BY p.role DESC, u.display_name",
-            )
-            .bind(appointment_id)
-            .fetch_all(pool)
-            .await?;
-            let intervals = sqlx::query_as(
+                 WHERE {cond}
+                 ORDER BY p.role DESC, u.display_name");
+            let intervals = scoped!(pool,
                 "SELECT i.session_id, i.participant_id, i.connected_at, i.disconnected_at
                  FROM session_intervals i JOIN video_sessions s ON s.id = i.session_id
-                 WHERE s.appointment_id = $1 ORDER BY i.connected_at",
-            )
-            .bind(appointment_id)
-            .fetch_all(pool)
-            .await?;
-            let quality = sqlx::query_as(
+                 WHERE {cond} ORDER BY i.connected_at");
+            let quality = scoped!(pool,
                 "SELECT q.session_id, q.participant_id, q.minute, q.samples, q.rtt_ms_avg, q.rtt_ms_max,
                         q.jitter_ms_avg, q.packet_loss_avg, q.packet_loss_max, q.bitrate_kbps_avg,
                         q.frames_dropped, q.relay_samples
                  FROM session_quality q JOIN video_sessions s ON s.id = q.session_id
-                 WHERE s.appointment_id = $1 ORDER BY q.minute",
-            )
-            .bind(appointment_id)
-            .fetch_all(pool)
-            .await?;
+                 WHERE {cond} ORDER BY q.minute");
             (sessions, participants, intervals, quality)
         });
-        Ok(sessions
-            .into_iter()
-            .map(|s| SessionRecord {
-                participants: participants
-                    .iter()
-                    .filter(|p| p.session_id == s.id)
-                    .cloned()
-                    .collect(),
-                intervals: intervals
-                    .iter()
-                    .filter(|i| i.session_id == s.id)
-                    .cloned()
-                    .collect(),
-                quality: quality
-                    .iter()
-                    .filter(|q| q.session_id == s.id)
-                    .cloned()
-                    .collect(),
-                session: s,
-            })
-            .collect())
+        // Rows grouped by session (keeping their order), then sessions by appointment.
+        fn by_session<T>(rows: Vec<T>, key: impl Fn(&T) -> Uuid) -> HashMap<Uuid, Vec<T>> {
+            let mut out: HashMap<Uuid, Vec<T>> = HashMap::new();
+            for r in rows {
+                out.entry(key(&r)).or_default().push(r);
+            }
+            out
+        }
+        let mut participants = by_session(participants, |p| p.session_id);
+        let mut intervals = by_session(intervals, |i| i.session_id);
+        let mut quality = by_session(quality, |q| q.session_id);
+        let mut out: HashMap<Uuid, Vec<SessionRecord>> = HashMap::new();
+        for s in sessions {
+            out.entry(s.appointment_id)
+                .or_default()
+                .push(SessionRecord {
+                    participants: participants.remove(&s.id).unwrap_or_default(),
+                    intervals: intervals.remove(&s.id).unwrap_or_default(),
+                    quality: quality.remove(&s.id).unwrap_or_default(),
+                    session: s,
+                });
+        }
+        Ok(out)
     }
 
     /// One page of the audit trail, newest first, with optional filters.
@@ -653,6 +701,7 @@ impl Db {
     }
 
     /// Walk the audit chain from its anchor to its head and report the first broken link.
+    /// Rows appended after the head was read (a live server) are left for the next run.
     pub async fn verify_audit(&self) -> StoreResult<AuditVerdict> {
         let (head_seq, head_hash, purged, anchor): (i64, Vec<u8>, i64, Vec<u8>) = on_pool!(self, pool => {
             sqlx::query_as("SELECT seq, hash, purged_through_seq, anchor_hash FROM audit_head WHERE id = 1")
@@ -667,9 +716,10 @@ impl Db {
             let batch: Vec<AuditRow> = on_pool!(self, pool => {
                 sqlx::query_as(
                     "SELECT seq, at, actor_id, actor_role, action, target_type, target_id, details, prev_hash, hash
-                     FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2",
+                     FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
                 )
                 .bind(expected_seq)
+                .bind(head_seq)
                 .bind(BATCH)
                 .fetch_all(pool)
                 .await?
@@ -745,10 +795,7 @@ impl Db {
         housekeeping_before: Ts,
     ) -> StoreResult<Purged> {
         let mut out = Purged::default();
-        let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        };
+        let lock = self.backend().for_update();
         on_pool!(self, pool => {
             out.sessions = sqlx::query("DELETE FROM video_sessions WHERE ended_at IS NOT NULL AND ended_at < $1")
                 .bind(sessions_before)
@@ -756,13 +803,19 @@ impl Db {
                 .await?
                 .rows_affected();
             let mut tx = pool.begin_write().await?;
-            let (_, _, _): (i64, Vec<u8>, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT seq, hash, purged_through_seq FROM audit_head WHERE id = 1{lock}"
+            // Taken only to hold the chain's head while its start moves.
+            let _: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT seq FROM audit_head WHERE id = 1{lock}"
             )))
             .fetch_one(&mut *tx)
             .await?;
+            // The chain's prefix of rows that are all older than the cutoff (an old time can
+            // follow a newer one: a lost session is closed at its last known time).
             let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
-                "SELECT seq, hash FROM audit_log WHERE at < $1 ORDER BY seq DESC LIMIT 1",
+                "SELECT seq, hash FROM audit_log
+                 WHERE seq < COALESCE((SELECT MIN(seq) FROM audit_log WHERE at >= $1),
+                                      (SELECT MAX(seq) FROM audit_log) + 1)
+                 ORDER BY seq DESC LIMIT 1",
             )
             .bind(audit_before)
             .fetch_optional(&mut *tx)
