@@ -8,7 +8,7 @@
 
 use crate::{
     EventSink, JoinGrant, JoinRefusal, JoinVerifier, SessionEvent, SignalingConfig,
-    protocol::{ClientMessage, ErrorCode, IceConfig, ParticipantId, ServerMessage, close},
+    protocol::{ClientMessage, ErrorCode, ParticipantId, ServerMessage, close},
     room::{Conn, Effect, Joined, Outbound, Room},
     validate,
 };
@@ -323,6 +323,7 @@ impl Hub {
                 close::NOT_JOINABLE,
             )
             .await;
+            linger(&mut ws).await;
             return;
         };
         let pid = joined.participant_id;
@@ -374,6 +375,11 @@ impl Hub {
                             }
                         }
                         Some(Frame::Binary(_)) => {
+                            // Counted like any message: a flood of them is closed the same way.
+                            if !limiter.allow() {
+                                refuse(&mut ws, &cfg, ErrorCode::RateLimited, "too many messages".into(), close::RATE_LIMITED).await;
+                                break;
+                            }
                             let _ = send_error(&mut ws, &cfg, ErrorCode::MalformedMessage, "binary frames are not used").await;
                         }
                         Some(Frame::Ping(_) | Frame::Pong(_)) => {}
@@ -449,39 +455,37 @@ impl Hub {
                 Ok(None) | Ok(Some(Frame::Close(_))) => return None,
                 Ok(Some(f)) => f,
             };
+            if matches!(frame, Frame::Text(_) | Frame::Binary(_)) && !limiter.allow() {
+                refuse(
+                    ws,
+                    cfg,
+                    ErrorCode::RateLimited,
+                    "too many messages".into(),
+                    close::RATE_LIMITED,
+                )
+                .await;
+                return None;
+            }
             match frame {
-                Frame::Text(t) => {
-                    if !limiter.allow() {
-                        refuse(
+                Frame::Text(t) => match parse(&t) {
+                    Ok(ClientMessage::Hello {
+                        token,
+                        resume_token,
+                        reset,
+                    }) => return Some((token, resume_token, reset)),
+                    Ok(_) => {
+                        let _ = send_error(
                             ws,
                             cfg,
-                            ErrorCode::RateLimited,
-                            "too many messages".into(),
-                            close::RATE_LIMITED,
+                            ErrorCode::HelloRequired,
+                            "send hello with your join token first",
                         )
                         .await;
-                        return None;
                     }
-                    match parse(&t) {
-                        Ok(ClientMessage::Hello {
-                            token,
-                            resume_token,
-                            reset,
-                        }) => return Some((token, resume_token, reset)),
-                        Ok(_) => {
-                            let _ = send_error(
-                                ws,
-                                cfg,
-                                ErrorCode::HelloRequired,
-                                "send hello with your join token first",
-                            )
-                            .await;
-                        }
-                        Err((code, msg)) => {
-                            let _ = send_error(ws, cfg, code, msg).await;
-                        }
+                    Err((code, msg)) => {
+                        let _ = send_error(ws, cfg, code, msg).await;
                     }
-                }
+                },
                 Frame::TooBig => {
                     let _ = send(
                         ws,
@@ -804,14 +808,5 @@ impl RateLimiter {
         } else {
             false
         }
-    }
-}
-
-/// ICE configuration with nothing in it (for tests and tools).
-pub fn no_ice() -> IceConfig {
-    IceConfig {
-        ice_servers: Vec::new(),
-        ice_transport_policy: crate::IceTransportPolicy::All,
-        expires_at: None,
     }
 }

@@ -1046,8 +1046,14 @@ mod tests {
         w.room.disconnected(c2.pid, c2.conn.id, Instant::now());
         w.flush();
         assert_eq!(types(&drain(&mut t)), ["peer_reconnecting"]);
-        for _ in 0..3 {
-            w.room.signal(t.pid, &t.conn, c2.pid, None, None);
+        for n in 1..=3 {
+            let candidate = Candidate {
+                candidate: format!("candidate:{n}"),
+                sdp_mid: None,
+                sdp_m_line_index: None,
+                username_fragment: None,
+            };
+            w.room.signal(t.pid, &t.conn, c2.pid, None, Some(candidate));
         }
         w.flush();
         // Resume with the token inside the grace period.
@@ -1058,6 +1064,8 @@ mod tests {
             ["welcome", "signal", "signal"],
             "held signals, oldest dropped"
         );
+        assert_eq!(back[1]["candidate"]["candidate"], "candidate:2");
+        assert_eq!(back[2]["candidate"]["candidate"], "candidate:3");
         assert_eq!(back[0]["resumed"], true);
         assert_eq!(back[0]["peers"][0]["participant_id"], t.pid.to_string());
         let t_msgs = drain(&mut t);
