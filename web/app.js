@@ -10,6 +10,7 @@ import { currentUser, onAuthChange, logout } from './lib/auth.js';
 import { loadConfig, getConfig } from './lib/config.js';
 import { startIdleWatch } from './lib/idle.js';
 import { onSessionsChange, allSessions, activeCall, callInProgress, closeAllSessions } from './call/session.js';
+import { discardPreparedStream } from './call/media.js';
 
 const ROUTES = [
   { path: '/signin', page: 'signin', title: 'Sign in', access: 'guest' },
@@ -96,6 +97,8 @@ async function render() {
     return;
   }
   const { route, params } = found;
+  // The pre-call page hands its open camera to the call page only: anywhere else, let go.
+  if (route.page !== 'call') discardPreparedStream();
   if (route.access !== 'public' && route.access !== 'guest' && !user) {
     navigate(`/signin?next=${encodeURIComponent(path)}`, { replace: true });
     return;

@@ -166,6 +166,7 @@ export function micLevel(stream, meter, onLevel) {
 let prepared = null;
 
 export function setPreparedStream(appointmentId, stream) {
+  if (prepared && prepared.stream !== stream) stopStream(prepared.stream);
   prepared = { appointmentId, stream };
 }
 

@@ -157,7 +157,9 @@ export class PeerLink {
       await pc.setLocalDescription();
       if (gen === this.generation && pc.localDescription) this.signal({ description: pc.localDescription.toJSON() });
     } catch (err) {
-      console.warn('negotiation failed', err);
+      // The name only: a browser's message may quote an SDP line (an address) verbatim.
+      console.warn('negotiation failed:', err && err.name);
+      debug('negotiation failed', err);
     } finally {
       this.makingOffer = false;
       this.offerInFlight = null;
@@ -187,7 +189,10 @@ export class PeerLink {
     }
     this.queue = this.queue
       .then(() => this.handle(msg))
-      .catch((err) => console.warn('signal from', this.id, 'failed:', err));
+      .catch((err) => {
+        console.warn('a signal could not be applied:', err && err.name);
+        debug('signal from', this.id.slice(0, 8), 'failed', err);
+      });
   }
 
   async handle({ description, candidate }) {
@@ -224,7 +229,7 @@ export class PeerLink {
         await pc.setLocalDescription();
         this.signal({ description: pc.localDescription.toJSON() });
       }
-      this.updateCode();
+      // The code follows when the signalling state is stable again (onsignalingstatechange).
     } else if (candidate) {
       try {
         await this.pc.addIceCandidate(candidate);

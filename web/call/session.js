@@ -142,11 +142,15 @@ export class CallSession extends EventTarget {
 
   async openSocket() {
     clearTimeout(this.reconnectTimer);
-    if (this.closed) return;
+    // One attempt at a time: a second (the browser came back online meanwhile) would open a
+    // second socket that takes the place over from the first.
+    if (this.closed || this.opening) return;
+    this.opening = true;
     let join;
     try {
       join = await api(`/appointments/${this.appointmentId}/join`, { method: 'POST' });
     } catch (err) {
+      this.opening = false;
       if (this.closed) return;
       if (err instanceof ApiError && (err.code === 'not_joinable' || err.status === 404 || err.status === 403)) {
         if (this.admitted || this.startedAt) this.finish('window_closed');
@@ -158,6 +162,7 @@ export class CallSession extends EventTarget {
       }
       return;
     }
+    this.opening = false;
     if (this.closed) return;
     this.ice = { iceServers: join.ice_servers || [], iceTransportPolicy: join.ice_transport_policy || 'all' };
     let ws;
@@ -235,7 +240,7 @@ export class CallSession extends EventTarget {
   }
 
   reconnectNow() {
-    if (this.closed || this.ws) return;
+    if (this.closed || this.ws || this.opening) return;
     clearTimeout(this.reconnectTimer);
     this.openSocket();
   }
@@ -774,12 +779,23 @@ export function onSessionsChange(fn) {
   return () => bus.removeEventListener('change', handler);
 }
 
-/** Sign-out: leave every room and let go of the devices. */
+/**
+ * Sign-out: leave every room, let go of the devices, and forget what this tab kept of its
+ * calls (resume tokens, summaries with names, rooms left), so that the next person to sign
+ * in on this computer finds none of it.
+ */
 export function closeAllSessions() {
   for (const s of allSessions()) {
     if (s.live) s.leave();
     else s.teardown();
   }
+  try {
+    for (const key of Object.keys(sessionStorage)) {
+      if (key.startsWith(RECORD_PREFIX) || key.startsWith(SUMMARY_PREFIX) || key === LEFT_KEY) {
+        sessionStorage.removeItem(key);
+      }
+    }
+  } catch { /* storage off */ }
 }
 
 // A handle for tests and for curious support staff: the live RTCPeerConnections and a plain

@@ -4,10 +4,19 @@
 // input. A machine in the middle would have to present its own certificate to each side,
 // and the two sides would then see different codes.
 
+/**
+ * The one certificate fingerprint of an SDP, or null. Every `a=fingerprint:` line counts
+ * (one per media section in a normal SDP, all the same): a browser may use another line than
+ * the first, so SDP that carries two different fingerprints has no code at all rather than a
+ * code for a certificate that may not be the one in use.
+ */
 export function fingerprintOf(sdp) {
   if (!sdp) return null;
-  const m = /^a=fingerprint:\s*(\S+)\s+([0-9A-Fa-f:]+)\s*$/m.exec(sdp);
-  return m ? `${m[1].toLowerCase()} ${m[2].toUpperCase()}` : null;
+  const seen = new Set();
+  for (const m of sdp.matchAll(/^a=fingerprint:\s*(\S+)\s+([0-9A-Fa-f:]+)\s*$/gm)) {
+    seen.add(`${m[1].toLowerCase()} ${m[2].toUpperCase()}`);
+  }
+  return seen.size === 1 ? [...seen][0] : null;
 }
 
 /** "123 456", or null when a fingerprint is missing. */

@@ -29,10 +29,6 @@ export function fmtDay(iso, tz) {
   return new Date(iso).toLocaleDateString(locale, { weekday: 'long', day: 'numeric', month: 'long', timeZone: tz });
 }
 
-export function fmtDayShort(iso, tz) {
-  return new Date(iso).toLocaleDateString(locale, { weekday: 'short', day: 'numeric', month: 'short', timeZone: tz });
-}
-
 export function fmtDateTime(iso, tz) {
   return `${fmtDay(iso, tz)}, ${fmtTime(iso, tz)}`;
 }
@@ -47,10 +43,6 @@ export function dayKey(iso, tz = userTimeZone()) {
   const parts = new Intl.DateTimeFormat('en-CA', { timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(d);
   const get = (t) => (parts.find((p) => p.type === t) || {}).value;
   return `${get('year')}-${get('month')}-${get('day')}`;
-}
-
-export function isToday(iso, tz = userTimeZone()) {
-  return dayKey(iso, tz) === dayKey(new Date().toISOString(), tz);
 }
 
 /** "in 5 minutes", "2 hours ago" */

@@ -119,7 +119,7 @@ export async function render(ctx) {
       class: `button ${open ? 'primary' : ''} join-button`,
       disabled: !open,
       'aria-describedby': `join-hint-${a.id}`,
-    }, open ? 'Join' : 'Join');
+    }, 'Join');
     join.addEventListener('click', () => ctx.navigate(`/precall/${a.id}`));
     const joinHint = h('span', { class: 'small muted join-hint', id: `join-hint-${a.id}` });
     // Updated in place by the page's timer, so focus is never lost to a redraw.
