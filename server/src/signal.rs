@@ -58,6 +58,8 @@ impl TypedClaims for JoinClaims {
 pub struct UsedTokens {
     // A std mutex: a map insert, never held across an await.
     seen: Mutex<HashMap<Uuid, i64>>,
+    /// The size at which expired ids are next swept: twice what the last sweep kept.
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
 
 impl UsedTokens {
@@ -67,8 +69,11 @@ impl UsedTokens {
         let exp = exp + crate::auth::jwt::LEEWAY_SECS as i64;
         let now = Timestamp::now().as_second();
         let mut seen = self.seen.lock().expect("used tokens lock");
-        if seen.len() > 10_000 {
+        let sweep_at = self.sweep_at.load(std::sync::atomic::Ordering::Relaxed);
+        if seen.len() > sweep_at.max(10_000) {
             seen.retain(|_, e| *e >= now);
+            self.sweep_at
+                .store(seen.len() * 2, std::sync::atomic::Ordering::Relaxed);
         }
         if seen.get(&jti).is_some_and(|e| *e >= now) {
             return false;

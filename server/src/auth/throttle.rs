@@ -7,7 +7,10 @@
 use sha2::{Digest as _, Sha256};
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -22,6 +25,8 @@ pub struct LoginThrottle {
     window: Duration,
     // A std mutex: held for a map lookup only, never across an await.
     entries: Mutex<HashMap<[u8; 32], Entry>>,
+    /// The size at which expired entries are next swept (see [`SWEEP_AT`]).
+    sweep_at: AtomicUsize,
 }
 
 impl std::fmt::Debug for LoginThrottle {
@@ -33,7 +38,9 @@ impl std::fmt::Debug for LoginThrottle {
     }
 }
 
-/// Beyond this many tracked addresses, expired entries are swept on the next failure.
+/// Beyond this many tracked addresses, expired entries are swept on the next attempt; the
+/// next sweep waits until the map has doubled again, so a flood of addresses costs each
+/// attempt amortised constant time, not a full sweep.
 const SWEEP_AT: usize = 10_000;
 
 impl LoginThrottle {
@@ -42,6 +49,7 @@ impl LoginThrottle {
             max_failures,
             window,
             entries: Mutex::new(HashMap::new()),
+            sweep_at: AtomicUsize::new(SWEEP_AT),
         }
     }
 
@@ -54,9 +62,11 @@ impl LoginThrottle {
     /// when the address has used up its attempts. A successful sign-in calls [`Self::reset`].
     pub fn attempt(&self, email: &str) -> Result<(), u64> {
         let mut map = self.entries.lock().expect("throttle lock");
-        if map.len() >= SWEEP_AT {
+        if map.len() >= self.sweep_at.load(Ordering::Relaxed) {
             let window = self.window;
             map.retain(|_, e| e.since.elapsed() < window);
+            self.sweep_at
+                .store((map.len() * 2).max(SWEEP_AT), Ordering::Relaxed);
         }
         let now = Instant::now();
         let e = map.entry(Self::key(email)).or_insert(Entry {

@@ -407,11 +407,14 @@ impl Db {
                     .bind(session_id)
                     .execute(&mut *tx)
                     .await?;
+                    // Those still in the room leave with it: `server_lost` when it was lost.
+                    let left = if reason == "server_lost" { "server_lost" } else { "ended" };
                     sqlx::query(
-                        "UPDATE session_participants SET left_at = $1, left_reason = 'ended'
-                         WHERE session_id = $2 AND left_at IS NULL AND denied_at IS NULL",
+                        "UPDATE session_participants SET left_at = $1, left_reason = $2
+                         WHERE session_id = $3 AND left_at IS NULL AND denied_at IS NULL",
                     )
                     .bind(at)
+                    .bind(left)
                     .bind(session_id)
                     .execute(&mut *tx)
                     .await?;
@@ -451,16 +454,22 @@ impl Db {
     }
 
     /// The last time these open sessions were known alive is now (heartbeat).
+    /// One transaction for all of them: one commit (and one fsync on SQLite) per beat.
     pub async fn touch_sessions(&self, ids: &[Uuid], at: Ts) -> StoreResult<()> {
-        for id in ids {
-            on_pool!(self, pool => {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            for id in ids {
                 sqlx::query("UPDATE video_sessions SET last_seen_at = $1 WHERE id = $2 AND ended_at IS NULL")
                     .bind(at)
                     .bind(id)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
-            });
-        }
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -526,14 +535,13 @@ impl Db {
                 .await?
         });
         for (id, last, appointment_id) in &open {
-            let audit = AuditEntry {
-                actor_id: None,
-                actor_role: None,
-                action: "session.end".into(),
-                target_type: "appointment".into(),
-                target_id: Some(appointment_id.to_string()),
-                details: serde_json::json!({"session_id": id, "reason": "server_lost"}),
-            };
+            let audit = AuditEntry::new(
+                None,
+                "session.end",
+                "appointment",
+                Some(appointment_id.to_string()),
+                serde_json::json!({"session_id": id, "reason": "server_lost"}),
+            );
             self.record_session_event(
                 *id,
                 *last,
@@ -544,14 +552,6 @@ impl Db {
                 &[],
             )
             .await?;
-            // Participants still in the room when it was lost.
-            on_pool!(self, pool => {
-                sqlx::query("UPDATE session_participants SET left_reason = 'server_lost' WHERE session_id = $1 AND left_reason = 'ended' AND left_at = $2")
-                    .bind(id)
-                    .bind(*last)
-                    .execute(pool)
-                    .await?;
-            });
         }
         Ok(open.len() as u64)
     }
