@@ -246,6 +246,10 @@ export class PeerLink {
     const code = await verificationCode(pc.localDescription.sdp, pc.remoteDescription.sdp);
     if (pc !== this.pc) return;
     if (code !== this.code) {
+      // A code that replaces another one (the connection was rebuilt: a reload on their
+      // side, or the server said to start over) must be compared again.
+      if (code && this.lastCode && code !== this.lastCode) this.codeChanged = true;
+      if (code) this.lastCode = code;
       this.code = code;
       this.session.peerChanged(this, 'code');
     }

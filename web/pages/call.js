@@ -251,6 +251,9 @@ export async function render(ctx) {
       replace(codeEl, ...withCode.map((l) => h('span', { class: 'code-line' }, h('span', { class: 'code-name' }, `${l.info.display_name}: `), l.code)));
       codeNote.textContent = 'Compare each code with that person: if you both see the same code, no one else is on the line.';
     }
+    if (withCode.some((l) => l.codeChanged)) {
+      codeNote.textContent = `The code changed because the connection was rebuilt: compare it again. ${codeNote.textContent}`;
+    }
   };
 
   const drawLobby = () => {
