@@ -6,7 +6,7 @@
 // cleanup function that runs when the route changes.
 
 import { h, replace, focusHeading, announce } from './lib/dom.js';
-import { currentUser, onAuthChange, logout } from './lib/auth.js';
+import { currentUser, onAuthChange, logout, setIdleLimit } from './lib/auth.js';
 import { loadConfig, getConfig } from './lib/config.js';
 import { startIdleWatch } from './lib/idle.js';
 import { onSessionsChange, allSessions, activeCall, callInProgress, closeAllSessions } from './call/session.js';
@@ -217,6 +217,7 @@ function updateBanner() {
 async function boot() {
   await loadConfig();
   const config = getConfig();
+  setIdleLimit(config.idle_sign_out_seconds);
 
   document.getElementById('skip-link').addEventListener('click', (ev) => {
     ev.preventDefault();

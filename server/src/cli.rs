@@ -3,7 +3,7 @@
 //! Every option can also be given as an environment variable (shown in `--help`) or as a
 //! key of the TOML file named by `--config`; see `docs/configuration.md`.
 
-use crate::config::{LogFormat, duration, opt_duration};
+use crate::config::{DatabaseUrl, LogFormat, SecretArg, duration, opt_duration};
 use crate::domain::Role;
 use clap::{Args, Parser, Subcommand, builder::BoolishValueParser};
 use serde::Serialize;
@@ -65,7 +65,7 @@ pub struct CommonArgs {
     /// [default: the SQLite file alcove.db in the data folder]
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
 
     /// Log format; the level follows RUST_LOG (e.g. RUST_LOG=debug) [default: text]
     #[arg(long, env = "ALCOVE_LOG_FORMAT", value_enum)]
@@ -199,7 +199,7 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub turn_secret: Option<String>,
+    pub turn_secret: Option<SecretArg>,
 
     /// Lifetime of minted TURN credentials; fresh ones are sent before they expire [default: 1h]
     #[arg(long, env = "ALCOVE_TURN_TTL", value_name = "DURATION", value_parser = duration::parse)]
@@ -277,7 +277,7 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<SecretArg>,
 
     /// First retry delay of a failed webhook, doubling each time up to 1h [default: 2s]
     #[arg(long, env = "ALCOVE_WEBHOOK_RETRY_BASE", value_name = "DURATION", value_parser = duration::parse)]

@@ -97,9 +97,19 @@ pub async fn user(cmd: UserCmd) -> anyhow::Result<()> {
                 .await?
                 .context("--email: no account with this email")?;
             let hash = Passwords::new().await?.hash(password.secret()).await?;
-            db.set_password_hash(user.user.id, &hash, None, None)
+            let revoked = db
+                .set_password_hash(user.user.id, &hash, None, None)
                 .await?;
-            println!("password set for {}; its sign-ins have ended", user.user.id);
+            println!(
+                "password set for {}; {} sign-in(s) ended{}",
+                user.user.id,
+                revoked.sign_ins,
+                if revoked.calendar_feed {
+                    "; its calendar feed URL no longer works (the person can make a new one)"
+                } else {
+                    ""
+                }
+            );
             db.close().await;
         }
         UserCmd::Disable { common, email } => set_disabled(&common, &email, true).await?,

@@ -47,6 +47,96 @@ pub mod duration {
     }
 }
 
+/// A value given on the command line, in the environment or in the file that must never
+/// show in logs or `Debug` output: a shared secret. It serialises as itself, because the
+/// configuration layers are merged through serde; only `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretArg(String);
+
+impl SecretArg {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A database URL. `Debug` (and [`DatabaseUrl::redacted`]) show it with any password
+/// replaced by `***`, so that a stray `?config` in a log line cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password (the part between `user:` and `@`) replaced by `***`,
+    /// and a `password=` query parameter dropped.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return "[redacted]".into();
+        };
+        let rest = &url[scheme_end..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => format!("{userinfo}@{host}"),
+            },
+            None => authority.to_owned(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
+                    .collect();
+                if kept.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}?{}", kept.join("&"))
+                }
+            }
+            None => tail.to_owned(),
+        };
+        format!("{}{authority}{tail}", &url[..scheme_end])
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 /// The whole configuration of a running server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,7 +146,7 @@ pub struct Config {
     /// Folder for state: the SQLite database and the token signing keys.
     pub data_dir: PathBuf,
     /// `sqlite://…` or `postgres://…`; default: `<data_dir>/alcove.db`.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// Largest number of pooled database connections.
     pub db_max_connections: u32,
     /// The URL people reach this server at (links, allowed origin, signalling URL).
@@ -120,7 +210,9 @@ pub struct Config {
     /// How often the server pings signalling connections; three missed intervals mean dead.
     #[serde(with = "duration")]
     pub signal_ping_interval: Duration,
-    /// The web client signs out after this long without activity, outside a call.
+    /// Automatic logoff: the web client signs out after this long without activity
+    /// (outside a call), and the server ends a sign-in unused (no request, no refresh) for
+    /// this long.
     #[serde(with = "duration")]
     pub idle_sign_out: Duration,
     /// This server's name in session records; after a crash it closes its own open sessions.
@@ -292,10 +384,10 @@ impl Config {
         {
             bail!("ALCOVE_SIGNAL_PING_INTERVAL must be between 100ms and 60s");
         }
-        if self.idle_sign_out < Duration::from_secs(60)
+        if self.idle_sign_out < Duration::from_secs(5)
             || self.idle_sign_out > Duration::from_secs(24 * 3600)
         {
-            bail!("ALCOVE_IDLE_SIGN_OUT must be between 1m and 24h");
+            bail!("ALCOVE_IDLE_SIGN_OUT must be between 5s and 24h");
         }
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             bail!("ALCOVE_NODE_ID must be 1 to 64 characters");
@@ -330,7 +422,7 @@ impl Config {
         if let Some(url) = &self.public_url {
             parse_public_url(url).context("ALCOVE_PUBLIC_URL")?;
         }
-        if let Some(url) = &self.database_url
+        if let Some(url) = self.database_url.as_ref().map(DatabaseUrl::expose)
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres:")
                 || url.starts_with("postgresql:"))
@@ -398,6 +490,47 @@ mod tests {
         assert_eq!(duration::parse("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(duration::parse("12h").unwrap(), Duration::from_secs(43200));
         assert!(duration::parse("soon").is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let c = Config {
+            database_url: Some(DatabaseUrl::new(
+                "postgres://alcove:hunter2-db@db.internal:5432/alcove?sslmode=require&password=hunter2-q",
+            )),
+            turn_secret: Some("hunter2-turn".to_owned().into()),
+            webhook_secret: Some("hunter2-hook".to_owned().into()),
+            ..Config::default()
+        };
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://alcove:***@db.internal:5432/alcove?sslmode=require"),
+            "the host stays visible: {shown}"
+        );
+
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from([
+            "alcove",
+            "--database-url",
+            "postgres://alcove:hunter2-db@db/alcove",
+            "--turn-secret",
+            "hunter2-turn",
+            "--webhook-secret",
+            "hunter2-hook",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // The values themselves still reach the configuration.
+        let loaded = Config::load(&cli.serve.common, Some(&cli.serve.serve));
+        let loaded = loaded.expect("valid");
+        assert_eq!(
+            loaded.database_url.unwrap().expose(),
+            "postgres://alcove:hunter2-db@db/alcove"
+        );
+        use secrecy::ExposeSecret as _;
+        assert_eq!(loaded.turn_secret.unwrap().expose_secret(), "hunter2-turn");
     }
 
     #[test]

@@ -213,10 +213,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::not_found("resource"),
-            StoreError::Conflict(what) => ApiError::conflict(
-                "conflict",
-                format!("the change conflicts with existing data ({what})"),
-            ),
+            // The constraint's name (and SQLite's raw message) stay in the log: they tell
+            // an attacker about the schema and are no use to a client.
+            StoreError::Conflict(what) => {
+                tracing::debug!(constraint = %what, "write refused by a constraint");
+                ApiError::conflict("conflict", "the change conflicts with existing data")
+            }
             StoreError::Sqlx(e) => ApiError::internal(e),
         }
     }
@@ -262,6 +264,50 @@ impl Fields {
             Ok(())
         } else {
             Err(ApiError::validation(self.errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real constraint failure from SQLite, as the store sees it.
+    async fn sqlite_unique_violation() -> StoreError {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE secret_table (secret_column TEXT UNIQUE)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO secret_table VALUES ('x')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let e = sqlx::query("INSERT INTO secret_table VALUES ('x')")
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        StoreError::from(e)
+    }
+
+    #[tokio::test]
+    async fn conflicts_answer_a_stable_code_without_constraint_names_or_database_messages() {
+        let real = sqlite_unique_violation().await;
+        assert!(
+            matches!(&real, StoreError::Conflict(m) if m.contains("secret_table")),
+            "the store keeps the detail for the log: {real:?}"
+        );
+        for e in [real, StoreError::Conflict("users_email_key".into())] {
+            let api = ApiError::from(e);
+            assert_eq!(api.status, StatusCode::CONFLICT);
+            assert_eq!(api.code, "conflict");
+            for leak in ["secret", "UNIQUE", "constraint", "users_email_key", "_key"] {
+                assert!(
+                    !api.detail.contains(leak),
+                    "the detail names {leak:?}: {}",
+                    api.detail
+                );
+            }
         }
     }
 }

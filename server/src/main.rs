@@ -61,8 +61,8 @@ async fn main() -> ExitCode {
 
 async fn serve(cmd: ServeCmd) -> anyhow::Result<()> {
     let config = Config::load(&cmd.common, Some(&cmd.serve))?;
-    let backend = if config.database_url.is_some() {
-        "DATABASE_URL".to_owned()
+    let backend = if let Some(url) = &config.database_url {
+        url.redacted()
     } else {
         format!("SQLite at {}", display_path(&config.default_sqlite_path()))
     };

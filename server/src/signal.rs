@@ -31,6 +31,9 @@ pub struct JoinClaims {
     pub aud: String,
     /// The account.
     pub sub: Uuid,
+    /// The sign-in that asked for it: signing out (or out everywhere, a password change,
+    /// a disabled account) ends the join tokens it issued too.
+    pub sid: Uuid,
     /// The appointment whose room it opens.
     pub apt: Uuid,
     pub role: Role,
@@ -109,8 +112,34 @@ impl IceMinter {
         !self.turn.is_empty() && self.secret.is_some()
     }
 
-    /// ICE servers for one participant; `relay_only` also when the account asked for it.
-    pub fn mint(&self, account_relay_only: bool) -> IceConfig {
+    /// What a call of an account that chose relay-only (or not) gets on this deployment.
+    pub fn effective(&self, account_relay_only: bool) -> CallPath {
+        if self.relay_only {
+            CallPath::Relayed
+        } else if account_relay_only {
+            if self.has_turn() {
+                CallPath::Relayed
+            } else {
+                // Never fall back to direct: the person believes their address hidden.
+                CallPath::Refused
+            }
+        } else {
+            CallPath::Direct
+        }
+    }
+
+    /// ICE servers for one participant: relay-only when the deployment or the account asks
+    /// for it. An account that chose relay-only on a deployment without TURN gets
+    /// `Err(RelayUnavailable)`, never a direct connection.
+    pub fn mint(&self, account_relay_only: bool) -> Result<IceConfig, RelayUnavailable> {
+        let path = self.effective(account_relay_only);
+        if path == CallPath::Refused {
+            return Err(RelayUnavailable);
+        }
+        Ok(self.mint_servers(path == CallPath::Relayed))
+    }
+
+    fn mint_servers(&self, relay: bool) -> IceConfig {
         let mut servers = Vec::new();
         if !self.stun.is_empty() {
             servers.push(IceServer {
@@ -133,7 +162,6 @@ impl IceMinter {
             });
             expires_at = Some(expiry);
         }
-        let relay = self.has_turn() && (self.relay_only || account_relay_only);
         IceConfig {
             ice_servers: servers,
             ice_transport_policy: if relay {
@@ -145,6 +173,26 @@ impl IceMinter {
         }
     }
 }
+
+/// How an account's calls connect on this deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPath {
+    /// Through the TURN relay only: the other side never learns your IP address.
+    Relayed,
+    /// Peer to peer where the network allows: the other side may learn your IP address.
+    Direct,
+    /// You chose relay-only, and this deployment has no relay now: joining is refused
+    /// (rather than connecting directly behind your back).
+    Refused,
+}
+
+/// An account chose relay-only calls and this deployment has no TURN relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "you chose relay-only calls, and this service has no relay right now; turn relay-only off in Settings to join with a direct connection (the other side may then learn your IP address), or ask the practice to set up a relay"
+)]
+pub struct RelayUnavailable;
 
 /// base64(HMAC-SHA1(secret, username)): the TURN REST API credential.
 pub fn turn_credential(secret: &str, username: &str) -> String {
@@ -219,13 +267,28 @@ impl JoinVerifier for Verifier {
                 "the join token was already used; get a new one".into(),
             ));
         }
-        let user = self
+        let signed_in = self
             .db
-            .user_by_id(claims.sub)
+            .session_user(claims.sub, claims.sid)
             .await
-            .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?
-            .filter(|u| !u.disabled)
-            .ok_or_else(|| JoinRefusal::InvalidToken("the account is disabled".into()))?;
+            .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?;
+        let user = match signed_in {
+            Some(su) if su.user.disabled => {
+                return Err(JoinRefusal::InvalidToken("the account is disabled".into()));
+            }
+            Some(su)
+                if su.revoked_at.is_none()
+                    && su.expires_at > crate::store::Ts::now()
+                    && !crate::auth::idle_expired(su.last_used_at, &self.config) =>
+            {
+                su.user
+            }
+            _ => {
+                return Err(JoinRefusal::InvalidToken(
+                    "the sign-in that asked for this join token has ended; sign in again".into(),
+                ));
+            }
+        };
         let a = self
             .db
             .appointment(claims.apt)
@@ -244,7 +307,10 @@ impl JoinVerifier for Verifier {
         } else {
             PeerRole::Client
         };
-        let ice = self.ice.mint(self.relay_only(user.id).await);
+        let ice = self
+            .ice
+            .mint(self.relay_only(user.id).await)
+            .map_err(|e| JoinRefusal::NotJoinable(e.to_string()))?;
         Ok(JoinGrant {
             appointment_id: a.id,
             user_id: user.id,
@@ -257,7 +323,15 @@ impl JoinVerifier for Verifier {
     }
 
     async fn refresh_ice(&self, user_id: Uuid) -> IceConfig {
-        self.ice.mint(self.relay_only(user_id).await)
+        // The deployment's TURN setting does not change while it runs, so a refusal here
+        // would have refused the join; fail closed all the same: relay policy, no servers.
+        self.ice
+            .mint(self.relay_only(user_id).await)
+            .unwrap_or(IceConfig {
+                ice_servers: Vec::new(),
+                ice_transport_policy: IceTransportPolicy::Relay,
+                expires_at: None,
+            })
     }
 }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 /// Open the configured database (the default SQLite file when none is configured).
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
     let url = match &config.database_url {
-        Some(url) => url.clone(),
+        Some(url) => url.expose().to_owned(),
         None => {
             let path = config.default_sqlite_path();
             format!("sqlite://{}", display_path(&path))

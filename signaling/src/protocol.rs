@@ -18,8 +18,8 @@ pub enum PeerRole {
     Client,
 }
 
-/// An ICE server as `RTCIceServer` takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An ICE server as `RTCIceServer` takes it. `Debug` hides the TURN credential.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceServer {
     pub urls: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,8 +48,9 @@ pub struct IceConfig {
     pub expires_at: Option<i64>,
 }
 
-/// `RTCSessionDescriptionInit`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `RTCSessionDescriptionInit`. `Debug` shows the type and the SDP's length only: SDP
+/// carries addresses and certificate fingerprints.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Description {
     /// `offer`, `answer`, `pranswer` or `rollback`.
     #[serde(rename = "type")]
@@ -58,8 +59,9 @@ pub struct Description {
     pub sdp: String,
 }
 
-/// `RTCIceCandidateInit`; an empty `candidate` marks the end of candidates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `RTCIceCandidateInit`; an empty `candidate` marks the end of candidates. `Debug` hides
+/// the candidate line (it holds an address).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Candidate {
     pub candidate: String,
@@ -114,8 +116,8 @@ pub struct WaitingInfo {
     pub since: i64,
 }
 
-/// Messages a peer sends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Messages a peer sends. `Debug` hides tokens, SDP, candidates and notice text.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// First message: a join token from `POST /api/v1/appointments/{id}/join`.
@@ -156,8 +158,9 @@ pub enum ClientMessage {
     End,
 }
 
-/// Messages the server sends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Messages the server sends. `Debug` hides resume tokens, TURN credentials, SDP,
+/// candidates and notice text.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     Welcome {
@@ -231,6 +234,143 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
+}
+
+// Debug output that never shows what must stay out of logs: tokens, credentials, SDP,
+// candidates (addresses) and what people wrote. A `?message` in a log line is then safe.
+
+/// Stands for a hidden value in `Debug` output.
+struct Hidden(&'static str);
+
+impl std::fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+const REDACTED: Hidden = Hidden("[redacted]");
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username.as_ref().map(|_| REDACTED))
+            .field("credential", &self.credential.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Description {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Description")
+            .field("kind", &self.kind)
+            .field("sdp_bytes", &self.sdp.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidate")
+            .field("candidate", &REDACTED)
+            .field("sdp_mid", &self.sdp_mid)
+            .field("sdp_m_line_index", &self.sdp_m_line_index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClientMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientMessage::Hello {
+                resume_token,
+                reset,
+                ..
+            } => f
+                .debug_struct("Hello")
+                .field("token", &REDACTED)
+                .field("resume_token", &resume_token.as_ref().map(|_| REDACTED))
+                .field("reset", reset)
+                .finish(),
+            ClientMessage::Admit { participant_id } => f
+                .debug_struct("Admit")
+                .field("participant_id", participant_id)
+                .finish(),
+            ClientMessage::Deny { participant_id } => f
+                .debug_struct("Deny")
+                .field("participant_id", participant_id)
+                .finish(),
+            ClientMessage::Notice { participant_id, .. } => f
+                .debug_struct("Notice")
+                .field("participant_id", participant_id)
+                .field("text", &REDACTED)
+                .finish(),
+            ClientMessage::Signal {
+                to,
+                description,
+                candidate,
+            } => f
+                .debug_struct("Signal")
+                .field("to", to)
+                .field("description", description)
+                .field("candidate", candidate)
+                .finish(),
+            ClientMessage::Stats(s) => f.debug_tuple("Stats").field(s).finish(),
+            ClientMessage::Leave => f.write_str("Leave"),
+            ClientMessage::End => f.write_str("End"),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerMessage::Welcome {
+                participant_id,
+                role,
+                ice_servers,
+                ice_transport_policy,
+                resumed,
+                peers,
+                ..
+            } => f
+                .debug_struct("Welcome")
+                .field("participant_id", participant_id)
+                .field("role", role)
+                .field("ice_servers", ice_servers)
+                .field("ice_transport_policy", ice_transport_policy)
+                .field("resume_token", &REDACTED)
+                .field("resumed", resumed)
+                .field("peers", peers)
+                .finish(),
+            ServerMessage::Notice { .. } => {
+                f.debug_struct("Notice").field("text", &REDACTED).finish()
+            }
+            ServerMessage::Signal {
+                from,
+                description,
+                candidate,
+            } => f
+                .debug_struct("Signal")
+                .field("from", from)
+                .field("description", description)
+                .field("candidate", candidate)
+                .finish(),
+            ServerMessage::IceServers {
+                ice_servers,
+                ice_transport_policy,
+            } => f
+                .debug_struct("IceServers")
+                .field("ice_servers", ice_servers)
+                .field("ice_transport_policy", ice_transport_policy)
+                .finish(),
+            // The rest carry ids, names, positions, reasons and codes only.
+            other => {
+                let v = serde_json::to_value(other).map_err(|_| std::fmt::Error)?;
+                write!(f, "{v}")
+            }
+        }
+    }
 }
 
 /// Codes of `error` messages.
@@ -404,6 +544,77 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s["code"], "not_admitted");
+    }
+
+    #[test]
+    fn debug_output_hides_tokens_credentials_sdp_candidates_and_notices() {
+        let sdp =
+            "v=0\r\no=- 1 2 IN IP4 192.0.2.77\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AB:CD\r\n";
+        let candidate = Candidate {
+            candidate: "candidate:1 1 udp 1 192.0.2.77 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: Some("ufragsecret".into()),
+        };
+        let ice = IceServer {
+            urls: vec!["turn:turn.example.org:3478".into()],
+            username: Some("1700000000:secretuser".into()),
+            credential: Some("secretcredential".into()),
+        };
+        let to = Uuid::new_v4();
+        let messages: Vec<Box<dyn std::fmt::Debug>> = vec![
+            Box::new(ClientMessage::Hello {
+                token: "eyJsecretjointoken".into(),
+                resume_token: Some("secretresume".into()),
+                reset: false,
+            }),
+            Box::new(ClientMessage::Notice {
+                participant_id: None,
+                text: "secret words for the waiting room".into(),
+            }),
+            Box::new(ClientMessage::Signal {
+                to,
+                description: Some(Description {
+                    kind: "offer".into(),
+                    sdp: sdp.into(),
+                }),
+                candidate: None,
+            }),
+            Box::new(ClientMessage::Signal {
+                to,
+                description: None,
+                candidate: Some(candidate.clone()),
+            }),
+            Box::new(ServerMessage::Welcome {
+                participant_id: to,
+                role: PeerRole::Client,
+                ice_servers: vec![ice.clone()],
+                ice_transport_policy: IceTransportPolicy::Relay,
+                resume_token: "secretresume".into(),
+                resumed: false,
+                peers: vec![],
+            }),
+            Box::new(ServerMessage::IceServers {
+                ice_servers: vec![ice],
+                ice_transport_policy: IceTransportPolicy::All,
+            }),
+            Box::new(ServerMessage::Signal {
+                from: to,
+                description: None,
+                candidate: Some(candidate),
+            }),
+            Box::new(ServerMessage::Notice {
+                text: "secret words for the waiting room".into(),
+            }),
+        ];
+        for m in messages {
+            let shown = format!("{m:?} {m:#?}");
+            for leak in ["secret", "192.0.2.77", "AB:CD", "eyJ"] {
+                assert!(!shown.contains(leak), "{leak} in {shown}");
+            }
+        }
+        let shown = format!("{:?}", ServerMessage::Waiting { position: 2 });
+        assert!(shown.contains("waiting") && shown.contains('2'), "{shown}");
     }
 
     #[test]

@@ -152,7 +152,12 @@ export class CallSession extends EventTarget {
     } catch (err) {
       this.opening = false;
       if (this.closed) return;
-      if (err instanceof ApiError && (err.code === 'not_joinable' || err.status === 404 || err.status === 403)) {
+      if (err instanceof ApiError && err.code === 'denied') {
+        this.deny();
+      } else if (err instanceof ApiError && err.code === 'relay_unavailable') {
+        // Relay-only was chosen and there is no relay: never join directly instead.
+        this.fail(err.code, 'You chose relay-only calls, and this service has no relay right now, so you were not connected. You can turn relay-only off in Settings to join with a direct connection (the other person may then learn your internet address).');
+      } else if (err instanceof ApiError && (err.code === 'not_joinable' || err.status === 404 || err.status === 403 || err.status === 409)) {
         if (this.admitted || this.startedAt) this.finish('window_closed');
         else this.fail(err.code, err.detail || 'This session is not open for joining now.');
       } else if (err instanceof ApiError && err.status === 401) {

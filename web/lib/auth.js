@@ -44,10 +44,26 @@ function fromTokenResponse(t) {
   };
 }
 
+// The server ends a sign-in that goes unused for the idle limit (idle_sign_out_seconds):
+// while this tab is open the sign-in is in use, so it refreshes at least twice per limit
+// (during a call too, when nothing else may reach the API for an hour).
+let idleLimitMs = 900_000;
+
+/** Tell the token keeper the deployment's idle limit (from the client config). */
+export function setIdleLimit(seconds) {
+  if (seconds > 0) {
+    idleLimitMs = seconds * 1000;
+    schedule();
+  }
+}
+
 function refreshDelay() {
   if (!state) return null;
   const margin = Math.min(REFRESH_MARGIN_MS, (state.lifetime_ms || 900_000) * 0.2);
-  return Math.max(0, state.expires_at - margin - Date.now());
+  const beforeExpiry = state.expires_at - margin - Date.now();
+  const issued = state.expires_at - (state.lifetime_ms || 900_000);
+  const beforeIdle = issued + idleLimitMs / 2 - Date.now();
+  return Math.max(0, Math.min(beforeExpiry, beforeIdle));
 }
 
 function schedule() {
@@ -136,7 +152,9 @@ export function refresh() {
       });
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
-        signOutReason = 'Your sign-in has ended. Please sign in again.';
+        signOutReason = err.code === 'sign_in_idle'
+          ? 'For your privacy you were signed out after a while without activity. Please sign in again.'
+          : 'Your sign-in has ended. Please sign in again.';
         save(null);
       } else {
         // A network hiccup: try again a little later, keep the tokens.

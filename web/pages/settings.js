@@ -2,6 +2,7 @@
 
 import { h, field, notice, setBusy, announce } from '../lib/dom.js';
 import { api, ApiError, describeError } from '../lib/api.js';
+import { logout } from '../lib/auth.js';
 
 export async function render(ctx) {
   const { root, config, user } = ctx;
@@ -9,7 +10,28 @@ export async function render(ctx) {
     h('h1', {}, 'Settings'),
     h('p', { class: 'muted' }, `Signed in as ${user.display_name} (${user.email}).`));
   root.append(page);
-  page.append(await privacyCard(config), passwordCard(user));
+  page.append(await privacyCard(config), passwordCard(user), signOutEverywhereCard());
+}
+
+function signOutEverywhereCard() {
+  const status = h('div', { 'aria-live': 'polite' });
+  const button = h('button', { type: 'button', class: 'button', id: 'sign-out-everywhere' }, 'Sign out everywhere');
+  button.addEventListener('click', async () => {
+    if (!window.confirm('Sign out on every device and browser, this one included? Your calendar feed link will stop working too.')) return;
+    setBusy(button, true, 'Signing out…');
+    try {
+      const r = await api('/me/sign-out-everywhere', { method: 'POST' });
+      const n = r.sign_ins_ended;
+      await logout(`You signed out everywhere (${n === 1 ? 'one sign-in' : `${n} sign-ins`}).${r.calendar_feed_revoked ? ' Your calendar feed link no longer works; you can make a new one after signing in.' : ''}`);
+    } catch (err) {
+      status.replaceChildren(notice('error', describeError(err)));
+      setBusy(button, false);
+    }
+  });
+  return h('section', { class: 'card section-gap', 'aria-labelledby': 'everywhere-title' },
+    h('h2', { id: 'everywhere-title' }, 'Signed in somewhere else?'),
+    h('p', {}, 'If you signed in on a computer that is not yours, or lost a device, sign out everywhere. Every sign-in ends, this one included, and any session link you opened from them stops working.'),
+    status, h('div', { class: 'actions' }, button));
 }
 
 async function privacyCard(config) {
@@ -29,21 +51,37 @@ async function privacyCard(config) {
     save.disabled = true;
     card.append(notice('info', 'Every call on this service already goes through the relay.'));
   }
+  const effect = h('p', { id: 'privacy-effect', class: 'small' });
+  const showEffect = (p) => {
+    effect.dataset.effective = p.effective;
+    effect.textContent = {
+      relayed: 'Your next call goes through the relay: the other person does not learn your internet address.',
+      direct: 'Your next call connects directly where the network allows: the other person may learn your internet address.',
+      refused: 'You chose relay-only calls, but this service has no relay right now. To protect your address you will not be connected to calls until the relay is back, or until you switch relay-only off here.',
+    }[p.effective] || '';
+    if (p.effective === 'refused') {
+      // Switching it off must stay possible even though it cannot be switched on here.
+      box.disabled = false;
+      save.disabled = false;
+    }
+  };
   try {
     const p = await api('/me/privacy');
-    box.checked = p.relay_only || config.relay_enforced;
+    box.checked = p.relay_only;
+    showEffect(p);
   } catch (err) {
     status.append(notice('error', describeError(err)));
   }
   const form = h('form', {},
     h('div', { class: 'check' }, box, h('label', { for: 'relay-only' }, 'Relay-only calls (hide my internet address)')),
-    status, h('div', { class: 'actions' }, save));
+    effect, status, h('div', { class: 'actions' }, save));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     setBusy(save, true, 'Saving…');
     try {
       const res = await api('/me/privacy', { method: 'PUT', body: { relay_only: box.checked } });
       box.checked = res.relay_only;
+      showEffect(res);
       const msg = res.relay_only ? 'Relay-only calls are on. This applies from your next call.' : 'Relay-only calls are off.';
       status.replaceChildren(notice('success', msg));
       announce(msg);
@@ -54,7 +92,7 @@ async function privacyCard(config) {
       status.replaceChildren(notice('error', msg));
     } finally {
       setBusy(save, false);
-      if (!config.relay_available || config.relay_enforced) save.disabled = true;
+      if ((!config.relay_available && !box.checked) || config.relay_enforced) save.disabled = true;
     }
   });
   card.append(form);
@@ -81,11 +119,14 @@ function passwordCard(user) {
     }
     setBusy(save, true, 'Changing…');
     try {
-      await api('/me/password', { method: 'POST', body: { current_password: current.control.value, new_password: next.control.value } });
+      const r = await api('/me/password', { method: 'POST', body: { current_password: current.control.value, new_password: next.control.value } });
       current.control.value = '';
       next.control.value = '';
-      status.replaceChildren(notice('success', 'Your password is changed.'));
-      announce('Your password is changed.');
+      let msg = 'Your password is changed.';
+      if (r && r.sign_ins_ended > 0) msg += ' You were signed out on your other devices and browsers.';
+      if (r && r.calendar_feed_revoked) msg += ' Your calendar feed link was switched off, since anyone who knew your old password may have copied it: make a new one on the Appointments page and add it to your calendar app again.';
+      status.replaceChildren(notice('success', msg));
+      announce(msg);
     } catch (err) {
       if (err instanceof ApiError && err.code === 'wrong_password') {
         current.setError('That is not your current password.');

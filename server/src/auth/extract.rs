@@ -96,6 +96,21 @@ impl FromRequestParts<AppState> for AuthUser {
                 "this account is disabled",
             ));
         }
+        // Automatic logoff: an access token can outlive the idle limit (its lifetime is
+        // configured separately), so the sign-in's last use is checked here too.
+        if super::idle_expired(su.last_used_at, &state.config) {
+            return Err(ApiError::unauthorized(
+                "sign_in_idle",
+                "you were signed out after a while without activity; sign in again",
+            ));
+        }
+        let touch = super::touch_interval(&state.config);
+        let unless_after = crate::store::Ts::from(
+            jiff::Timestamp::now() - jiff::SignedDuration::try_from(touch).unwrap_or_default(),
+        );
+        if su.last_used_at < unless_after {
+            state.db.touch_session(claims.sid, unless_after).await?;
+        }
         Ok(AuthUser {
             id: su.user.id,
             role: su.user.role(),

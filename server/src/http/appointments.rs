@@ -266,8 +266,9 @@ pub struct BookRequest {
     pub client_ids: Vec<Uuid>,
 }
 
-/// Check the clients a therapist books for: one to three distinct, active client accounts.
-async fn check_clients(state: &AppState, ids: &[Uuid], kind: AppointmentKind) -> ApiResult<()> {
+/// Check the list of clients a therapist books for: one to three, each named once. Whether
+/// each may be booked is [`clients_bookable`]'s question.
+fn check_client_list(ids: &[Uuid], kind: AppointmentKind) -> ApiResult<()> {
     if ids.is_empty() || ids.len() as i64 > MAX_CLIENTS {
         return Err(ApiError::field(
             "client_ids",
@@ -280,55 +281,77 @@ async fn check_clients(state: &AppState, ids: &[Uuid], kind: AppointmentKind) ->
             "a consultation has one client",
         ));
     }
-    let mut seen = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        if seen.contains(id) {
+        if ids[..i].contains(id) {
             return Err(ApiError::field(&format!("client_ids[{i}]"), "listed twice"));
-        }
-        seen.push(*id);
-        match state.db.user_by_id(*id).await? {
-            Some(u) if u.role() == Role::Client && !u.disabled => {}
-            _ => {
-                return Err(ApiError::field(
-                    &format!("client_ids[{i}]"),
-                    "no active client account has this id",
-                ));
-            }
         }
     }
     Ok(())
 }
 
-/// Refuse when one of `clients` is already booked over `[start, end)`.
-async fn check_clients_free(
+/// The one answer a therapist gets for a client who cannot be booked, whatever the reason:
+/// no such account, not a client, disabled, not one of the therapist's clients, or already
+/// booked at that time (with anyone). One answer, so that the refusal cannot be used to
+/// learn whether an account exists, or when someone sees another therapist.
+fn client_unavailable(i: usize) -> ApiError {
+    let mut e = ApiError::conflict(
+        "client_unavailable",
+        "a client cannot be booked for this time (only your own clients can be booked, when they are free)",
+    );
+    e.errors = vec![FieldError {
+        field: format!("client_ids[{i}]"),
+        message: "cannot be booked for this time".into(),
+    }];
+    e
+}
+
+/// For a therapist's booking, series occurrence, reschedule or added participant: each
+/// client must be an active client account of `therapist`'s, free over `[start, end)`
+/// (ignoring appointment `except`). Both questions are asked for every client, so that the
+/// answer takes the same work whichever fails.
+async fn clients_bookable(
     state: &AppState,
+    therapist: Uuid,
     clients: &[Uuid],
     start: Ts,
     end: Ts,
     except: Option<Uuid>,
-    caller: Uuid,
 ) -> ApiResult<()> {
-    for c in clients {
-        if !state
+    for (i, c) in clients.iter().enumerate() {
+        let related = state.db.is_care_client(therapist, *c).await?;
+        let free = state
             .db
             .busy_spans(*c, start, end, except)
             .await?
-            .is_empty()
-        {
-            return Err(if *c == caller {
-                ApiError::conflict(
-                    "client_busy",
-                    "you already have an appointment at that time",
-                )
-            } else {
-                ApiError::conflict(
-                    "client_busy",
-                    "a client already has an appointment at that time",
-                )
-            });
+            .is_empty();
+        if !(related && free) {
+            return Err(client_unavailable(i));
         }
     }
     Ok(())
+}
+
+/// A client booking for themselves: refuse when they are already booked over `[start, end)`.
+async fn caller_free(
+    state: &AppState,
+    caller: Uuid,
+    start: Ts,
+    end: Ts,
+    except: Option<Uuid>,
+) -> ApiResult<()> {
+    if state
+        .db
+        .busy_spans(caller, start, end, except)
+        .await?
+        .is_empty()
+    {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "client_busy",
+            "you already have an appointment at that time",
+        ))
+    }
 }
 
 /// What the therapist's current settings say about an appointment of `kind` at `start`.
@@ -407,8 +430,8 @@ async fn plan(
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Admins do not book; therapists book only for themselves", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such therapist", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Slot taken, client busy, consultation already used", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Past, too soon, misaligned, outside hours, bad kind or clients", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Slot taken, you are busy (`client_busy`), a client cannot be booked (`client_unavailable`), consultation already used", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Past, too soon, misaligned, outside hours, bad kind or client list", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn book(
     State(state): State<AppState>,
@@ -434,7 +457,7 @@ async fn book(
                     "therapists book their own appointments only",
                 ));
             }
-            check_clients(&state, &body.client_ids, body.kind).await?;
+            check_client_list(&body.client_ids, body.kind)?;
             (user.id, body.client_ids.clone(), false)
         }
         Role::Admin => return Err(ApiError::forbidden("admins do not book appointments")),
@@ -454,7 +477,11 @@ async fn book(
         return Err(consultation_used());
     }
     let start = Ts::from(body.starts_at);
-    check_clients_free(&state, &clients, start, p.end, None, user.id).await?;
+    if user.role == Role::Therapist {
+        clients_bookable(&state, user.id, &clients, start, p.end, None).await?;
+    } else {
+        caller_free(&state, user.id, start, p.end, None).await?;
+    }
     let new = NewAppointment {
         therapist_id,
         client_ids: clients,
@@ -547,7 +574,7 @@ async fn book_series(
     if body.kind == AppointmentKind::Consultation {
         return Err(ApiError::field("kind", "a series is of sessions"));
     }
-    check_clients(&state, &body.client_ids, body.kind).await?;
+    check_client_list(&body.client_ids, body.kind)?;
     let p = plan(&state, user.id, body.kind, body.starts_at, false, None).await?;
     let tz = &p.tz;
     let length = SignedDuration::from_mins(i64::from(p.minutes));
@@ -580,8 +607,9 @@ async fn book_series(
             {
                 return Ok::<_, ApiError>(Some(slot_taken()));
             }
-            // A client's clash fails this occurrence; a storage failure fails the request.
-            match check_clients_free(&state, &body.client_ids, s, e, None, user.id).await {
+            // A client who cannot be booked fails this occurrence; a storage failure fails
+            // the request.
+            match clients_bookable(&state, user.id, &body.client_ids, s, e, None).await {
                 Ok(()) => Ok(None),
                 Err(err) if err.status == StatusCode::CONFLICT => Ok(Some(err)),
                 Err(err) => Err(err),
@@ -877,7 +905,11 @@ async fn reschedule(
     .await?;
     let start = Ts::from(body.starts_at);
     let clients: Vec<Uuid> = a.clients().map(|c| c.user_id).collect();
-    check_clients_free(&state, &clients, start, p.end, Some(id), user.id).await?;
+    if by_client {
+        caller_free(&state, user.id, start, p.end, Some(id)).await?;
+    } else {
+        clients_bookable(&state, a.therapist_id, &clients, start, p.end, Some(id)).await?;
+    }
     state
         .db
         .reschedule_appointment(id, &user.actor(), start, p.end, p.buffer)
@@ -968,10 +1000,7 @@ fn participant_error(e: AddParticipantError) -> ApiError {
             "last_client",
             "the last client cannot be removed; cancel the appointment instead",
         ),
-        AddParticipantError::Booking(BookingError::Overlap) => ApiError::conflict(
-            "client_busy",
-            "the client already has an appointment at that time",
-        ),
+        AddParticipantError::Booking(BookingError::Overlap) => client_unavailable(0),
         AddParticipantError::Booking(b) => booking_error(b),
     }
 }
@@ -984,8 +1013,8 @@ fn participant_error(e: AddParticipantError) -> ApiError {
         (status = 200, description = "Added", body = AppointmentView),
         (status = 403, description = "Not its therapist", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such appointment of yours", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Full, already in, client busy, not booked", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a client account, or a consultation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Full, already in, the client cannot be booked (`client_unavailable`), not booked", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A consultation", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn add_client(
     State(state): State<AppState>,
@@ -1000,14 +1029,20 @@ async fn add_client(
             "a consultation has one client",
         ));
     }
-    match state.db.user_by_id(body.client_id).await? {
-        Some(u) if u.role() == Role::Client && !u.disabled => {}
-        _ => {
-            return Err(ApiError::field(
-                "client_id",
-                "no active client account has this id",
-            ));
-        }
+    if a.status == AppointmentStatus::Booked && !a.is_participant(body.client_id) {
+        let start = a.starts_at;
+        let end = a.ends_at;
+        clients_bookable(&state, user.id, &[body.client_id], start, end, None)
+            .await
+            .map_err(|e| {
+                if e.code == "client_unavailable" {
+                    let mut e = client_unavailable(0);
+                    e.errors[0].field = "client_id".into();
+                    e
+                } else {
+                    e
+                }
+            })?;
     }
     state
         .db

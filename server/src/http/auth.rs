@@ -298,7 +298,12 @@ async fn refresh(
     let (new_token, new_hash) = new_refresh_token()?;
     let outcome = state
         .db
-        .rotate_refresh_token(&hash, &new_hash, after(state.config.refresh_token_ttl))
+        .rotate_refresh_token(
+            &hash,
+            &new_hash,
+            after(state.config.refresh_token_ttl),
+            crate::auth::idle_cutoff(&state.config),
+        )
         .await?;
     match outcome {
         RefreshOutcome::Rotated { user, session_id } => Ok(axum::Json(
@@ -318,6 +323,22 @@ async fn refresh(
             Err(ApiError::unauthorized(
                 "refresh_token_reused",
                 "this refresh token was already used, so every token of this sign-in has been revoked; sign in again",
+            ))
+        }
+        RefreshOutcome::Idle { session_id } => {
+            tracing::info!(%session_id, "sign-in idle too long: revoked at refresh");
+            state
+                .audit_as(
+                    None,
+                    "auth.idle_sign_out",
+                    "sign_in",
+                    Some(session_id.to_string()),
+                    serde_json::json!({}),
+                )
+                .await?;
+            Err(ApiError::unauthorized(
+                "sign_in_idle",
+                "you were signed out after a while without activity; sign in again",
             ))
         }
         RefreshOutcome::Invalid => Err(ApiError::unauthorized(

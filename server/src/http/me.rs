@@ -5,6 +5,7 @@ use crate::{
     auth::AuthUser,
     domain::{Email, NewPassword, Password},
     error::{ApiError, ApiResult, Fields, Problem},
+    signal::CallPath,
     state::AppState,
 };
 use axum::{extract::State, http::StatusCode};
@@ -16,6 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(me))
         .routes(routes!(change_password))
+        .routes(routes!(sign_out_everywhere))
         .routes(routes!(get_privacy, set_privacy))
 }
 
@@ -44,11 +46,31 @@ pub struct ChangePasswordRequest {
     pub new_password: SecretString,
 }
 
-/// Change the password; every other sign-in of the account ends.
+/// What a password change or "sign out everywhere" ended.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RevokedView {
+    /// How many sign-ins (browsers, devices) were signed out.
+    pub sign_ins_ended: u64,
+    /// Whether your private calendar feed URL stopped working (make a new one from
+    /// `POST /api/v1/me/calendar-feed` and give it to your calendar app again).
+    pub calendar_feed_revoked: bool,
+}
+
+impl From<crate::store::Revoked> for RevokedView {
+    fn from(r: crate::store::Revoked) -> Self {
+        Self {
+            sign_ins_ended: r.sign_ins,
+            calendar_feed_revoked: r.calendar_feed,
+        }
+    }
+}
+
+/// Change the password. Every other sign-in of the account ends, and the calendar feed
+/// URL is revoked (whoever knew the old password may have copied it).
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "account", security(("bearer" = [])),
     request_body = ChangePasswordRequest,
     responses(
-        (status = 204, description = "Password changed"),
+        (status = 200, description = "Password changed; what was revoked", body = RevokedView),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Current password is wrong", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Weak new password", body = Problem, content_type = "application/problem+json"),
@@ -57,7 +79,7 @@ async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,
     Json(body): Json<ChangePasswordRequest>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<axum::Json<RevokedView>> {
     let email = Email::parse(&user.email).ok();
     let mut f = Fields::default();
     let current = f.check("current_password", Password::parse(body.current_password));
@@ -80,7 +102,7 @@ async fn change_password(
         ));
     }
     let new_hash = state.passwords.hash(new.secret()).await?;
-    state
+    let revoked = state
         .db
         .set_password_hash(
             user.id,
@@ -89,7 +111,23 @@ async fn change_password(
             Some(&user.actor()),
         )
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(axum::Json(revoked.into()))
+}
+
+/// Sign out everywhere: every sign-in of the account ends (this one too), join tokens they
+/// issued stop working, and the calendar feed URL is revoked.
+#[utoipa::path(post, path = "/api/v1/me/sign-out-everywhere", tag = "account", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Signed out everywhere; what was revoked", body = RevokedView),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn sign_out_everywhere(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<axum::Json<RevokedView>> {
+    let revoked = state.db.revoke_everything(user.id, &user.actor()).await?;
+    tracing::info!(user_id = %user.id, sign_ins = revoked.sign_ins, "signed out everywhere");
+    Ok(axum::Json(revoked.into()))
 }
 
 /// Privacy settings of the account.
@@ -101,26 +139,50 @@ pub struct Privacy {
     pub relay_only: bool,
 }
 
-/// The account's privacy settings.
+/// The account's privacy settings, and what they mean on this deployment now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PrivacyView {
+    /// Whether calls are to be relay-only: your choice, or the service's rule.
+    pub relay_only: bool,
+    /// The service makes every call relay-only (it cannot be switched off).
+    pub enforced: bool,
+    /// The service has a TURN relay now.
+    pub relay_available: bool,
+    /// What your next call does: `relayed` (your IP address stays hidden from the other
+    /// side), `direct` (peer to peer where the network allows; the other side may learn
+    /// your IP address) or `refused` (you chose relay-only and there is no relay now, so
+    /// joining is refused rather than connecting directly).
+    pub effective: CallPath,
+}
+
+fn privacy_view(state: &AppState, chosen: bool) -> PrivacyView {
+    PrivacyView {
+        relay_only: chosen || state.config.relay_only,
+        enforced: state.config.relay_only,
+        relay_available: state.ice.has_turn(),
+        effective: state.ice.effective(chosen),
+    }
+}
+
+/// The account's privacy settings and their effect on this deployment.
 #[utoipa::path(get, path = "/api/v1/me/privacy", tag = "account", security(("bearer" = [])),
     responses(
-        (status = 200, description = "Settings", body = Privacy),
+        (status = 200, description = "Settings and their effect", body = PrivacyView),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_privacy(
     State(state): State<AppState>,
     user: AuthUser,
-) -> ApiResult<axum::Json<Privacy>> {
-    Ok(axum::Json(Privacy {
-        relay_only: state.config.relay_only || state.db.relay_only(user.id).await?,
-    }))
+) -> ApiResult<axum::Json<PrivacyView>> {
+    let chosen = state.db.relay_only(user.id).await?;
+    Ok(axum::Json(privacy_view(&state, chosen)))
 }
 
 /// Change the account's privacy settings.
 #[utoipa::path(put, path = "/api/v1/me/privacy", tag = "account", security(("bearer" = [])),
     request_body = Privacy,
     responses(
-        (status = 200, description = "Settings", body = Privacy),
+        (status = 200, description = "Settings and their effect", body = PrivacyView),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No TURN server to relay through, or relay-only is enforced", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -128,7 +190,7 @@ async fn set_privacy(
     State(state): State<AppState>,
     user: AuthUser,
     Json(body): Json<Privacy>,
-) -> ApiResult<axum::Json<Privacy>> {
+) -> ApiResult<axum::Json<PrivacyView>> {
     if body.relay_only && !state.ice.has_turn() {
         return Err(ApiError::conflict(
             "relay_unavailable",
@@ -145,7 +207,5 @@ async fn set_privacy(
         .db
         .set_relay_only(user.id, body.relay_only, &user.actor())
         .await?;
-    Ok(axum::Json(Privacy {
-        relay_only: body.relay_only || state.config.relay_only,
-    }))
+    Ok(axum::Json(privacy_view(&state, body.relay_only)))
 }

@@ -6,6 +6,7 @@ mod appointments;
 mod auth;
 mod availability;
 mod calendar;
+mod care;
 pub mod extract;
 mod health;
 mod me;
@@ -90,6 +91,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(therapists::router())
         .merge(availability::router())
         .merge(appointments::router())
+        .merge(care::router())
         .merge(calendar::router())
         .merge(signal::router())
         .merge(records::router())

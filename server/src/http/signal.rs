@@ -34,8 +34,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(signal))
 }
 
-/// What a browser needs to enter a session.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// What a browser needs to enter a session. `Debug` hides the token (the ICE servers hide
+/// their own credentials).
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JoinResponse {
     /// Send it in the first `hello` message; usable once, for minutes.
     pub token: String,
@@ -52,6 +53,18 @@ pub struct JoinResponse {
     pub expires_at: Timestamp,
 }
 
+impl std::fmt::Debug for JoinResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinResponse")
+            .field("token", &"[redacted]")
+            .field("signaling_url", &self.signaling_url)
+            .field("ice_servers", &self.ice_servers)
+            .field("ice_transport_policy", &self.ice_transport_policy)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// Get a join token for an appointment's video session (participants, inside the join
 /// window). The token is never put in a URL: send it in the WebSocket's `hello` message.
 #[utoipa::path(post, path = "/api/v1/appointments/{id}/join", tag = "sessions", security(("bearer" = [])),
@@ -59,7 +72,7 @@ pub struct JoinResponse {
     responses(
         (status = 200, description = "A join token and ICE servers", body = JoinResponse),
         (status = 404, description = "No such appointment of yours", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Outside the join window, or not booked", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Outside the join window, or not booked (`not_joinable`); relay-only chosen but no relay (`relay_unavailable`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn join(
     State(state): State<AppState>,
@@ -74,11 +87,18 @@ async fn join(
     let now = Timestamp::now();
     joinable(&state.config, &a, user.id, now)
         .map_err(|why| ApiError::conflict("not_joinable", why))?;
+    // Before the token: a relay-only account on a deployment without TURN is refused, not
+    // connected directly.
+    let ice = state
+        .ice
+        .mint(state.db.relay_only(user.id).await?)
+        .map_err(|e| ApiError::conflict("relay_unavailable", e.to_string()))?;
     let exp = now + SignedDuration::try_from(state.config.join_token_ttl).unwrap_or_default();
     let claims = JoinClaims {
         iss: state.jwt.issuer().to_owned(),
         aud: SIGNAL_AUDIENCE.to_owned(),
         sub: user.id,
+        sid: user.session_id,
         apt: a.id,
         role: if a.therapist_id == user.id {
             Role::Therapist
@@ -102,7 +122,6 @@ async fn join(
             serde_json::json!({"token_id": claims.jti}),
         )
         .await?;
-    let ice = state.ice.mint(state.db.relay_only(user.id).await?);
     Ok(axum::Json(JoinResponse {
         token,
         signaling_url: signaling_url(&state.public_url),
@@ -248,6 +267,27 @@ impl Sink<Frame> for WsFrames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_response_never_shows_its_token_or_turn_credential_in_debug_output() {
+        let r = JoinResponse {
+            token: "eyJhbGciOiJFZERTQSJ9.secret-claims.secret-signature".into(),
+            signaling_url: "wss://t.example.org/api/v1/signal".into(),
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:t.example.org:3478".into()],
+                username: Some("1700000000:ab12".into()),
+                credential: Some("secret-turn-credential".into()),
+            }],
+            ice_transport_policy: IceTransportPolicy::All,
+            expires_at: Timestamp::now(),
+        };
+        let shown = format!("{r:?} {r:#?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("eyJ"),
+            "{shown}"
+        );
+        assert!(shown.contains("wss://t.example.org"), "{shown}");
+    }
 
     #[test]
     fn urls_and_origins() {

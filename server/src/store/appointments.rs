@@ -276,6 +276,20 @@ impl Db {
                     .await
                     .map_err(at)?;
                 }
+                // A client's own booking starts (or continues) their relationship with the
+                // therapist, who may then book further appointments for them.
+                if n.created_by != n.therapist_id && n.client_ids.contains(&n.created_by) {
+                    sqlx::query(
+                        "INSERT INTO care_relationships (therapist_id, client_id, since, source)
+                         VALUES ($1, $2, $3, 'booking') ON CONFLICT (therapist_id, client_id) DO NOTHING",
+                    )
+                    .bind(n.therapist_id)
+                    .bind(n.created_by)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(at)?;
+                }
                 if n.kind == AppointmentKind::Consultation {
                     for c in &n.client_ids {
                         sqlx::query(

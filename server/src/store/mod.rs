@@ -12,6 +12,7 @@ pub use appointments::{
     NewAppointment, Participant,
 };
 pub use availability::{AvailabilityRecord, ExceptionRow, SchedulingSettings, WeeklyRow};
+pub use care::CareClient;
 pub use records::{
     Actor, AuditEntry, AuditFilter, AuditLink, AuditRow, AuditVerdict, DueDelivery, IntervalRecord,
     NewDelivery, ParticipantRecord, Purged, QualityRecord, RecordEvent, SessionRecord, SessionRow,
@@ -19,7 +20,7 @@ pub use records::{
 pub use sessions::{RefreshOutcome, SessionUser};
 pub use therapists::{DirectoryFilter, ProfileUpdate, TherapistProfile};
 pub use ts::Ts;
-pub use users::{Creator, NewUser, User, UserWithHash};
+pub use users::{Creator, NewUser, Revoked, User, UserWithHash};
 
 use anyhow::Context as _;
 use sqlx::{
@@ -92,6 +93,7 @@ macro_rules! append_audit {
 
 mod appointments;
 mod availability;
+mod care;
 mod records;
 mod sessions;
 mod therapists;

@@ -15,6 +15,8 @@ pub struct SessionUser {
     pub user: User,
     pub revoked_at: Option<Ts>,
     pub expires_at: Ts,
+    /// Last sign-in, refresh, or request (see [`Db::touch_session`]).
+    pub last_used_at: Ts,
 }
 
 /// What presenting a refresh token led to.
@@ -24,6 +26,8 @@ pub enum RefreshOutcome {
     Rotated { user: User, session_id: Uuid },
     /// The token had already been used: the session is now revoked.
     Reused { session_id: Uuid },
+    /// The sign-in went unused for longer than the idle limit: it is now revoked.
+    Idle { session_id: Uuid },
     /// Unknown, expired, or its session revoked or its account disabled.
     Invalid,
 }
@@ -35,6 +39,7 @@ struct TokenRow {
     expires_at: Ts,
     session_expires_at: Ts,
     revoked_at: Option<Ts>,
+    last_used_at: Ts,
     user_id: Uuid,
 }
 
@@ -76,19 +81,21 @@ impl Db {
         Ok(id)
     }
 
-    /// Use the refresh token whose hash is `hash`, replacing it with `new_hash`.
+    /// Use the refresh token whose hash is `hash`, replacing it with `new_hash`. A sign-in
+    /// last used before `idle_cutoff` is revoked instead (automatic logoff).
     pub async fn rotate_refresh_token(
         &self,
         hash: &[u8],
         new_hash: &[u8],
         new_expires: Ts,
+        idle_cutoff: Ts,
     ) -> StoreResult<RefreshOutcome> {
         let now = Ts::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let row: Option<TokenRow> = sqlx::query_as(
                 "SELECT r.session_id, r.used_at, r.expires_at, s.expires_at AS session_expires_at,
-                        s.revoked_at, s.user_id
+                        s.revoked_at, s.last_used_at, s.user_id
                  FROM refresh_tokens r JOIN auth_sessions s ON s.id = r.session_id
                  WHERE r.token_hash = $1",
             )
@@ -126,6 +133,18 @@ impl Db {
             }
             if row.expires_at <= now || row.session_expires_at <= now {
                 return Ok(RefreshOutcome::Invalid);
+            }
+            if row.last_used_at < idle_cutoff {
+                sqlx::query(
+                    "UPDATE auth_sessions SET revoked_at = $1, revoked_reason = 'idle'
+                     WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(row.session_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(RefreshOutcome::Idle { session_id: row.session_id });
             }
             let user: Option<User> = sqlx::query_as(
                 "SELECT id, email, display_name, role, disabled, created_at FROM users WHERE id = $1",
@@ -212,7 +231,7 @@ impl Db {
         let row = on_pool!(self, pool => {
             sqlx::query_as::<_, SessionUser>(
                 "SELECT u.id, u.email, u.display_name, u.role, u.disabled, u.created_at,
-                        s.revoked_at, s.expires_at
+                        s.revoked_at, s.expires_at, s.last_used_at
                  FROM users u JOIN auth_sessions s ON s.user_id = u.id
                  WHERE u.id = $1 AND s.id = $2",
             )
@@ -222,6 +241,24 @@ impl Db {
             .await?
         });
         Ok(row)
+    }
+
+    /// Note that a sign-in is in use now, unless that was noted after `unless_after` (so a
+    /// busy sign-in costs one write per interval, not one per request).
+    pub async fn touch_session(&self, session_id: Uuid, unless_after: Ts) -> StoreResult<()> {
+        let now = Ts::now();
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE auth_sessions SET last_used_at = $1
+                 WHERE id = $2 AND last_used_at < $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(session_id)
+            .bind(unless_after)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 
     /// Delete sessions that ended (expired or revoked) before `before`, with their tokens.

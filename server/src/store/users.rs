@@ -60,6 +60,15 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+/// What a password change or "sign out everywhere" revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    /// Sign-ins ended.
+    pub sign_ins: u64,
+    /// Whether a calendar feed URL stopped working.
+    pub calendar_feed: bool,
+}
+
 const USER_COLUMNS: &str = "id, email, display_name, role, disabled, created_at";
 
 impl Db {
@@ -205,6 +214,11 @@ impl Db {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+                // The feed URL would work again if the account were enabled later.
+                sqlx::query("DELETE FROM calendar_feeds WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let action = if disabled { "account.disable" } else { "account.enable" };
             append_audit!(self, tx, now, &AuditEntry::new(by, action, "account", Some(id.to_string()), serde_json::json!({})));
@@ -213,14 +227,16 @@ impl Db {
         self.user_by_id(id).await?.ok_or(StoreError::NotFound)
     }
 
-    /// Replace the password hash and revoke every sign-in except `keep_session`.
+    /// Replace the password hash, revoke every sign-in except `keep_session`, and revoke
+    /// the calendar feed (its URL is a credential that whoever knew the old password may
+    /// have copied). Returns what was revoked.
     pub async fn set_password_hash(
         &self,
         id: Uuid,
         hash: &str,
         keep_session: Option<Uuid>,
         by: Option<&Actor>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Revoked> {
         let now = Ts::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
@@ -234,7 +250,7 @@ impl Db {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            sqlx::query(
+            let sign_ins = sqlx::query(
                 "UPDATE auth_sessions SET revoked_at = $1, revoked_reason = 'password_change'
                  WHERE user_id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR id <> $3)",
             )
@@ -242,11 +258,44 @@ impl Db {
             .bind(id)
             .bind(keep_session)
             .execute(&mut *tx)
-            .await?;
-            append_audit!(self, tx, now, &AuditEntry::new(by, "account.password_change", "account", Some(id.to_string()), serde_json::json!({})));
+            .await?
+            .rows_affected();
+            let feed = sqlx::query("DELETE FROM calendar_feeds WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+            append_audit!(self, tx, now, &AuditEntry::new(by, "account.password_change", "account", Some(id.to_string()), serde_json::json!({"sign_ins_ended": sign_ins, "calendar_feed_revoked": feed})));
             tx.commit().await?;
-        });
-        Ok(())
+            Ok(Revoked { sign_ins, calendar_feed: feed })
+        })
+    }
+
+    /// Sign out everywhere: revoke every sign-in of the account and its calendar feed.
+    pub async fn revoke_everything(&self, id: Uuid, by: &Actor) -> StoreResult<Revoked> {
+        let now = Ts::now();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let sign_ins = sqlx::query(
+                "UPDATE auth_sessions SET revoked_at = $1, revoked_reason = 'sign_out_everywhere'
+                 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let feed = sqlx::query("DELETE FROM calendar_feeds WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+            append_audit!(self, tx, now, &AuditEntry::new(Some(by), "auth.sign_out_everywhere", "account", Some(id.to_string()), serde_json::json!({"sign_ins_ended": sign_ins, "calendar_feed_revoked": feed})));
+            tx.commit().await?;
+            Ok(Revoked { sign_ins, calendar_feed: feed })
+        })
     }
 }
 

@@ -21,6 +21,7 @@ on_both_backends!(
     weekly_series_all_or_nothing_and_best_effort,
     calendar_files_and_feeds_are_valid_icalendar,
     outcomes_and_late_cancellations_are_recorded,
+    a_therapist_books_only_their_own_clients_and_never_learns_why_one_is_refused,
 );
 
 /// A therapist working every day 09:00-17:00 in `tz`, with the given settings merged in.
@@ -643,6 +644,9 @@ async fn group_sessions_hold_up_to_three_clients(backend: Backend) {
         app.client("Cat").await,
         app.client("Dan").await,
     ];
+    for c in [&a, &b, &c, &d] {
+        app.relate(&t, c).await;
+    }
     let day = day_ahead("UTC", 5);
     let appt = app
         .post(
@@ -696,15 +700,17 @@ async fn group_sessions_hold_up_to_three_clients(backend: Backend) {
     )
     .await
     .expect_problem(403, "forbidden");
-    // A client in it cannot be booked elsewhere at the same time.
+    // A client in it cannot be booked elsewhere at the same time, even by another of their
+    // therapists (who is not told why).
     let t2 = therapist_with_hours(&app, "UTC", json!({})).await;
+    app.relate(&t2, &c).await;
     app.post(
         "/api/v1/appointments",
         t2.token(),
         json!({"starts_at": at("UTC", day, 18, 15), "kind": "session", "client_ids": [c.id]}),
     )
     .await
-    .expect_problem(409, "client_busy");
+    .expect_problem(409, "client_unavailable");
     // Remove one; the last one cannot be removed.
     let r = app
         .send(
@@ -749,7 +755,7 @@ async fn group_sessions_hold_up_to_three_clients(backend: Backend) {
         json!({"starts_at": at("UTC", day, 20, 0), "kind": "session", "client_ids": [t2.id]}),
     )
     .await
-    .expect_problem(422, "validation_failed");
+    .expect_problem(409, "client_unavailable");
     app.post(
         "/api/v1/appointments",
         t.token(),
@@ -764,6 +770,8 @@ async fn weekly_series_all_or_nothing_and_best_effort(backend: Backend) {
     let t = therapist_with_hours(&app, "Europe/London", json!({})).await;
     let c = app.client("Fi").await;
     let other = app.client("Gil").await;
+    app.relate(&t, &c).await;
+    app.relate(&t, &other).await;
     let day = day_ahead("Europe/London", 3);
     // Occurrence 3 (two weeks on) is already taken by another client.
     let clash_day = day.checked_add(14.days()).unwrap();
@@ -950,6 +958,7 @@ async fn outcomes_and_late_cancellations_are_recorded(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.min_notice = Duration::ZERO).await;
     let t = therapist_with_hours(&app, "UTC", json!({})).await;
     let c = app.client("Ida").await;
+    app.relate(&t, &c).await;
     // An appointment starting in a few seconds (made by the therapist: no notice needed).
     let soon = crate::helpers::five_minute_mark_after(SignedDuration::from_secs(300));
     let r = app
@@ -1036,6 +1045,9 @@ async fn concurrent_participant_changes_keep_the_limits(backend: Backend) {
     let app = spawn_app(backend).await;
     let t = therapist_with_hours(&app, "UTC", json!({})).await;
     let clients = app.fast_clients(8).await;
+    for c in &clients {
+        app.relate(&t, c).await;
+    }
     let day = day_ahead("UTC", 6);
     let appt = app
         .post(
@@ -1112,4 +1124,182 @@ async fn concurrent_participant_changes_keep_the_limits(backend: Backend) {
         )
         .await;
     rebook.expect(201);
+}
+
+/// The parts of a refusal a therapist could compare (not the request id).
+fn refusal(body: &Value) -> Value {
+    json!({"status": body["status"], "code": body["code"], "detail": body["detail"], "errors": body["errors"]})
+}
+
+async fn a_therapist_books_only_their_own_clients_and_never_learns_why_one_is_refused(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let t = therapist_with_hours(&app, "UTC", json!({"slot_step_minutes": 60})).await;
+    let stranger = app.client("Stranger").await;
+    let invited = app.client("Invited").await;
+    let booker = app.client("Booker").await;
+    let day = day_ahead("UTC", 10);
+    let book = |clients: Vec<uuid::Uuid>, hh: i8| {
+        app.post(
+            "/api/v1/appointments",
+            t.token(),
+            json!({"starts_at": at("UTC", day, hh, 0), "kind": "session", "client_ids": clients}),
+        )
+    };
+
+    // Someone who never booked with the therapist, nor accepted an invitation, cannot be
+    // booked; neither can an account that does not exist: the same answer.
+    let unrelated = refusal(
+        &book(vec![stranger.id], 18)
+            .await
+            .expect_problem(409, "client_unavailable"),
+    );
+    let unknown = refusal(
+        &book(vec![uuid::Uuid::new_v4()], 18)
+            .await
+            .expect_problem(409, "client_unavailable"),
+    );
+    assert_eq!(unrelated, unknown);
+
+    // An accepted invitation makes a client; the code works once, for clients only.
+    let code = app
+        .post("/api/v1/invitations", t.token(), json!({}))
+        .await
+        .expect(201)["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post("/api/v1/invitations", invited.token(), json!({}))
+        .await
+        .expect_problem(403, "forbidden");
+    app.post(
+        "/api/v1/invitations/accept",
+        t.token(),
+        json!({"code": code}),
+    )
+    .await
+    .expect_problem(403, "forbidden");
+    let accepted = app
+        .post(
+            "/api/v1/invitations/accept",
+            invited.token(),
+            json!({"code": code.to_uppercase().replace('-', " ")}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(accepted["therapist_id"], t.id.to_string());
+    app.post(
+        "/api/v1/invitations/accept",
+        stranger.token(),
+        json!({"code": code}),
+    )
+    .await
+    .expect_problem(404, "invitation_not_found");
+    book(vec![invited.id], 18).await.expect(201);
+
+    // A client's own booking makes them a client too.
+    let slot = slots(&app, &t, day, "session").await[0].clone();
+    app.post(
+        "/api/v1/appointments",
+        booker.token(),
+        json!({"therapist_id": t.id, "starts_at": slot, "kind": "session"}),
+    )
+    .await
+    .expect(201);
+    book(vec![booker.id], 13).await.expect(201);
+    let mine = app
+        .get("/api/v1/therapists/me/clients", t.token())
+        .await
+        .expect(200);
+    let ids: Vec<&str> = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&invited.id.to_string().as_str()));
+    assert!(ids.contains(&booker.id.to_string().as_str()));
+    assert!(!ids.contains(&stranger.id.to_string().as_str()));
+    app.get("/api/v1/therapists/me/clients", invited.token())
+        .await
+        .expect_problem(403, "forbidden");
+
+    // The invited client also sees another therapist, at 21:00. Booking them then gets the
+    // very answer a stranger gets: the therapist cannot tell "busy with someone else".
+    let t2 = therapist_with_hours(&app, "UTC", json!({})).await;
+    app.relate(&t2, &invited).await;
+    app.post(
+        "/api/v1/appointments",
+        t2.token(),
+        json!({"starts_at": at("UTC", day, 21, 0), "kind": "session", "client_ids": [invited.id]}),
+    )
+    .await
+    .expect(201);
+    let busy = refusal(
+        &book(vec![invited.id], 21)
+            .await
+            .expect_problem(409, "client_unavailable"),
+    );
+    assert_eq!(
+        busy, unrelated,
+        "busy elsewhere looks like any other refusal"
+    );
+
+    // The same holds week by week in a series, and for a stranger every week is refused in
+    // the same words.
+    let series = |who: uuid::Uuid, all: bool| {
+        app.post(
+            "/api/v1/appointments/series",
+            t.token(),
+            json!({"starts_at": at("UTC", day.checked_sub(7.days()).unwrap(), 21, 0), "kind": "session",
+                   "client_ids": [who], "occurrences": 3, "all_or_nothing": all}),
+        )
+    };
+    let s = series(invited.id, true)
+        .await
+        .expect_problem(409, "series_conflict");
+    assert_eq!(s["errors"].as_array().unwrap().len(), 1);
+    let busy_detail = s["errors"][0]["message"].clone();
+    assert_eq!(busy_detail, unrelated["detail"]);
+    let s = series(stranger.id, true)
+        .await
+        .expect_problem(409, "series_conflict");
+    let failures = s["errors"].as_array().unwrap();
+    assert_eq!(
+        failures.len(),
+        3,
+        "every week, not a refusal of the whole request"
+    );
+    for f in failures {
+        assert_eq!(f["message"], busy_detail);
+    }
+    let r = series(invited.id, false).await.expect(201);
+    assert_eq!(r["created"].as_array().unwrap().len(), 2);
+    assert_eq!(r["failed"].as_array().unwrap().len(), 1);
+    assert_eq!(r["failed"][0]["code"], "client_unavailable");
+    assert_eq!(r["failed"][0]["detail"], busy_detail);
+
+    // Adding someone to a group session follows the same rule.
+    let group = book(vec![booker.id], 15).await.expect(201);
+    let gid = group["id"].as_str().unwrap();
+    let add = |who: uuid::Uuid| {
+        app.post(
+            format!("/api/v1/appointments/{gid}/participants"),
+            t.token(),
+            json!({"client_id": who}),
+        )
+    };
+    let a = refusal(
+        &add(stranger.id)
+            .await
+            .expect_problem(409, "client_unavailable"),
+    );
+    let b = refusal(
+        &add(uuid::Uuid::new_v4())
+            .await
+            .expect_problem(409, "client_unavailable"),
+    );
+    assert_eq!(a, b);
+    add(invited.id).await.expect(200);
 }

@@ -17,6 +17,8 @@ on_both_backends!(
     parallel_guesses_cannot_slip_past_the_throttle,
     changing_the_password_ends_other_sign_ins,
     disabled_accounts_cannot_sign_in_and_their_tokens_stop,
+    an_idle_sign_in_is_ended_by_the_server_at_refresh_and_for_access_tokens,
+    signing_out_everywhere_or_a_new_password_revokes_the_feed_and_join_tokens,
 );
 
 async fn register_login_me_refresh_logout_journey(backend: Backend) {
@@ -406,7 +408,7 @@ async fn changing_the_password_ends_other_sign_ins(backend: Backend) {
         json!({"current_password": PASSWORD, "new_password": "a brand new phrase"}),
     )
     .await
-    .expect(204);
+    .expect(200);
     app.get("/api/v1/me", s.token()).await.expect(200);
     app.get("/api/v1/me", other.token())
         .await
@@ -494,4 +496,181 @@ async fn parallel_guesses_cannot_slip_past_the_throttle(backend: Backend) {
         (1..=3).contains(&checked),
         "{checked} guesses were checked; the limit is 3"
     );
+}
+
+/// A calendar feed for `who`, as a path; it answers 200.
+async fn feed_path(app: &crate::helpers::TestApp, who: &crate::helpers::Session) -> String {
+    let url = app
+        .post("/api/v1/me/calendar-feed", who.token(), json!({}))
+        .await
+        .expect(201)["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = url.trim_start_matches(&app.base).to_owned();
+    let r = app.get(&path, None).await;
+    assert_eq!(r.status, 200, "the feed answers: {}", r.text);
+    path
+}
+
+async fn an_idle_sign_in_is_ended_by_the_server_at_refresh_and_for_access_tokens(backend: Backend) {
+    // Access tokens live a minute, far longer than the 5 s idle limit.
+    let app = spawn_app_with(backend, |c| {
+        c.idle_sign_out = Duration::from_secs(5);
+        c.access_token_ttl = Duration::from_secs(60);
+    })
+    .await;
+    let who = app.client("Idle").await;
+    let active = app.login(&who.email).await;
+    let idle = app.login(&who.email).await;
+    // One sign-in is used every second for 7 s; the other sits unused.
+    for _ in 0..7 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        app.get("/api/v1/me", active.token()).await.expect(200);
+    }
+    // The unused one is over, though its access token has not expired: for requests ...
+    app.get("/api/v1/me", idle.token())
+        .await
+        .expect_problem(401, "sign_in_idle");
+    // ... and at refresh, which ends the sign-in for good.
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": idle.refresh}),
+    )
+    .await
+    .expect_problem(401, "sign_in_idle");
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": idle.refresh}),
+    )
+    .await
+    .expect_problem(401, "invalid_refresh_token");
+    // The busy one lives on, and refreshes.
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": active.refresh}),
+    )
+    .await
+    .expect(200);
+    let reason: String = match app.store() {
+        alcove::store::Db::Sqlite(p) => sqlx::query_scalar(
+            "SELECT revoked_reason FROM auth_sessions WHERE revoked_at IS NOT NULL",
+        )
+        .fetch_one(p)
+        .await
+        .unwrap(),
+        alcove::store::Db::Postgres(p) => sqlx::query_scalar(
+            "SELECT revoked_reason FROM auth_sessions WHERE revoked_at IS NOT NULL",
+        )
+        .fetch_one(p)
+        .await
+        .unwrap(),
+    };
+    assert_eq!(reason, "idle");
+}
+
+async fn signing_out_everywhere_or_a_new_password_revokes_the_feed_and_join_tokens(
+    backend: Backend,
+) {
+    use crate::peers::{join_token, send_hello};
+    use alcove_signaling::{ErrorCode, ServerMessage};
+    let app = spawn_app(backend).await;
+    let t = app
+        .user_with_role("Dr Revoke", alcove::domain::Role::Therapist)
+        .await;
+    let c = app.client("Rene").await;
+    let id = crate::signaling::live_appointment(&app, &t, &[&c]).await;
+    let ws_url = format!("{}/api/v1/signal", app.base.replace("http://", "ws://"));
+    let refused = |token: String| {
+        let j_url = ws_url.clone();
+        async move {
+            let mut s = send_hello(&j_url, &token, None, false).await;
+            let got = s
+                .wait_for(Duration::from_secs(5), |m| match m {
+                    ServerMessage::Error { code, message } => Some((*code, message.clone())),
+                    ServerMessage::Welcome { .. } => Some((ErrorCode::Internal, "welcomed".into())),
+                    _ => None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(got.0, ErrorCode::InvalidToken, "{}", got.1);
+            assert!(got.1.contains("sign-in"), "{}", got.1);
+        }
+    };
+
+    // A join token dies with the sign-in that asked for it.
+    let j = join_token(&app, &c, id).await;
+    app.post(
+        "/api/v1/auth/logout",
+        None,
+        json!({"refresh_token": c.refresh}),
+    )
+    .await
+    .expect(204);
+    refused(j["token"].as_str().unwrap().to_owned()).await;
+
+    // A new password revokes the feed URL, and says so.
+    let a = app.login(&c.email).await;
+    let b = app.login(&c.email).await;
+    let feed = feed_path(&app, &a).await;
+    let jb = join_token(&app, &b, id).await;
+    let r = app
+        .post(
+            "/api/v1/me/password",
+            a.token(),
+            json!({"current_password": PASSWORD, "new_password": "a brand new phrase"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r["calendar_feed_revoked"], true);
+    assert_eq!(r["sign_ins_ended"], 1);
+    app.get(&feed, None).await.expect_problem(404, "not_found");
+    refused(jb["token"].as_str().unwrap().to_owned()).await;
+
+    // Sign out everywhere: every sign-in, their join tokens, and the feed.
+    let d = app
+        .post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": c.email, "password": "a brand new phrase"}),
+        )
+        .await
+        .expect(200);
+    let d_access = d["access_token"].as_str().unwrap().to_owned();
+    let d_refresh = d["refresh_token"].as_str().unwrap().to_owned();
+    let feed = {
+        let url = app
+            .post("/api/v1/me/calendar-feed", Some(&d_access), json!({}))
+            .await
+            .expect(201)["url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        url.trim_start_matches(&app.base).to_owned()
+    };
+    assert_eq!(app.get(&feed, None).await.status, 200);
+    let ja = join_token(&app, &a, id).await;
+    let r = app
+        .post("/api/v1/me/sign-out-everywhere", a.token(), json!({}))
+        .await
+        .expect(200);
+    assert_eq!(r["sign_ins_ended"], 2, "{r}");
+    assert_eq!(r["calendar_feed_revoked"], true);
+    app.get(&feed, None).await.expect_problem(404, "not_found");
+    for access in [a.access.as_str(), d_access.as_str()] {
+        app.get("/api/v1/me", Some(access))
+            .await
+            .expect_problem(401, "invalid_token");
+    }
+    app.post(
+        "/api/v1/auth/refresh",
+        None,
+        json!({"refresh_token": d_refresh}),
+    )
+    .await
+    .expect_problem(401, "invalid_refresh_token");
+    refused(ja["token"].as_str().unwrap().to_owned()).await;
 }

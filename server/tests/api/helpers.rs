@@ -141,7 +141,7 @@ pub async fn spawn_app_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestAp
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: db.dir().join("data"),
-        database_url: Some(db.url.clone()),
+        database_url: Some(alcove::config::DatabaseUrl::new(db.url.clone())),
         db_max_connections: 5,
         ..Config::default()
     };
@@ -305,6 +305,26 @@ pub trait Api: Sync {
         .await
         .expect(201);
         self.login(&email).await
+    }
+
+    /// Make `client` one of `therapist`'s clients, as a real pair does: the therapist
+    /// issues an invitation code and the client accepts it. (Therapists book only for their
+    /// own clients.)
+    async fn relate(&self, therapist: &Session, client: &Session) {
+        let code = self
+            .post("/api/v1/invitations", therapist.token(), json!({}))
+            .await
+            .expect(201)["code"]
+            .as_str()
+            .expect("a code")
+            .to_owned();
+        self.post(
+            "/api/v1/invitations/accept",
+            client.token(),
+            json!({"code": code}),
+        )
+        .await
+        .expect(200);
     }
 
     async fn login(&self, email: &str) -> Session {

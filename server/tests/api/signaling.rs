@@ -17,7 +17,10 @@ use std::time::Duration;
 use uuid::Uuid;
 use webrtc::peer_connection::{RTCIceCandidateType, RTCPeerConnectionState};
 
-on_both_backends!(two_webrtc_peers_meet_through_the_waiting_room);
+on_both_backends!(
+    two_webrtc_peers_meet_through_the_waiting_room,
+    a_relay_only_account_is_refused_rather_than_connected_directly_when_there_is_no_relay,
+);
 
 /// A server with short signalling timings, so that tests of timeouts are quick.
 pub async fn signalling_app(
@@ -36,6 +39,9 @@ pub async fn signalling_app(
 /// An appointment starting at the next 5-minute mark at least a minute from now: its join
 /// window is open.
 pub async fn live_appointment(app: &impl Api, therapist: &Session, clients: &[&Session]) -> Uuid {
+    for c in clients {
+        app.relate(therapist, c).await;
+    }
     let start = crate::helpers::five_minute_mark_after(SignedDuration::from_secs(60));
     let r = app
         .post(
@@ -964,4 +970,81 @@ fn the_protocol_document_names_every_message_error_and_close_code() {
     // Every server message type the code can produce is in the list above.
     let sample = serde_json::to_value(ServerMessage::Denied).unwrap();
     assert_eq!(sample["type"], "denied");
+}
+
+async fn a_relay_only_account_is_refused_rather_than_connected_directly_when_there_is_no_relay(
+    backend: Backend,
+) {
+    // No TURN on this deployment (say the operator removed it after the client chose
+    // relay-only while it existed).
+    let app = signalling_app(backend, |_| {}).await;
+    let (t, c, id) = pair(&app).await;
+    let earlier = join_token(&app, &c, id).await;
+    assert_eq!(earlier["ice_transport_policy"], "all");
+    app.store()
+        .set_relay_only(
+            c.id,
+            true,
+            &alcove::store::Actor {
+                id: c.id,
+                role: Role::Client,
+            },
+        )
+        .await
+        .unwrap();
+
+    // The settings say what will happen: no direct call behind the person's back.
+    let p = app.get("/api/v1/me/privacy", c.token()).await.expect(200);
+    assert_eq!(
+        p,
+        json!({"relay_only": true, "enforced": false, "relay_available": false, "effective": "refused"})
+    );
+    let tp = app.get("/api/v1/me/privacy", t.token()).await.expect(200);
+    assert_eq!(tp["effective"], "direct");
+
+    // No join token, and a token got before the change is refused at hello.
+    let r = app
+        .post(
+            format!("/api/v1/appointments/{id}/join"),
+            c.token(),
+            json!({}),
+        )
+        .await
+        .expect_problem(409, "relay_unavailable");
+    assert!(r["detail"].as_str().unwrap().contains("relay-only"), "{r}");
+    let mut s = send_hello(
+        &ws_url(&app),
+        earlier["token"].as_str().unwrap(),
+        None,
+        false,
+    )
+    .await;
+    let why = s
+        .wait_for(Duration::from_secs(5), |m| match m {
+            ServerMessage::Error { code, message } => Some((*code, message.clone())),
+            ServerMessage::Welcome { .. } => Some((ErrorCode::Internal, "welcomed".into())),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(why.0, ErrorCode::NotJoinable, "{}", why.1);
+    assert!(why.1.contains("relay-only"), "{}", why.1);
+    expect_close(&mut s, close::NOT_JOINABLE).await;
+
+    // Switching relay-only on is refused here; switching it off is the person's choice, and
+    // then they join directly, knowing it.
+    app.put(
+        "/api/v1/me/privacy",
+        c.token(),
+        json!({"relay_only": false}),
+    )
+    .await
+    .expect(200);
+    let p = app.get("/api/v1/me/privacy", c.token()).await.expect(200);
+    assert_eq!(p["effective"], "direct");
+    app.put("/api/v1/me/privacy", c.token(), json!({"relay_only": true}))
+        .await
+        .expect_problem(409, "relay_unavailable");
+    let j = join_token(&app, &c, id).await;
+    assert_eq!(j["ice_transport_policy"], "all");
 }
