@@ -121,16 +121,51 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub session_max_age: Option<Duration>,
 
-    /// Failed sign-ins for one email address within the login window before further
-    /// attempts get 429 [default: 10]
+    /// Sign-in attempts at one email address from one client address within the login
+    /// window before that address gets 429 (a success starts afresh) [default: 10]
     #[arg(long, env = "ALCOVE_LOGIN_MAX_FAILURES", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_max_failures: Option<u32>,
 
-    /// Window over which failed sign-ins are counted [default: 15m]
+    /// Failed sign-ins at one email address from all addresses within the login window
+    /// after which sign-ins to it are slowed to one per 3 seconds (addresses it signed in
+    /// from before are not slowed) [default: 100]
+    #[arg(long, env = "ALCOVE_LOGIN_ACCOUNT_MAX_FAILURES", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_account_max_failures: Option<u32>,
+
+    /// Sign-in attempts from one client address (IPv4, or IPv6 /64) within the login
+    /// window, whatever the email [default: 100]
+    #[arg(long, env = "ALCOVE_LOGIN_ADDRESS_MAX", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_address_max: Option<u32>,
+
+    /// Registrations from one client address within the login window [default: 20]
+    #[arg(long, env = "ALCOVE_REGISTER_ADDRESS_MAX", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register_address_max: Option<u32>,
+
+    /// Window over which sign-in and registration attempts are counted [default: 15m]
     #[arg(long, env = "ALCOVE_LOGIN_WINDOW", value_name = "DURATION", value_parser = duration::parse)]
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub login_window: Option<Duration>,
+
+    /// Reverse proxies (IP addresses or CIDR ranges, comma-separated) whose
+    /// X-Forwarded-For names the client; from anyone else the header is ignored
+    /// [default: none]
+    #[arg(
+        long,
+        env = "ALCOVE_TRUSTED_PROXIES",
+        value_name = "ADDRS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
+
+    /// Threads that hash passwords (Argon2id, 19 MiB each) [default: one per core]
+    #[arg(long, env = "ALCOVE_HASH_WORKERS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_workers: Option<usize>,
 
     /// Serve the web client from this folder instead of the copy built into the binary
     /// (for working on web/)

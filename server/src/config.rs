@@ -164,8 +164,20 @@ pub struct Config {
     /// Longest a sign-in lasts however often it is refreshed.
     #[serde(with = "duration")]
     pub session_max_age: Duration,
-    /// Failed sign-ins per email address allowed within `login_window` before 429.
+    /// Sign-in attempts per email address and client address within `login_window`
+    /// before 429.
     pub login_max_failures: u32,
+    /// Failures per email address from all client addresses within `login_window` after
+    /// which sign-ins to it are slowed (not locked).
+    pub login_account_max_failures: u32,
+    /// Sign-in attempts per client address within `login_window`.
+    pub login_address_max: u32,
+    /// Registrations per client address within `login_window`.
+    pub register_address_max: u32,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (IPs or CIDR ranges).
+    pub trusted_proxies: Vec<String>,
+    /// Password hashing threads; 0: one per core.
+    pub hash_workers: usize,
     /// Window over which failed sign-ins are counted.
     #[serde(with = "duration")]
     pub login_window: Duration,
@@ -252,6 +264,11 @@ impl Default for Config {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             session_max_age: Duration::from_secs(90 * 24 * 3600),
             login_max_failures: 10,
+            login_account_max_failures: 100,
+            login_address_max: 100,
+            register_address_max: 20,
+            trusted_proxies: Vec::new(),
+            hash_workers: 0,
             login_window: Duration::from_secs(15 * 60),
             web_dir: None,
             min_notice: Duration::from_secs(12 * 3600),
@@ -419,6 +436,19 @@ impl Config {
         if self.login_max_failures == 0 {
             bail!("ALCOVE_LOGIN_MAX_FAILURES must be at least 1");
         }
+        if self.login_account_max_failures == 0 {
+            bail!("ALCOVE_LOGIN_ACCOUNT_MAX_FAILURES must be at least 1");
+        }
+        if self.login_address_max == 0 {
+            bail!("ALCOVE_LOGIN_ADDRESS_MAX must be at least 1");
+        }
+        if self.register_address_max == 0 {
+            bail!("ALCOVE_REGISTER_ADDRESS_MAX must be at least 1");
+        }
+        self.trusted_proxy_nets()?;
+        if self.hash_workers > 256 {
+            bail!("ALCOVE_HASH_WORKERS must be at most 256");
+        }
         if let Some(url) = &self.public_url {
             parse_public_url(url).context("ALCOVE_PUBLIC_URL")?;
         }
@@ -430,6 +460,23 @@ impl Config {
             bail!("DATABASE_URL must start with sqlite:// or postgres://");
         }
         Ok(())
+    }
+
+    /// `trusted_proxies` parsed: single addresses become /32 or /128 ranges.
+    pub fn trusted_proxy_nets(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "ALCOVE_TRUSTED_PROXIES: {p:?} is not an IP address or CIDR range like 10.0.0.0/8"
+                        )
+                    })
+            })
+            .collect()
     }
 
     /// The SQLite file used when no `DATABASE_URL` is given.

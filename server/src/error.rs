@@ -224,6 +224,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::auth::password::PasswordError> for ApiError {
+    fn from(e: crate::auth::password::PasswordError) -> Self {
+        use crate::auth::password::PasswordError;
+        match e {
+            // Every hashing thread busy and the queue full: a clear "try again", at once.
+            PasswordError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                "the server is busy checking passwords; try again in a moment",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            PasswordError::Failed(_) => ApiError::internal(anyhow::anyhow!("{e}")),
+        }
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         ApiError::internal(e)

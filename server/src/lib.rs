@@ -8,6 +8,8 @@
 //! - [`domain`] has the checked values (`Email`, `DisplayName`, `TimeZoneName`, …).
 //! - [`store`] is the database, SQLite or PostgreSQL behind one interface.
 //! - [`error`] is the API error and its RFC 9457 problem body.
+//! - [`expiring`] holds counters and marks that expire (throttles, used join tokens): the
+//!   state several nodes must share, behind one interface.
 //! - [`signal`] joins the signalling crate to the server: join tokens, TURN credentials,
 //!   the event sink.
 //! - [`records`] writes the session record and audit trail from room events, and runs the
@@ -21,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod expiring;
 pub mod http;
 pub mod records;
 pub mod signal;

@@ -250,7 +250,7 @@ impl EventSink for RecordSink {
             EventKind::Denied { participant_id, by } => {
                 tracing::info!(%session_id, %participant_id, "client denied");
                 (
-                    RecordEvent::Denied { participant_id },
+                    RecordEvent::Denied { participant_id, by },
                     audit(
                         "waiting_room.deny",
                         Some(by),

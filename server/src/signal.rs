@@ -1,6 +1,7 @@
 //! The server's side of signalling: join tokens, TURN credentials, the WebSocket upgrade,
 //! and the implementations of the signalling crate's interfaces.
 
+use crate::expiring::Expiring;
 use crate::{
     auth::{Jwt, TypedClaims},
     config::Config,
@@ -15,11 +16,12 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// What a turned-away client is told when they try again.
+pub const DENIED: &str =
+    "the therapist has not let you into this session; you can join again if they allow it";
 
 /// `aud` of join tokens: the signalling service only.
 pub const SIGNAL_AUDIENCE: &str = "alcove-signal";
@@ -55,34 +57,29 @@ impl TypedClaims for JoinClaims {
     }
 }
 
-/// Join token ids already used, kept until their tokens expire. In memory: with several
-/// nodes, a token could be used once per node (the multi-node issue moves this to Redis).
-#[derive(Debug, Default)]
+/// Join token ids already used, kept until their tokens can no longer verify. In the
+/// shared [`Expiring`] store, so that on several nodes a token still works only once.
+#[derive(Clone)]
 pub struct UsedTokens {
-    // A std mutex: a map insert, never held across an await.
-    seen: Mutex<HashMap<Uuid, i64>>,
-    /// The size at which expired ids are next swept: twice what the last sweep kept.
-    sweep_at: std::sync::atomic::AtomicUsize,
+    store: Arc<dyn Expiring>,
 }
 
 impl UsedTokens {
+    pub fn new(store: Arc<dyn Expiring>) -> Self {
+        Self { store }
+    }
+
     /// Record `jti` (valid until `exp`); false if it was already used. An id is kept until
     /// its token can no longer verify: `exp` plus the verifier's leeway.
-    pub fn first_use(&self, jti: Uuid, exp: i64) -> bool {
-        let exp = exp + crate::auth::jwt::LEEWAY_SECS as i64;
-        let now = Timestamp::now().as_second();
-        let mut seen = self.seen.lock().expect("used tokens lock");
-        let sweep_at = self.sweep_at.load(std::sync::atomic::Ordering::Relaxed);
-        if seen.len() > sweep_at.max(10_000) {
-            seen.retain(|_, e| *e >= now);
-            self.sweep_at
-                .store(seen.len() * 2, std::sync::atomic::Ordering::Relaxed);
-        }
-        if seen.get(&jti).is_some_and(|e| *e >= now) {
-            return false;
-        }
-        seen.insert(jti, exp);
-        true
+    pub async fn first_use(&self, jti: Uuid, exp: i64) -> anyhow::Result<bool> {
+        let until = exp + crate::auth::jwt::LEEWAY_SECS as i64;
+        let left = (until - Timestamp::now().as_second()).max(1) as u64;
+        self.store
+            .mark_once(
+                &format!("jti:{}", jti.simple()),
+                std::time::Duration::from_secs(left),
+            )
+            .await
     }
 }
 
@@ -232,7 +229,7 @@ pub struct Verifier {
     pub db: Db,
     pub jwt: Jwt,
     pub config: Arc<Config>,
-    pub used: Arc<UsedTokens>,
+    pub used: UsedTokens,
     pub ice: IceMinter,
 }
 
@@ -262,7 +259,12 @@ impl JoinVerifier for Verifier {
             .jwt
             .verify(token, SIGNAL_AUDIENCE)
             .map_err(|e| JoinRefusal::InvalidToken(e.to_string()))?;
-        if !self.used.first_use(claims.jti, claims.exp) {
+        let first = self
+            .used
+            .first_use(claims.jti, claims.exp)
+            .await
+            .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?;
+        if !first {
             return Err(JoinRefusal::InvalidToken(
                 "the join token was already used; get a new one".into(),
             ));
@@ -295,6 +297,9 @@ impl JoinVerifier for Verifier {
             .await
             .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?
             .ok_or_else(|| JoinRefusal::NotJoinable("no such appointment".into()))?;
+        if a.denied(user.id) {
+            return Err(JoinRefusal::Denied(DENIED.into()));
+        }
         if a.starts_at.get().as_second() != claims.starts {
             return Err(JoinRefusal::NotJoinable(
                 "the appointment was moved; get a new join token".into(),
@@ -339,18 +344,18 @@ impl JoinVerifier for Verifier {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_join_token_is_remembered_while_it_can_still_verify() {
-        let used = UsedTokens::default();
+    #[tokio::test]
+    async fn a_join_token_is_remembered_while_it_can_still_verify() {
+        let used = UsedTokens::new(Arc::new(crate::expiring::MemoryExpiring::default()));
         let jti = Uuid::new_v4();
         // Expired 5 s ago: still accepted by the verifier's 10 s leeway, so still remembered.
         let exp = Timestamp::now().as_second() - 5;
-        assert!(used.first_use(jti, exp));
+        assert!(used.first_use(jti, exp).await.unwrap());
         assert!(
-            !used.first_use(jti, exp),
+            !used.first_use(jti, exp).await.unwrap(),
             "a second use inside the leeway is refused"
         );
-        assert!(used.first_use(Uuid::new_v4(), exp));
+        assert!(used.first_use(Uuid::new_v4(), exp).await.unwrap());
     }
 
     #[test]

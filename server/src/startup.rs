@@ -2,8 +2,9 @@
 //! bind the listener, serve until told to stop.
 
 use crate::{
-    auth::{Jwt, KeySet, LoginThrottle, Passwords},
+    auth::{Jwt, KeySet, LoginThrottle, Passwords, throttle::Limits},
     config::{Config, display_path},
+    expiring::{Expiring, KeyedHash, MemoryExpiring},
     http,
     records::{self, RecordSink},
     signal::{IceMinter, UsedTokens, Verifier},
@@ -58,11 +59,14 @@ impl Application {
         let jwt = Jwt::new(Arc::new(keys), public_url.to_string());
         let config = Arc::new(config);
         let ice = IceMinter::new(&config);
+        // One node: the shared counters and marks live in this process.
+        let expiring: Arc<dyn Expiring> = Arc::new(MemoryExpiring::default());
+        let keys = KeyedHash::random()?;
         let verifier = Verifier {
             db: db.clone(),
             jwt: jwt.clone(),
             config: config.clone(),
-            used: Arc::new(UsedTokens::default()),
+            used: UsedTokens::new(expiring.clone()),
             ice: ice.clone(),
         };
         let sink = Arc::new(RecordSink::new(db.clone(), &config));
@@ -83,11 +87,24 @@ impl Application {
             jwt,
             hub,
             ice,
-            passwords: Passwords::new().await?,
-            login_throttle: Arc::new(LoginThrottle::new(
-                config.login_max_failures,
-                config.login_window,
-            )),
+            passwords: Passwords::with_workers(match config.hash_workers {
+                0 => crate::auth::password::default_workers(),
+                n => n,
+            })
+            .await?,
+            login_throttle: LoginThrottle::new(
+                expiring.clone(),
+                keys,
+                Limits {
+                    max_failures: config.login_max_failures,
+                    account_max_failures: config.login_account_max_failures,
+                    address_max_sign_ins: config.login_address_max,
+                    address_max_registrations: config.register_address_max,
+                    window: config.login_window,
+                },
+            ),
+            expiring,
+            trusted_proxies: config.trusted_proxy_nets()?.into(),
             public_url,
             config,
         };
@@ -137,11 +154,17 @@ impl Application {
             hub.shutdown().await;
             stop_tasks.cancel();
         };
-        // No peer addresses are taken into requests: nothing in Alcove may use or keep them.
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        // Peer addresses reach requests only for the sign-in and registration limits, which
+        // turn them into keyed hashes at once (http::extract::ClientAddr); nothing logs or
+        // stores them.
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
         stop.cancel();
         for t in tasks {
             let _ = t.await;

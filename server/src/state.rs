@@ -18,10 +18,14 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Signs and verifies access and join tokens.
     pub jwt: Jwt,
-    /// Argon2id hashing, off the async runtime.
+    /// Argon2id hashing, on a bounded pool of threads of its own.
     pub passwords: Passwords,
-    /// Failed sign-in counter per email address.
-    pub login_throttle: Arc<LoginThrottle>,
+    /// Limits on sign-in and registration attempts (per address, account and pair).
+    pub login_throttle: LoginThrottle,
+    /// Expiring counters and marks shared by the limits and the signalling verifier.
+    pub expiring: Arc<dyn crate::expiring::Expiring>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// The signalling service (rooms of this node).
     pub hub: alcove_signaling::Hub,
     /// Mints ICE servers and TURN credentials.

@@ -302,6 +302,11 @@ impl Hub {
                 linger(&mut ws).await;
                 return;
             }
+            Err(JoinRefusal::Denied(why)) => {
+                refuse(&mut ws, &cfg, ErrorCode::Denied, why, close::DENIED).await;
+                linger(&mut ws).await;
+                return;
+            }
         };
         let (tx, rx) = flume::bounded(cfg.outbox);
         let kill = Arc::new(Notify::new());

@@ -51,6 +51,8 @@ pub enum JoinRefusal {
     InvalidToken(String),
     /// The token is fine but the appointment cannot be joined now.
     NotJoinable(String),
+    /// The therapist turned this client away from the session (until they lift it).
+    Denied(String),
 }
 
 /// Checks join tokens; implemented by the server.

@@ -389,6 +389,9 @@ pub enum ErrorCode {
     /// The appointment is not open for joining now (outside its join window, cancelled,
     /// moved, or you no longer take part). Closes with 4003.
     NotJoinable,
+    /// The therapist turned you away from this session; you cannot knock again until they
+    /// let you. Closes with 4011.
+    Denied,
     /// Only the therapist may do this (admit, deny, notice, end).
     Forbidden,
     /// You are in the waiting room: signals pass only between admitted participants.
@@ -423,6 +426,7 @@ impl ErrorCode {
         ErrorCode::HelloRequired,
         ErrorCode::InvalidToken,
         ErrorCode::NotJoinable,
+        ErrorCode::Denied,
         ErrorCode::Forbidden,
         ErrorCode::NotAdmitted,
         ErrorCode::UnknownPeer,
@@ -444,6 +448,7 @@ impl ErrorCode {
             ErrorCode::HelloRequired => "hello_required",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::NotJoinable => "not_joinable",
+            ErrorCode::Denied => "denied",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotAdmitted => "not_admitted",
             ErrorCode::UnknownPeer => "unknown_peer",
@@ -482,7 +487,8 @@ pub mod close {
     pub const REPLACED: u16 = 4009;
     /// The session ended (`ended` first).
     pub const ENDED: u16 = 4010;
-    /// The therapist turned the client away (`denied` first).
+    /// The therapist turned the client away (`denied` first), now or earlier in the
+    /// session (`error denied` first).
     pub const DENIED: u16 = 4011;
     /// The connection did not read its messages fast enough.
     pub const SLOW_CONSUMER: u16 = 4012;

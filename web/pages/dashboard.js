@@ -94,7 +94,7 @@ export async function render(ctx) {
     const shown = today.filter((a) => a.status !== 'cancelled');
     const cancelled = today.length - shown.length;
     // Redraw only when something visible changed, so keyboard focus is not lost.
-    const sig = JSON.stringify([shown.map((a) => [a.id, a.status, a.auto_admit, inJoinWindow(a, now), !!(getSession(a.id) && getSession(a.id).live)]), cancelled]);
+    const sig = JSON.stringify([shown.map((a) => [a.id, a.status, a.auto_admit, inJoinWindow(a, now), !!(getSession(a.id) && getSession(a.id).live), a.clients.filter((c) => c.turned_away).map((c) => c.id)]), cancelled]);
     if (!force && sig === todaySig) return;
     todaySig = sig;
     const note = cancelled ? h('p', { class: 'small muted' }, `${cancelled} cancelled today.`) : null;
@@ -118,6 +118,21 @@ export async function render(ctx) {
         }
       });
       const live = getSession(a.id);
+      // Someone turned away cannot knock again until the therapist lets them.
+      const turnedAway = a.status === 'booked' ? a.clients.filter((c) => c.turned_away).map((c) => {
+        const again = h('button', { type: 'button', class: 'button small let-knock-button', dataset: { client: c.id } }, 'Let them knock again');
+        again.addEventListener('click', async () => {
+          try {
+            await api(`/appointments/${a.id}/denials/${c.id}`, { method: 'DELETE' });
+            c.turned_away = false;
+            announce(`${c.display_name} can knock again.`);
+            drawToday(true);
+          } catch (err) {
+            announce(describeError(err));
+          }
+        });
+        return h('p', { class: 'small turned-away' }, `You turned ${c.display_name} away. `, again);
+      }) : [];
       return h('li', { class: 'session-item', dataset: { id: a.id, status: a.status } },
         h('div', {},
           h('span', { class: 'time' }, `${fmtTime(a.starts_at, tz)}–${fmtTime(a.ends_at, tz)}`), ' ',
@@ -128,7 +143,8 @@ export async function render(ctx) {
           ? h('div', { class: 'actions' },
             h('div', { class: 'check' }, auto, h('label', { for: `auto-${a.id}` }, 'Let in without waiting')),
             join)
-          : null);
+          : null,
+        turnedAway);
     })), note);
   };
 
@@ -188,7 +204,11 @@ export async function render(ctx) {
           }
         });
         deny.addEventListener('click', () => {
-          if (s.denyClient(w.participant_id)) announce(`${name} was told you cannot see them now.`);
+          if (s.denyClient(w.participant_id)) {
+            announce(`${name} was told you cannot see them now. They cannot knock again until you let them.`);
+            // The denial is kept with the appointment: show it (and its undo) under Today.
+            setTimeout(() => { if (ctx.alive()) loadToday(); }, 700);
+          }
         });
         entries.push(h('li', { class: 'lobby-entry', dataset: { participant: w.participant_id, appointment: s.appointmentId } },
           h('div', {},

@@ -51,6 +51,10 @@ export function render(ctx) {
         email.control.focus();
       } else if (err instanceof ApiError && err.code === 'registration_closed') {
         status.replaceChildren(notice('error', 'New accounts are created by the practice. Please contact them to get started.'));
+      } else if (err instanceof ApiError && err.code === 'too_many_requests') {
+        status.replaceChildren(notice('error', 'Too many accounts were created from your network recently. Please try again later, or ask the practice to create your account.'));
+      } else if (err instanceof ApiError && err.code === 'server_busy') {
+        status.replaceChildren(notice('error', 'The service is very busy right now. Please try again in a moment.'));
       } else {
         status.replaceChildren(notice('error', describeError(err)));
       }

@@ -46,8 +46,12 @@ export function render(ctx) {
         if (err.code === 'invalid_credentials') msg = 'That email address and password do not match an account. Please check them and try again.';
         else if (err.code === 'account_disabled') msg = 'This account has been switched off. Please contact the practice.';
         else if (err.code === 'too_many_requests') {
-          const mins = err.retryAfter ? Math.ceil(Number(err.retryAfter) / 60) : null;
-          msg = `Too many attempts. Please wait${mins ? ` about ${mins} minute${mins === 1 ? '' : 's'}` : ' a while'} and try again.`;
+          const secs = err.retryAfter ? Number(err.retryAfter) : null;
+          const mins = secs ? Math.ceil(secs / 60) : null;
+          const wait = secs && secs < 60 ? ` ${secs} second${secs === 1 ? '' : 's'}` : mins ? ` about ${mins} minute${mins === 1 ? '' : 's'}` : ' a while';
+          msg = `Too many attempts. Please wait${wait} and try again.`;
+        } else if (err.code === 'server_busy') {
+          msg = 'The service is very busy right now. Please try again in a moment.';
         } else if (err.code === 'validation_failed') {
           const f = err.fieldErrors();
           if (f.email) email.setError(f.email);

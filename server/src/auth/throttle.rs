@@ -1,124 +1,319 @@
-//! Limits failed sign-ins per email address.
+//! Limits on sign-in and registration attempts.
 //!
-//! Counted per address, whether or not an account has it, so the limit tells nothing
-//! about which accounts exist. Kept in memory: on several nodes each node counts alone,
-//! which still bounds guessing to (nodes × limit) per window.
+//! Three counters, all in an [`Expiring`] store (memory on one node, Redis across several),
+//! under keys that are keyed hashes (no email or IP address is held):
+//!
+//! - **per address**: every sign-in attempt, and separately every registration, from one
+//!   client address (IPv4, or an IPv6 /64) within the window. This bounds what one machine
+//!   can make the server hash, whatever emails it tries.
+//! - **per account and address**: attempts at one email address from one client address;
+//!   past `max_failures` that pair gets 429 until the window ends. A success clears it. The
+//!   rightful owner at another address is not affected: a flood from one address cannot lock
+//!   a therapist out.
+//! - **per account**, from every address: failures within the window. Past the account
+//!   ceiling, sign-ins to that account are *slowed, not locked*: one attempt per
+//!   [`SLOW_INTERVAL`] for the whole account, others get 429 with a `Retry-After` of a few
+//!   seconds, and addresses the account signed in from successfully before (remembered
+//!   [`KNOWN_FOR`], as keyed hashes) are not slowed at all.
+//!
+//! Every counter is kept for unknown emails exactly as for accounts, so the limits tell
+//! nothing about which accounts exist.
 
-use sha2::{Digest as _, Sha256};
-use std::{
-    collections::HashMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use crate::expiring::{Expiring, KeyedHash};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
-struct Entry {
-    failures: u32,
-    since: Instant,
+/// Under a distributed attack on one account: one attempt per this interval.
+pub const SLOW_INTERVAL: Duration = Duration::from_secs(3);
+
+/// How long an address an account signed in from is remembered as that account's.
+pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The limits, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Attempts per account and address within the window.
+    pub max_failures: u32,
+    /// Failures per account from every address within the window before slowing.
+    pub account_max_failures: u32,
+    /// Sign-in attempts per address within the window.
+    pub address_max_sign_ins: u32,
+    /// Registrations per address within the window.
+    pub address_max_registrations: u32,
+    pub window: Duration,
 }
 
-/// Failed sign-in counter; see the module docs.
+/// Refused: try again after this long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub Duration);
+
+impl RetryAfter {
+    /// Whole seconds, at least one, for `Retry-After`.
+    pub fn secs(self) -> u64 {
+        self.0.as_secs_f64().ceil().max(1.0) as u64
+    }
+}
+
+/// A sign-in attempt let through, to report its outcome with.
+#[derive(Debug)]
+pub struct Attempt {
+    pair: String,
+    account: String,
+    known: String,
+}
+
+/// Sign-in and registration limits; see the module docs.
+#[derive(Clone)]
 pub struct LoginThrottle {
-    max_failures: u32,
-    window: Duration,
-    // A std mutex: held for a map lookup only, never across an await.
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
-    /// The size at which expired entries are next swept (see [`SWEEP_AT`]).
-    sweep_at: AtomicUsize,
+    store: Arc<dyn Expiring>,
+    keys: KeyedHash,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for LoginThrottle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginThrottle")
-            .field("max_failures", &self.max_failures)
-            .field("window", &self.window)
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
-/// Beyond this many tracked addresses, expired entries are swept on the next attempt; the
-/// next sweep waits until the map has doubled again, so a flood of addresses costs each
-/// attempt amortised constant time, not a full sweep.
-const SWEEP_AT: usize = 10_000;
+/// The part of an address that one party controls: an IPv4 address, or an IPv6 /64 (one
+/// subscriber gets at least a /64, so counting single IPv6 addresses would count nothing).
+fn address_bytes(addr: Option<IpAddr>) -> Vec<u8> {
+    match addr {
+        Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => v6.octets()[..8].to_vec(),
+        },
+        // No address known (a test harness without a socket): one shared bucket.
+        None => Vec::new(),
+    }
+}
 
 impl LoginThrottle {
-    pub fn new(max_failures: u32, window: Duration) -> Self {
+    pub fn new(store: Arc<dyn Expiring>, keys: KeyedHash, limits: Limits) -> Self {
         Self {
-            max_failures,
-            window,
-            entries: Mutex::new(HashMap::new()),
-            sweep_at: AtomicUsize::new(SWEEP_AT),
+            store,
+            keys,
+            limits,
         }
     }
 
-    fn key(email: &str) -> [u8; 32] {
-        Sha256::digest(email.as_bytes()).into()
+    /// Before a password is checked. Counted first, so that parallel guesses cannot all
+    /// pass before the first failure is counted.
+    pub async fn before_sign_in(
+        &self,
+        email: &str,
+        addr: Option<IpAddr>,
+    ) -> anyhow::Result<Result<Attempt, RetryAfter>> {
+        let l = &self.limits;
+        let a = address_bytes(addr);
+        let (n, left) = self
+            .store
+            .hit(&self.keys.key("login-addr", &[&a]), l.window)
+            .await?;
+        if n > u64::from(l.address_max_sign_ins) {
+            return Ok(Err(RetryAfter(left)));
+        }
+        let attempt = Attempt {
+            pair: self.keys.key("login-pair", &[email.as_bytes(), &a]),
+            account: self.keys.key("login-acct", &[email.as_bytes()]),
+            known: self.keys.key("login-known", &[email.as_bytes(), &a]),
+        };
+        let (n, left) = self.store.hit(&attempt.pair, l.window).await?;
+        if n > u64::from(l.max_failures) {
+            return Ok(Err(RetryAfter(left)));
+        }
+        if self.store.count(&attempt.account).await? >= u64::from(l.account_max_failures)
+            && self.store.marked(&attempt.known).await?.is_none()
+        {
+            // Slowed: one attempt per interval for the whole account.
+            let slot = self.keys.key("login-slow", &[email.as_bytes()]);
+            if !self.store.mark_once(&slot, SLOW_INTERVAL).await? {
+                let left = self.store.marked(&slot).await?.unwrap_or(SLOW_INTERVAL);
+                return Ok(Err(RetryAfter(left)));
+            }
+        }
+        Ok(Ok(attempt))
     }
 
-    /// Count an attempt for the address, before its password is checked (so that parallel
-    /// guesses cannot all pass before the first failure is counted); `Err(seconds to wait)`
-    /// when the address has used up its attempts. A successful sign-in calls [`Self::reset`].
-    pub fn attempt(&self, email: &str) -> Result<(), u64> {
-        let mut map = self.entries.lock().expect("throttle lock");
-        if map.len() >= self.sweep_at.load(Ordering::Relaxed) {
-            let window = self.window;
-            map.retain(|_, e| e.since.elapsed() < window);
-            self.sweep_at
-                .store((map.len() * 2).max(SWEEP_AT), Ordering::Relaxed);
-        }
-        let now = Instant::now();
-        let e = map.entry(Self::key(email)).or_insert(Entry {
-            failures: 0,
-            since: now,
-        });
-        if now.duration_since(e.since) >= self.window {
-            *e = Entry {
-                failures: 0,
-                since: now,
-            };
-        }
-        if e.failures >= self.max_failures {
-            return Err((self.window - now.duration_since(e.since)).as_secs().max(1));
-        }
-        e.failures += 1;
+    /// The password was wrong (or the account unknown).
+    pub async fn failed(&self, attempt: Attempt) -> anyhow::Result<()> {
+        self.store.hit(&attempt.account, self.limits.window).await?;
         Ok(())
     }
 
-    pub fn reset(&self, email: &str) {
-        self.entries
-            .lock()
-            .expect("throttle lock")
-            .remove(&Self::key(email));
+    /// The sign-in succeeded: the pair starts afresh, and the address is remembered as one
+    /// this account uses (exempt from slowing).
+    pub async fn succeeded(&self, attempt: Attempt) -> anyhow::Result<()> {
+        self.store.clear(&attempt.pair).await?;
+        self.store.mark(&attempt.known, KNOWN_FOR).await?;
+        Ok(())
+    }
+
+    /// Before an account is registered from `addr`.
+    pub async fn before_registration(
+        &self,
+        addr: Option<IpAddr>,
+    ) -> anyhow::Result<Result<(), RetryAfter>> {
+        let a = address_bytes(addr);
+        let (n, left) = self
+            .store
+            .hit(&self.keys.key("register-addr", &[&a]), self.limits.window)
+            .await?;
+        Ok(if n > u64::from(self.limits.address_max_registrations) {
+            Err(RetryAfter(left))
+        } else {
+            Ok(())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::expiring::MemoryExpiring;
 
-    #[test]
-    fn blocks_after_the_limit_and_resets_on_success() {
-        let t = LoginThrottle::new(3, Duration::from_secs(60));
-        for _ in 0..3 {
-            assert!(t.attempt("a@example.com").is_ok());
-        }
-        assert!(t.attempt("a@example.com").is_err());
-        assert!(
-            t.attempt("b@example.com").is_ok(),
-            "other addresses unaffected"
-        );
-        t.reset("a@example.com");
-        assert!(t.attempt("a@example.com").is_ok());
+    fn throttle(limits: Limits) -> LoginThrottle {
+        LoginThrottle::new(
+            Arc::new(MemoryExpiring::default()),
+            KeyedHash::random().unwrap(),
+            limits,
+        )
     }
 
-    #[test]
-    fn the_window_expires() {
-        let t = LoginThrottle::new(1, Duration::from_millis(20));
-        assert!(t.attempt("a@example.com").is_ok());
-        assert!(t.attempt("a@example.com").is_err());
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(t.attempt("a@example.com").is_ok());
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    const LIMITS: Limits = Limits {
+        max_failures: 3,
+        account_max_failures: 10,
+        address_max_sign_ins: 50,
+        address_max_registrations: 2,
+        window: Duration::from_secs(60),
+    };
+
+    #[tokio::test]
+    async fn a_flood_from_one_address_does_not_lock_the_owner_out() {
+        let t = throttle(LIMITS);
+        for _ in 0..3 {
+            let a = t
+                .before_sign_in("a@example.com", ip("192.0.2.1"))
+                .await
+                .unwrap()
+                .unwrap();
+            t.failed(a).await.unwrap();
+        }
+        assert!(
+            t.before_sign_in("a@example.com", ip("192.0.2.1"))
+                .await
+                .unwrap()
+                .is_err()
+        );
+        assert!(
+            t.before_sign_in("a@example.com", ip("198.51.100.7"))
+                .await
+                .unwrap()
+                .is_ok(),
+            "the owner elsewhere"
+        );
+        assert!(
+            t.before_sign_in("b@example.com", ip("192.0.2.1"))
+                .await
+                .unwrap()
+                .is_ok(),
+            "other accounts from that address"
+        );
+    }
+
+    #[tokio::test]
+    async fn many_addresses_slow_an_account_down_but_known_addresses_pass() {
+        let t = throttle(LIMITS);
+        let owner = t
+            .before_sign_in("a@example.com", ip("203.0.113.5"))
+            .await
+            .unwrap()
+            .unwrap();
+        t.succeeded(owner).await.unwrap();
+        for i in 0..10 {
+            let a = t
+                .before_sign_in("a@example.com", ip(&format!("192.0.2.{i}")))
+                .await
+                .unwrap()
+                .unwrap();
+            t.failed(a).await.unwrap();
+        }
+        // Past the ceiling: one attempt per interval for new addresses.
+        assert!(
+            t.before_sign_in("a@example.com", ip("192.0.2.100"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        let refused = t
+            .before_sign_in("a@example.com", ip("192.0.2.101"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(refused.0 <= SLOW_INTERVAL && refused.secs() >= 1);
+        // The owner's address is not slowed.
+        assert!(
+            t.before_sign_in("a@example.com", ip("203.0.113.5"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn addresses_are_counted_per_ipv4_and_per_ipv6_slash_64() {
+        let t = throttle(Limits {
+            address_max_sign_ins: 2,
+            ..LIMITS
+        });
+        for a in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"] {
+            assert!(
+                t.before_sign_in("x@example.com", ip(a))
+                    .await
+                    .unwrap()
+                    .is_ok()
+            );
+        }
+        assert!(
+            t.before_sign_in("y@example.com", ip("2001:db8:1:2:abcd::9"))
+                .await
+                .unwrap()
+                .is_err(),
+            "the same /64, whatever the email"
+        );
+        assert!(
+            t.before_sign_in("y@example.com", ip("2001:db8:1:3::1"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        // Registrations have their own count.
+        for _ in 0..2 {
+            assert!(
+                t.before_registration(ip("192.0.2.9"))
+                    .await
+                    .unwrap()
+                    .is_ok()
+            );
+        }
+        assert!(
+            t.before_registration(ip("192.0.2.9"))
+                .await
+                .unwrap()
+                .is_err()
+        );
+        assert!(
+            t.before_registration(ip("192.0.2.10"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
     }
 }

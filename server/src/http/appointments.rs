@@ -47,6 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(add_client))
         .routes(routes!(remove_client))
         .routes(routes!(set_auto_admit))
+        .routes(routes!(lift_denial))
         .routes(routes!(history))
         .routes(routes!(ics))
 }
@@ -65,6 +66,9 @@ const MAX_LIST_RANGE_DAYS: i64 = 400;
 pub struct PersonView {
     pub id: Uuid,
     pub display_name: String,
+    /// A client the therapist turned away from the session: they cannot knock again until
+    /// the therapist lets them (`DELETE /api/v1/appointments/{id}/denials/{client_id}`).
+    pub turned_away: bool,
 }
 
 /// An appointment as its participants see it.
@@ -119,10 +123,12 @@ pub(crate) fn view(state: &AppState, a: Appointment) -> AppointmentView {
         .map(|p| PersonView {
             id: p.user_id,
             display_name: p.display_name.clone(),
+            turned_away: false,
         })
         .unwrap_or(PersonView {
             id: a.therapist_id,
             display_name: String::new(),
+            turned_away: false,
         });
     AppointmentView {
         id: a.id,
@@ -135,6 +141,7 @@ pub(crate) fn view(state: &AppState, a: Appointment) -> AppointmentView {
             .map(|p| PersonView {
                 id: p.user_id,
                 display_name: p.display_name.clone(),
+                turned_away: p.denied_at.is_some(),
             })
             .collect(),
         therapist,
@@ -1076,6 +1083,27 @@ async fn remove_client(
     state.hub.remove_account(id, client_id).await;
     let a = visible(&state, &user, id).await?;
     Ok(axum::Json(view(&state, a)))
+}
+
+/// Let a client the therapist turned away knock again (its therapist only).
+#[utoipa::path(delete, path = "/api/v1/appointments/{id}/denials/{client_id}", tag = "appointments", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Appointment id"), ("client_id" = Uuid, Path, description = "The client turned away")),
+    responses(
+        (status = 204, description = "They may knock again"),
+        (status = 403, description = "Not its therapist", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such appointment of yours, or that client was not turned away", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn lift_denial(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((id, client_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    as_its_therapist(&state, &user, id).await?;
+    if state.db.lift_denial(id, &user.actor(), client_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("turned-away client"))
+    }
 }
 
 /// Whether clients enter the session without being admitted.

@@ -1,6 +1,9 @@
 //! `/api/v1/auth/*`: registration, sign-in, refresh, sign-out.
 
-use super::{extract::Json, views::UserView};
+use super::{
+    extract::{ClientAddr, Json},
+    views::UserView,
+};
 use crate::{
     auth::tokens::{hash_refresh_token, issue_access, new_refresh_token},
     domain::{DisplayName, Email, NewPassword, Password, Role},
@@ -102,9 +105,12 @@ async fn issue_tokens(
         (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid email, name or weak password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this address", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Busy hashing passwords; retry", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn register(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     Json(body): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<UserView>)> {
     if !state.config.allow_registration {
@@ -113,6 +119,9 @@ async fn register(
             "registration_closed",
             "this service does not take new registrations; ask your practice for an account",
         ));
+    }
+    if let Err(wait) = state.login_throttle.before_registration(addr).await? {
+        return Err(ApiError::too_many_requests(wait.secs()));
     }
     let mut f = Fields::default();
     let email = f.check("email", Email::parse(&body.email));
@@ -169,8 +178,10 @@ pub(crate) async fn create_account(
 /// Sign in.
 ///
 /// A wrong password and an unknown email get the same answer, in about the same time.
-/// After too many failures for one email address within the login window, further attempts
-/// get 429 with `Retry-After`.
+/// Attempts are limited per client address, per email address and client address, and
+/// (slowing, not locking) per email address from everywhere: see `docs/security.md`. Past a
+/// limit: 429 with `Retry-After`. When every password-hashing thread is busy: 503
+/// `server_busy` with `Retry-After`.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
@@ -178,10 +189,12 @@ pub(crate) async fn create_account(
         (status = 401, description = "Wrong email or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Account disabled", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Malformed email or password", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed attempts", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Busy hashing passwords; retry", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     Json(body): Json<LoginRequest>,
 ) -> ApiResult<axum::Json<TokenResponse>> {
     let mut f = Fields::default();
@@ -190,10 +203,14 @@ async fn login(
     f.finish()?;
     let (email, password) = (email.unwrap(), password.unwrap());
 
-    state
+    let attempt = match state
         .login_throttle
-        .attempt(email.as_str())
-        .map_err(ApiError::too_many_requests)?;
+        .before_sign_in(email.as_str(), addr)
+        .await?
+    {
+        Ok(a) => a,
+        Err(wait) => return Err(ApiError::too_many_requests(wait.secs())),
+    };
     let found = state.db.user_by_email(&email).await?;
     let ok = state
         .passwords
@@ -201,20 +218,20 @@ async fn login(
             password.secret(),
             found.as_ref().map(|u| u.password_hash.as_str()),
         )
-        .await;
-    // The account if there is one; otherwise a digest of the address, never the password.
+        .await?;
+    // The account if there is one. For an unknown address nothing is kept that could name
+    // it (an unsalted digest of the email could be reversed by hashing guesses).
     let known = found.as_ref().map(|u| (u.user.id, u.user.role()));
     let Some(found) = found.filter(|_| ok) else {
         tracing::info!("sign-in failed");
-        let digest =
-            hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(email.as_str().as_bytes())[..8]);
+        state.login_throttle.failed(attempt).await?;
         state
             .audit_as(
                 known,
                 "auth.sign_in_failed",
                 "account",
                 known.map(|k| k.0.to_string()),
-                serde_json::json!({"email_sha256_prefix": digest, "known_account": known.is_some()}),
+                serde_json::json!({"known_account": known.is_some()}),
             )
             .await?;
         return Err(ApiError::unauthorized(
@@ -238,7 +255,7 @@ async fn login(
             "this account is disabled",
         ));
     }
-    state.login_throttle.reset(email.as_str());
+    state.login_throttle.succeeded(attempt).await?;
     let (refresh_token, hash) = new_refresh_token()?;
     let session_id = state
         .db

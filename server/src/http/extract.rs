@@ -75,3 +75,106 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             .map_err(|e: PathRejection| ApiError::bad_request("invalid_path", e.body_text()))
     }
 }
+
+/// The client's IP address, for rate limits only: it is turned into a keyed hash at once
+/// and never logged, stored or put in a response.
+///
+/// It is the connection's peer address, or, when that peer is one of the configured trusted
+/// proxies (`ALCOVE_TRUSTED_PROXIES`), the rightmost address in `X-Forwarded-For` that is
+/// not itself a trusted proxy. From anyone else the header is ignored, so a client cannot
+/// pick its own address to dodge a limit.
+#[derive(Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl ClientAddr {
+    /// Work out the client address from the peer and the forwarded header.
+    pub fn resolve(
+        peer: Option<std::net::IpAddr>,
+        forwarded_for: Option<&str>,
+        trusted: &[ipnet::IpNet],
+    ) -> Self {
+        let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+        let Some(peer) = peer else {
+            return Self(None);
+        };
+        if !is_trusted(&peer) {
+            return Self(Some(peer));
+        }
+        let forwarded = forwarded_for
+            .into_iter()
+            .flat_map(|h| h.split(','))
+            .rev()
+            .map(|s| s.trim().parse::<std::net::IpAddr>());
+        for hop in forwarded {
+            match hop {
+                Ok(ip) if is_trusted(&ip) => continue,
+                Ok(ip) => return Self(Some(ip)),
+                // A hop we cannot read: stop believing the header there.
+                Err(_) => break,
+            }
+        }
+        Self(Some(peer))
+    }
+}
+
+impl FromRequestParts<crate::state::AppState> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        // Several X-Forwarded-For headers are one list, in order.
+        let joined: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let joined = (!joined.is_empty()).then(|| joined.join(","));
+        Ok(Self::resolve(
+            peer,
+            joined.as_deref(),
+            &state.trusted_proxies,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        // A client that writes the header itself gains nothing.
+        assert_eq!(
+            ClientAddr::resolve(ip("192.0.2.5"), Some("203.0.113.9"), &trusted).0,
+            ip("192.0.2.5")
+        );
+        // Through the proxy: the rightmost hop that is not a proxy; what the client
+        // prepended on the left is not believed.
+        assert_eq!(
+            ClientAddr::resolve(
+                ip("10.1.2.3"),
+                Some("198.51.100.1, 192.0.2.5, 10.9.9.9"),
+                &trusted
+            )
+            .0,
+            ip("192.0.2.5")
+        );
+        assert_eq!(
+            ClientAddr::resolve(ip("10.1.2.3"), None, &trusted).0,
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            ClientAddr::resolve(ip("10.1.2.3"), Some("garbage"), &trusted).0,
+            ip("10.1.2.3")
+        );
+    }
+}

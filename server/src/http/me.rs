@@ -1,6 +1,9 @@
 //! `/api/v1/me`: the signed-in account.
 
-use super::{extract::Json, views::UserView};
+use super::{
+    extract::{ClientAddr, Json},
+    views::UserView,
+};
 use crate::{
     auth::AuthUser,
     domain::{Email, NewPassword, Password},
@@ -74,10 +77,12 @@ impl From<crate::store::Revoked> for RevokedView {
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Current password is wrong", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Weak new password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong current passwords", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,
+    ClientAddr(addr): ClientAddr,
     Json(body): Json<ChangePasswordRequest>,
 ) -> ApiResult<axum::Json<RevokedView>> {
     let email = Email::parse(&user.email).ok();
@@ -89,18 +94,30 @@ async fn change_password(
     );
     f.finish()?;
     let (current, new) = (current.unwrap(), new.unwrap());
+    // Guessing the current password here (with a stolen access token) counts like
+    // guessing it at sign-in.
+    let attempt = match state
+        .login_throttle
+        .before_sign_in(&user.email, addr)
+        .await?
+    {
+        Ok(a) => a,
+        Err(wait) => return Err(ApiError::too_many_requests(wait.secs())),
+    };
     let hash = state.db.password_hash(user.id).await?;
     if !state
         .passwords
         .verify(current.secret(), hash.as_deref())
-        .await
+        .await?
     {
+        state.login_throttle.failed(attempt).await?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_password",
             "the current password is incorrect",
         ));
     }
+    state.login_throttle.succeeded(attempt).await?;
     let new_hash = state.passwords.hash(new.secret()).await?;
     let revoked = state
         .db

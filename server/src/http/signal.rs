@@ -72,7 +72,7 @@ impl std::fmt::Debug for JoinResponse {
     responses(
         (status = 200, description = "A join token and ICE servers", body = JoinResponse),
         (status = 404, description = "No such appointment of yours", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Outside the join window, or not booked (`not_joinable`); relay-only chosen but no relay (`relay_unavailable`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Outside the join window, or not booked (`not_joinable`); turned away by the therapist (`denied`); relay-only chosen but no relay (`relay_unavailable`)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn join(
     State(state): State<AppState>,
@@ -87,6 +87,9 @@ async fn join(
     let now = Timestamp::now();
     joinable(&state.config, &a, user.id, now)
         .map_err(|why| ApiError::conflict("not_joinable", why))?;
+    if a.denied(user.id) {
+        return Err(ApiError::conflict("denied", crate::signal::DENIED));
+    }
     // Before the token: a relay-only account on a deployment without TURN is refused, not
     // connected directly.
     let ice = state

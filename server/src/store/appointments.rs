@@ -61,6 +61,14 @@ impl Appointment {
     pub fn therapist(&self) -> Option<&Participant> {
         self.participants.iter().find(|p| p.role == Role::Therapist)
     }
+
+    /// Whether the therapist turned this account away from the session (and has not let it
+    /// knock again).
+    pub fn denied(&self, user_id: Uuid) -> bool {
+        self.participants
+            .iter()
+            .any(|p| p.user_id == user_id && p.denied_at.is_some())
+    }
 }
 
 /// A person taking part in an appointment.
@@ -69,6 +77,8 @@ pub struct Participant {
     pub user_id: Uuid,
     pub role: Role,
     pub display_name: String,
+    /// When the therapist turned this client away from the session, until they lift it.
+    pub denied_at: Option<Ts>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -96,6 +106,7 @@ struct ParticipantRow {
     user_id: Uuid,
     role: String,
     display_name: String,
+    denied_at: Option<Ts>,
 }
 
 const APPOINTMENT_COLUMNS: &str = "a.id, a.therapist_id, a.kind, a.starts_at, a.ends_at, a.status,
@@ -120,6 +131,7 @@ fn assemble(
                         user_id: p.user_id,
                         role: p.role.parse().map_err(decode_err)?,
                         display_name: p.display_name.clone(),
+                        denied_at: p.denied_at,
                     })
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -341,7 +353,7 @@ impl Db {
             .fetch_all(pool)
             .await?;
             let parts = sqlx::query_as(
-                "SELECT p.appointment_id, p.user_id, p.role, u.display_name
+                "SELECT p.appointment_id, p.user_id, p.role, u.display_name, p.denied_at
                  FROM appointment_participants p JOIN users u ON u.id = p.user_id
                  WHERE p.appointment_id = $1",
             )
@@ -375,7 +387,7 @@ impl Db {
             .fetch_all(pool)
             .await?;
             let parts = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT p.appointment_id, p.user_id, p.role, u.display_name
+                "SELECT p.appointment_id, p.user_id, p.role, u.display_name, p.denied_at
                  FROM appointment_participants p JOIN users u ON u.id = p.user_id
                  WHERE p.appointment_id IN (
                      SELECT a.id FROM appointments a WHERE {LIST_WHERE}
@@ -678,6 +690,31 @@ impl Db {
     }
 
     /// Let clients in without admission (or not).
+    /// Let a turned-away client knock again; false when they were not turned away.
+    pub async fn lift_denial(&self, id: Uuid, actor: &Actor, client_id: Uuid) -> StoreResult<bool> {
+        let now = Ts::now();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE appointment_participants SET denied_at = NULL, denied_by = NULL
+                 WHERE appointment_id = $1 AND user_id = $2 AND denied_at IS NOT NULL",
+            )
+            .bind(id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(false);
+            }
+            let details = serde_json::json!({ "client": client_id });
+            insert_event!(tx, id, now, Some(actor.id), "denial_lifted", &details)?;
+            append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "waiting_room.denial_lifted", "appointment", Some(id.to_string()), details.clone()));
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
     pub async fn set_auto_admit(&self, id: Uuid, actor: &Actor, on: bool) -> StoreResult<()> {
         let now = Ts::now();
         on_pool!(self, pool => {

@@ -26,6 +26,7 @@ pub enum RecordEvent {
     },
     Denied {
         participant_id: Uuid,
+        by: Uuid,
     },
     Connected {
         participant_id: Uuid,
@@ -319,11 +320,27 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
                 }
-                RecordEvent::Denied { participant_id } => {
+                RecordEvent::Denied { participant_id, by } => {
                     sqlx::query(
                         "UPDATE session_participants SET denied_at = $1 WHERE session_id = $2 AND participant_id = $3",
                     )
                     .bind(at)
+                    .bind(session_id)
+                    .bind(participant_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    // Remembered for the appointment, not only this session's record: the
+                    // client cannot knock again (here or on another node) until the
+                    // therapist lets them.
+                    sqlx::query(
+                        "UPDATE appointment_participants SET denied_at = $1, denied_by = $2
+                         WHERE appointment_id = (SELECT appointment_id FROM video_sessions WHERE id = $3)
+                           AND user_id = (SELECT user_id FROM session_participants
+                                          WHERE session_id = $3 AND participant_id = $4)
+                           AND role = 'client'",
+                    )
+                    .bind(at)
+                    .bind(by)
                     .bind(session_id)
                     .bind(participant_id)
                     .execute(&mut *tx)

@@ -19,6 +19,10 @@ on_both_backends!(
     disabled_accounts_cannot_sign_in_and_their_tokens_stop,
     an_idle_sign_in_is_ended_by_the_server_at_refresh_and_for_access_tokens,
     signing_out_everywhere_or_a_new_password_revokes_the_feed_and_join_tokens,
+    two_hundred_parallel_sign_ins_with_random_emails_leave_the_server_responsive_and_its_memory_bounded,
+    sign_ins_and_registrations_are_limited_per_address_which_a_forged_header_cannot_change,
+    a_flood_at_one_account_does_not_stop_its_owner_signing_in_from_elsewhere,
+    a_failed_sign_in_keeps_no_trace_of_an_unknown_email,
 );
 
 async fn register_login_me_refresh_logout_journey(backend: Backend) {
@@ -673,4 +677,325 @@ async fn signing_out_everywhere_or_a_new_password_revokes_the_feed_and_join_toke
     .await
     .expect_problem(401, "invalid_refresh_token");
     refused(ja["token"].as_str().unwrap().to_owned()).await;
+}
+
+/// POST a JSON body as if from `ip` (by way of a trusted proxy at 127.0.0.1).
+async fn post_from(
+    app: &crate::helpers::TestApp,
+    path: &str,
+    ip: &str,
+    body: serde_json::Value,
+) -> crate::helpers::Resp {
+    let res = app
+        .http
+        .post(app.url(path))
+        .header("x-forwarded-for", ip)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    crate::helpers::Resp {
+        status: res.status(),
+        headers: res.headers().clone(),
+        text: res.text().await.expect("body read"),
+    }
+}
+
+/// A field of /proc/self/status, in KiB.
+fn proc_status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
+}
+
+/// The bound the sign-in flood must stay under: the growth of resident memory, peak included.
+/// Two hashing threads need 2 x 19 MiB, reserved before the flood; the rest is 200
+/// requests' buffers on both sides (the test's client runs in this process too).
+const FLOOD_MEMORY_BOUND_MIB: u64 = 64;
+
+async fn two_hundred_parallel_sign_ins_with_random_emails_leave_the_server_responsive_and_its_memory_bounded(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |c| c.hash_workers = 2).await;
+    let attempt = |i: usize| {
+        let app = &app;
+        async move {
+            app.post(
+                "/api/v1/auth/login",
+                None,
+                json!({"email": format!("random{i}-{}@example.com", uuid::Uuid::new_v4().simple()), "password": "guess guess guess"}),
+            )
+            .await
+        }
+    };
+    // Both hashing threads have done their first hash (and hold their memory).
+    let warm: Vec<_> = (0..4).map(attempt).collect();
+    futures_util::future::join_all(warm).await;
+    // Peak resident memory from here (writing 5 resets VmHWM to the current size).
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before = proc_status_kib("VmRSS:");
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let health = async {
+        let mut worst = Duration::ZERO;
+        let mut n = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            app.get("/healthz", None).await.expect(200);
+            worst = worst.max(t.elapsed());
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (worst, n)
+    };
+    let flood = async {
+        let started = Instant::now();
+        let all: Vec<_> = (0..200).map(attempt).collect();
+        let results = futures_util::future::join_all(all).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (results, started.elapsed())
+    };
+    let ((results, took), (worst_health, polls)) = tokio::join!(flood, health);
+
+    let peak = proc_status_kib("VmHWM:");
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    let (mut refused, mut busy) = (0, 0);
+    for r in &results {
+        match r.status.as_u16() {
+            401 => {
+                r.expect_problem(401, "invalid_credentials");
+                refused += 1;
+            }
+            503 => {
+                r.expect_problem(503, "server_busy");
+                assert_eq!(r.headers["retry-after"], "1");
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    eprintln!(
+        "200 sign-ins in {took:?}: {refused} checked and refused, {busy} answered busy; \
+         /healthz worst {worst_health:?} over {polls} polls; resident memory +{grew_mib} MiB at peak"
+    );
+    assert_eq!(refused + busy, 200);
+    assert!(refused >= 2, "the hashing threads worked");
+    assert!(
+        busy > 0,
+        "a full queue answers at once instead of piling up"
+    );
+    assert!(
+        grew_mib < FLOOD_MEMORY_BOUND_MIB,
+        "resident memory grew {grew_mib} MiB (bound {FLOOD_MEMORY_BOUND_MIB} MiB)"
+    );
+    assert!(
+        worst_health < Duration::from_secs(1),
+        "/healthz took {worst_health:?} during the flood"
+    );
+}
+
+async fn sign_ins_and_registrations_are_limited_per_address_which_a_forged_header_cannot_change(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.login_address_max = 5;
+        c.register_address_max = 2;
+    })
+    .await;
+    let register = |ip: &'static str| {
+        let app = &app;
+        async move {
+            post_from(
+                app,
+                "/api/v1/auth/register",
+                ip,
+                json!({"email": format!("r-{}@example.com", uuid::Uuid::new_v4().simple()), "password": PASSWORD, "display_name": "Reg"}),
+            )
+            .await
+        }
+    };
+    register("192.0.2.1").await.expect(201);
+    register("192.0.2.1").await.expect(201);
+    let r = register("192.0.2.1").await;
+    r.expect_problem(429, "too_many_requests");
+    assert!(r.headers.get("retry-after").is_some());
+    register("192.0.2.2").await.expect(201);
+    // Sign-ins: five attempts from one address, whatever the emails; then 429.
+    for i in 0..5 {
+        post_from(
+            &app,
+            "/api/v1/auth/login",
+            "198.51.100.3",
+            json!({"email": format!("x{i}@example.com"), "password": "wrong wrong wrong"}),
+        )
+        .await
+        .expect_problem(401, "invalid_credentials");
+    }
+    post_from(
+        &app,
+        "/api/v1/auth/login",
+        "198.51.100.3",
+        json!({"email": "x9@example.com", "password": "wrong wrong wrong"}),
+    )
+    .await
+    .expect_problem(429, "too_many_requests");
+
+    // Without a trusted proxy the header is the client's own invention: ignored.
+    let direct = spawn_app_with(backend, |c| c.register_address_max = 2).await;
+    for (i, ip) in ["192.0.2.7", "192.0.2.8", "192.0.2.9"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = post_from(
+            &direct,
+            "/api/v1/auth/register",
+            ip,
+            json!({"email": format!("d-{}@example.com", uuid::Uuid::new_v4().simple()), "password": PASSWORD, "display_name": "Reg"}),
+        )
+        .await;
+        assert_eq!(r.status, if i < 2 { 201 } else { 429 }, "{}", r.text);
+    }
+    // The addresses were counted, never kept.
+    for db in [app.store(), direct.store()] {
+        let dump = crate::records::dump_all(db).await;
+        for ip in ["192.0.2.", "198.51.100.", "127.0.0.1"] {
+            assert!(!dump.contains(ip), "{ip} stored");
+        }
+    }
+}
+
+async fn a_flood_at_one_account_does_not_stop_its_owner_signing_in_from_elsewhere(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.login_max_failures = 10;
+        c.login_account_max_failures = 20;
+    })
+    .await;
+    let owner = app
+        .user_with_role("Dr Owner", alcove::domain::Role::Therapist)
+        .await;
+    let sign_in = |ip: String, password: &'static str| {
+        let app = &app;
+        let email = owner.email.clone();
+        async move {
+            post_from(
+                app,
+                "/api/v1/auth/login",
+                &ip,
+                json!({"email": email, "password": password}),
+            )
+            .await
+        }
+    };
+    // The owner's usual address.
+    sign_in("192.0.2.50".into(), PASSWORD).await.expect(200);
+    // A flood of guesses from one address: that address is stopped ...
+    let mut stopped = 0;
+    for _ in 0..15 {
+        let r = sign_in("198.51.100.1".into(), "wrong wrong wrong").await;
+        match r.status.as_u16() {
+            401 => {}
+            429 => stopped += 1,
+            s => panic!("{s}: {}", r.text),
+        }
+    }
+    assert_eq!(stopped, 5, "after ten attempts");
+    // ... and the owner, elsewhere, signs in with the right password.
+    sign_in("203.0.113.7".into(), PASSWORD).await.expect(200);
+
+    // Guesses from many addresses push the account to its ceiling of 20 failures (ten came
+    // from the flood above): it is slowed, not locked.
+    for i in 10..20 {
+        sign_in(format!("198.51.100.{i}"), "wrong wrong wrong")
+            .await
+            .expect_problem(401, "invalid_credentials");
+    }
+    let mut slowed = 0;
+    for i in 20..26 {
+        let r = sign_in(format!("198.51.100.{i}"), "wrong wrong wrong").await;
+        match r.status.as_u16() {
+            401 => {}
+            429 => {
+                let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!(
+                    wait <= 3,
+                    "slowed by seconds, not locked for the window: {wait}"
+                );
+                slowed += 1;
+            }
+            s => panic!("{s}: {}", r.text),
+        }
+    }
+    assert!(
+        slowed >= 4,
+        "one attempt per interval gets through: {slowed} slowed"
+    );
+    // The owner's known addresses are not slowed.
+    sign_in("192.0.2.50".into(), PASSWORD).await.expect(200);
+    sign_in("203.0.113.7".into(), PASSWORD).await.expect(200);
+    // From a new address the owner waits a few seconds at most, then gets in.
+    let mut waited = Duration::ZERO;
+    loop {
+        let r = sign_in("203.0.113.99".into(), PASSWORD).await;
+        if r.status == 200 {
+            break;
+        }
+        r.expect_problem(429, "too_many_requests");
+        let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(wait <= 3);
+        waited += Duration::from_secs(wait);
+        assert!(waited <= Duration::from_secs(9), "the owner is locked out");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
+async fn a_failed_sign_in_keeps_no_trace_of_an_unknown_email(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let known = app.client("Known").await;
+    let unknown = format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple());
+    for email in [unknown.as_str(), known.email.as_str()] {
+        app.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"email": email, "password": "wrong wrong wrong"}),
+        )
+        .await
+        .expect_problem(401, "invalid_credentials");
+    }
+    let dump = crate::records::dump_all(app.store()).await;
+    // No digest of the unknown address, in any form an unsalted hash could take.
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(unknown.as_bytes()));
+    for prefix in [&digest[..16], &digest[..12], &digest[..8]] {
+        assert!(!dump.contains(prefix), "a digest of the email is stored");
+    }
+    assert!(!dump.contains(&unknown));
+    assert!(!dump.contains("email_sha256"));
+    let admin = app
+        .user_with_role("Admin", alcove::domain::Role::Admin)
+        .await;
+    let audit = app
+        .get(
+            "/api/v1/admin/audit?action=auth.sign_in_failed",
+            admin.token(),
+        )
+        .await
+        .expect(200);
+    let items = audit["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{audit}");
+    let details: Vec<&serde_json::Value> = items.iter().map(|i| &i["details"]).collect();
+    assert!(
+        details.contains(&&json!({"known_account": false})),
+        "{audit}"
+    );
+    assert!(
+        details.contains(&&json!({"known_account": true})),
+        "{audit}"
+    );
 }

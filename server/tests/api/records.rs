@@ -44,7 +44,7 @@ fn near(v: &Value, t: Timestamp, what: &str) {
 }
 
 /// Every row of every table, as text.
-async fn dump_all(db: &Db) -> String {
+pub(crate) async fn dump_all(db: &Db) -> String {
     let mut out = String::new();
     match db {
         Db::Sqlite(pool) => {

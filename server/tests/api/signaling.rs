@@ -20,6 +20,7 @@ use webrtc::peer_connection::{RTCIceCandidateType, RTCPeerConnectionState};
 on_both_backends!(
     two_webrtc_peers_meet_through_the_waiting_room,
     a_relay_only_account_is_refused_rather_than_connected_directly_when_there_is_no_relay,
+    a_turned_away_client_cannot_knock_again_until_the_therapist_lets_them,
 );
 
 /// A server with short signalling timings, so that tests of timeouts are quick.
@@ -1047,4 +1048,80 @@ async fn a_relay_only_account_is_refused_rather_than_connected_directly_when_the
         .expect_problem(409, "relay_unavailable");
     let j = join_token(&app, &c, id).await;
     assert_eq!(j["ice_transport_policy"], "all");
+}
+
+async fn a_turned_away_client_cannot_knock_again_until_the_therapist_lets_them(backend: Backend) {
+    let app = signalling_app(backend, |c| c.signal_ping_interval = Duration::from_secs(5)).await;
+    let (t, c, id) = pair(&app).await;
+    // A second join token, asked for before the denial.
+    let spare = join_token(&app, &c, id).await;
+    let (mut th, _) = hello_as(&app, &t, id).await;
+    let (mut cl, _) = hello_as(&app, &c, id).await;
+    let pid = lobby_first(&mut th).await;
+    th.send(&ClientMessage::Deny {
+        participant_id: pid,
+    })
+    .await
+    .unwrap();
+    cl.wait_for(Duration::from_secs(5), |m| {
+        matches!(m, ServerMessage::Denied).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed_with(&mut cl).await, Some(close::DENIED));
+
+    // Knocking again at once: no join token, and the one got earlier is refused at hello.
+    app.post(
+        format!("/api/v1/appointments/{id}/join"),
+        c.token(),
+        json!({}),
+    )
+    .await
+    .expect_problem(409, "denied");
+    let mut again = send_hello(&ws_url(&app), spare["token"].as_str().unwrap(), None, false).await;
+    expect_error(&mut again, ErrorCode::Denied, Some(close::DENIED)).await;
+    // The therapist's lobby stayed quiet, and the appointment says who was turned away.
+    let a = app
+        .get(format!("/api/v1/appointments/{id}"), t.token())
+        .await
+        .expect(200);
+    assert_eq!(a["clients"][0]["turned_away"], true);
+
+    // Only the therapist lifts it.
+    let lift = format!("/api/v1/appointments/{id}/denials/{}", c.id);
+    app.send(reqwest::Method::DELETE, &lift, c.token(), None)
+        .await
+        .expect_problem(403, "forbidden");
+    app.send(reqwest::Method::DELETE, &lift, t.token(), None)
+        .await
+        .expect(204);
+    app.send(reqwest::Method::DELETE, &lift, t.token(), None)
+        .await
+        .expect_problem(404, "not_found");
+    let a = app
+        .get(format!("/api/v1/appointments/{id}"), t.token())
+        .await
+        .expect(200);
+    assert_eq!(a["clients"][0]["turned_away"], false);
+    let h = app
+        .get(format!("/api/v1/appointments/{id}/history"), t.token())
+        .await
+        .expect(200);
+    assert!(
+        h.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "denial_lifted"),
+        "{h}"
+    );
+
+    // Now they knock again, and wait as before.
+    let (mut cl, _) = hello_as(&app, &c, id).await;
+    cl.wait_for(Duration::from_secs(5), |m| {
+        matches!(m, ServerMessage::Waiting { position: 1 }).then_some(())
+    })
+    .await
+    .unwrap();
+    // The therapist sees them waiting again (a new participant: the denial ended the old one).
+    assert_ne!(lobby_first(&mut th).await, pid);
 }
