@@ -90,6 +90,35 @@ impl SignalClient {
         Ok(Self { ws })
     }
 
+    /// Connect over a socket whose receive buffer is `bytes` (the kernel may round it):
+    /// a reader on a small buffer makes the server's writes to it back up sooner, as a
+    /// phone on a poor network would (tests of flow control use it).
+    pub async fn connect_with_receive_buffer(url: &str, bytes: u32) -> Result<Self, ClientError> {
+        let req = url.into_client_request()?;
+        let host = req.uri().host().unwrap_or("127.0.0.1").to_owned();
+        let port = req.uri().port_u16().unwrap_or(80);
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?
+            .next()
+            .ok_or_else(|| ClientError::Unexpected(format!("{host} does not resolve")))?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        socket
+            .set_recv_buffer_size(bytes)
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        let stream = socket
+            .connect(addr)
+            .await
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Self { ws })
+    }
+
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
         let text = serde_json::to_string(msg).expect("client messages serialise");
         self.send_text(text).await

@@ -268,7 +268,7 @@ impl Hub {
         E: Display,
     {
         let cfg = self.inner.cfg.clone();
-        let mut limiter = RateLimiter::new(cfg.rate_burst, cfg.rate_per_sec);
+        let mut limiter = Limiter::new(&cfg);
         let Some((token, resume_token, reset)) =
             Box::pin(self.await_hello(&mut ws, &mut limiter)).await
         else {
@@ -379,15 +379,21 @@ impl Hub {
                                 }
                             }
                         }
-                        Some(Frame::Binary(_)) => {
+                        Some(Frame::Binary(b)) => {
                             // Counted like any message: a flood of them is closed the same way.
-                            if !limiter.allow() {
+                            if !limiter.allow(b.len()) {
                                 refuse(&mut ws, &cfg, ErrorCode::RateLimited, "too many messages".into(), close::RATE_LIMITED).await;
                                 break;
                             }
                             let _ = send_error(&mut ws, &cfg, ErrorCode::MalformedMessage, "binary frames are not used").await;
                         }
-                        Some(Frame::Ping(_) | Frame::Pong(_)) => {}
+                        Some(Frame::Ping(b) | Frame::Pong(b)) => {
+                            // Control frames cost a pong (or a wake-up) each: they count too.
+                            if !limiter.allow(b.len()) {
+                                refuse(&mut ws, &cfg, ErrorCode::RateLimited, "too many messages".into(), close::RATE_LIMITED).await;
+                                break;
+                            }
+                        }
                         Some(Frame::TooBig) => {
                             let _ = send(&mut ws, &cfg, Frame::Close(Some((close::TOO_BIG, "message too big".into())))).await;
                             break;
@@ -438,7 +444,7 @@ impl Hub {
     async fn await_hello<S, E>(
         &self,
         ws: &mut S,
-        limiter: &mut RateLimiter,
+        limiter: &mut Limiter,
     ) -> Option<(String, Option<String>, bool)>
     where
         S: Stream<Item = Frame> + Sink<Frame, Error = E> + Unpin + Send,
@@ -460,7 +466,12 @@ impl Hub {
                 Ok(None) | Ok(Some(Frame::Close(_))) => return None,
                 Ok(Some(f)) => f,
             };
-            if matches!(frame, Frame::Text(_) | Frame::Binary(_)) && !limiter.allow() {
+            let size = match &frame {
+                Frame::Text(t) => Some(t.len()),
+                Frame::Binary(b) | Frame::Ping(b) | Frame::Pong(b) => Some(b.len()),
+                Frame::Close(_) | Frame::TooBig => None,
+            };
+            if size.is_some_and(|n| !limiter.allow(n)) {
                 refuse(
                     ws,
                     cfg,
@@ -510,7 +521,7 @@ impl Hub {
     async fn handle<S, E>(
         &self,
         text: &str,
-        limiter: &mut RateLimiter,
+        limiter: &mut Limiter,
         pid: ParticipantId,
         conn: &Conn,
         room: &RoomTx,
@@ -521,7 +532,7 @@ impl Hub {
         E: Display,
     {
         let cfg = &self.inner.cfg;
-        if !limiter.allow() {
+        if !limiter.allow(text.len()) {
             let _ = send_error(ws, cfg, ErrorCode::RateLimited, "too many messages").await;
             return Err(close::RATE_LIMITED);
         }
@@ -784,7 +795,30 @@ fn apply_msg(room: &mut Room, pid: ParticipantId, conn: &Conn, msg: ClientMessag
     }
 }
 
-/// A token bucket: `burst` messages at once, `per_sec` sustained.
+/// What one connection may send: messages and bytes, each a token bucket. Charged before
+/// anything is parsed or relayed.
+struct Limiter {
+    messages: RateLimiter,
+    bytes: RateLimiter,
+}
+
+impl Limiter {
+    fn new(cfg: &SignalingConfig) -> Self {
+        Self {
+            messages: RateLimiter::new(cfg.rate_burst, cfg.rate_per_sec),
+            bytes: RateLimiter::new(cfg.rate_burst_bytes, cfg.rate_bytes_per_sec),
+        }
+    }
+
+    /// Whether a frame of `len` bytes may pass (both budgets are charged).
+    fn allow(&mut self, len: usize) -> bool {
+        let message = self.messages.allow_n(1.0);
+        let bytes = self.bytes.allow_n(len as f64);
+        message && bytes
+    }
+}
+
+/// A token bucket: `burst` at once, `per_sec` sustained.
 struct RateLimiter {
     tokens: f64,
     burst: f64,
@@ -802,13 +836,13 @@ impl RateLimiter {
         }
     }
 
-    fn allow(&mut self) -> bool {
+    fn allow_n(&mut self, n: f64) -> bool {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec)
             .min(self.burst);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

@@ -160,9 +160,15 @@ pub struct SignalingConfig {
     pub outbox: usize,
     /// Signals held for a participant while it reconnects.
     pub held_signals: usize,
-    /// Rate limit: burst size and sustained messages per second per connection.
+    /// Rate limit: burst size and sustained messages per second per connection (text,
+    /// binary, ping and pong frames alike).
     pub rate_burst: u32,
     pub rate_per_sec: u32,
+    /// Byte budget: burst and sustained bytes per second a connection may send. A flood of
+    /// large valid signals is charged to its sender (closed with 4008), not to the peer it
+    /// is aimed at.
+    pub rate_burst_bytes: u32,
+    pub rate_bytes_per_sec: u32,
     /// How long before TURN credentials expire fresh ones are sent.
     pub ice_refresh_margin: Duration,
     /// Longest a write to a socket may take.
@@ -183,6 +189,10 @@ impl Default for SignalingConfig {
             held_signals: 64,
             rate_burst: 200,
             rate_per_sec: 50,
+            // A renegotiation is one SDP of 5 to 15 KiB and a few dozen candidates; the
+            // largest allowed SDP is 48 KiB. These leave room for several at once.
+            rate_burst_bytes: 256 * 1024,
+            rate_bytes_per_sec: 64 * 1024,
             ice_refresh_margin: Duration::from_secs(5 * 60),
             write_timeout: Duration::from_secs(10),
         }

@@ -398,6 +398,9 @@ pub enum ErrorCode {
     NotAdmitted,
     /// No admitted participant with that id in this room.
     UnknownPeer,
+    /// The recipient's outbox is half full with what peers sent it: this signal was not
+    /// delivered. Slow down. The connection stays up.
+    PeerBusy,
     /// No waiting client with that id.
     UnknownParticipant,
     /// A description whose type is not offer/answer/pranswer/rollback, or whose SDP does
@@ -430,6 +433,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::NotAdmitted,
         ErrorCode::UnknownPeer,
+        ErrorCode::PeerBusy,
         ErrorCode::UnknownParticipant,
         ErrorCode::InvalidSdp,
         ErrorCode::InvalidCandidate,
@@ -452,6 +456,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotAdmitted => "not_admitted",
             ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::PeerBusy => "peer_busy",
             ErrorCode::UnknownParticipant => "unknown_participant",
             ErrorCode::InvalidSdp => "invalid_sdp",
             ErrorCode::InvalidCandidate => "invalid_candidate",

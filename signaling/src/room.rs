@@ -169,6 +169,11 @@ pub struct Room {
     auto_admit: bool,
     grace: Duration,
     held_max: usize,
+    /// Queued messages in a recipient's outbox past which signals from peers are refused:
+    /// half of it, so that a peer flooding another fills at most that half, and the room's
+    /// own messages still fit. The flooder is told (`peer_busy`); the recipient is never
+    /// closed for it.
+    relay_max_queued: usize,
     members: Vec<Member>,
     knock_seq: u64,
     /// Since when nobody has been in the room.
@@ -192,6 +197,7 @@ impl Room {
             auto_admit: grant.auto_admit,
             grace: cfg.grace,
             held_max: cfg.held_signals,
+            relay_max_queued: (cfg.outbox / 2).max(1),
             // A room holds a therapist and a client: room for both, no more, up front.
             members: Vec::with_capacity(2),
             knock_seq: 0,
@@ -656,6 +662,15 @@ impl Room {
         let held_max = self.held_max;
         let m = &mut self.members[t];
         match &m.conn {
+            Some(c) if c.tx.len() >= self.relay_max_queued => {
+                // The recipient is not keeping up: the sender pays (this signal is not
+                // delivered and it is told), not the recipient.
+                self.error(
+                    conn,
+                    ErrorCode::PeerBusy,
+                    "the other side is not keeping up; this signal was not delivered",
+                );
+            }
             Some(c) => {
                 let c = c.clone();
                 self.effects.push(Effect::Send(c, Outbound::Text(msg)));
@@ -1082,6 +1097,42 @@ mod tests {
         assert_eq!(t_msgs[0]["type"], "peer_left");
         assert_eq!(t_msgs[0]["reason"], "timeout");
         assert_eq!(w.room.len(), 1);
+    }
+
+    #[test]
+    fn a_peer_filling_half_the_recipients_outbox_is_told_and_the_recipient_stays() {
+        let mut w = World::new();
+        let (t_user, c_user) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut t = w.join_as(t_user, PeerRole::Therapist, None, false);
+        let mut c = w.join_as(c_user, PeerRole::Client, None, false);
+        w.room.admit(t.pid, &t.conn, c.pid);
+        w.flush();
+        let _ = (drain(&mut t), drain(&mut c));
+        // The therapist does not read: the client's signals pile up in its outbox (64).
+        let candidate = |n: usize| Candidate {
+            candidate: format!("candidate:{n}"),
+            sdp_mid: None,
+            sdp_m_line_index: None,
+            username_fragment: None,
+        };
+        for n in 0..40 {
+            w.room
+                .signal(c.pid, &c.conn, t.pid, None, Some(candidate(n)));
+            w.flush();
+        }
+        // Half of the outbox: far from full, so the room's task never closes the recipient
+        // as a slow consumer for what a peer sent it.
+        assert_eq!(t.conn.tx.len(), 32, "peers fill half of an outbox, no more");
+        let told = drain(&mut c);
+        assert_eq!(told.len(), 8);
+        assert!(told.iter().all(|m| m["code"] == "peer_busy"), "{told:?}");
+        // The room's own messages still fit.
+        w.room.notice(t.pid, &t.conn, None, "x".into());
+        w.room.set_auto_admit(true);
+        w.flush();
+        let got = drain(&mut t);
+        assert_eq!(got.len(), 32 + 1, "the signals, then the lobby");
+        assert_eq!(got[31]["candidate"]["candidate"], "candidate:31");
     }
 
     #[test]

@@ -1125,3 +1125,143 @@ async fn a_turned_away_client_cannot_knock_again_until_the_therapist_lets_them(b
     // The therapist sees them waiting again (a new participant: the denial ended the old one).
     assert_ne!(lobby_first(&mut th).await, pid);
 }
+
+/// A valid SDP of about `kib` KiB (padded with attributes a browser would ignore).
+fn big_sdp(kib: usize) -> String {
+    let mut sdp =
+        String::from("v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+    for _ in 0..kib {
+        sdp.push_str("a=x-pad:");
+        sdp.push_str(&"x".repeat(1014));
+        sdp.push_str("\r\n");
+    }
+    sdp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_charged_to_its_sender_not_to_the_peer_it_is_aimed_at() {
+    let app = signalling_app(Backend::Sqlite, |c| {
+        c.signal_ping_interval = Duration::from_secs(5)
+    })
+    .await;
+    let t = app.user_with_role("Dr Flood", Role::Therapist).await;
+    let a = app.client("Flooder").await;
+    let b = app.client("Bystander").await;
+    let id = live_appointment(&app, &t, &[&a, &b]).await;
+    app.put(
+        format!("/api/v1/appointments/{id}/auto-admit"),
+        t.token(),
+        json!({"auto_admit": true}),
+    )
+    .await
+    .expect(200);
+    // The therapist is on a small socket buffer and reads at an ordinary pace.
+    let tj = join_token(&app, &t, id).await;
+    let mut th = SignalClient::connect_with_receive_buffer(&ws_url(&app), 16 * 1024)
+        .await
+        .unwrap();
+    th.send(&ClientMessage::Hello {
+        token: tj["token"].as_str().unwrap().to_owned(),
+        resume_token: None,
+        reset: false,
+    })
+    .await
+    .unwrap();
+    let t_pid = pid_of(
+        &th.wait_for(Duration::from_secs(5), |m| {
+            matches!(m, ServerMessage::Welcome { .. }).then(|| m.clone())
+        })
+        .await
+        .unwrap(),
+    );
+    let (mut flooder, _) = hello_as(&app, &a, id).await;
+    let (mut bystander, bw) = hello_as(&app, &b, id).await;
+    let b_pid = pid_of(&bw);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            match th.recv_timeout(Duration::from_secs(8)).await {
+                Ok(Incoming::Message(m)) => {
+                    let done = matches!(&m, ServerMessage::Signal { from, candidate: Some(_), .. } if *from == b_pid);
+                    seen.push(m);
+                    if done {
+                        return (seen, None);
+                    }
+                }
+                Ok(Incoming::Closed(code, _)) => return (seen, Some(code)),
+                Ok(Incoming::Other(_)) => {}
+                Err(e) => panic!("the therapist's connection: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+
+    // 200 valid 45 KiB descriptions (9 MB), as fast as the socket takes them.
+    let offer = ClientMessage::Signal {
+        to: t_pid,
+        description: Some(alcove_signaling::protocol::Description {
+            kind: "offer".into(),
+            sdp: big_sdp(45),
+        }),
+        candidate: None,
+    };
+    for _ in 0..200 {
+        if flooder.send(&offer).await.is_err() {
+            break;
+        }
+    }
+    // The bystander and the therapist carry on.
+    bystander
+        .send(&ClientMessage::Signal {
+            to: t_pid,
+            description: None,
+            candidate: Some(end_of_candidates()),
+        })
+        .await
+        .unwrap();
+    let (seen, closed) = reader.await.unwrap();
+    assert_eq!(closed, None, "the therapist was not closed");
+    let floods = seen
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                ServerMessage::Signal {
+                    description: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(floods < 20, "{floods} of the flood reached the therapist");
+    still_up(&mut bystander).await;
+    // The sender pays: told, and closed.
+    expect_error(
+        &mut flooder,
+        ErrorCode::RateLimited,
+        Some(close::RATE_LIMITED),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_pings_is_closed_like_any_other_flood() {
+    let app = signalling_app(Backend::Sqlite, |c| {
+        c.signal_ping_interval = Duration::from_secs(5)
+    })
+    .await;
+    let (t, _c, id) = pair(&app).await;
+    let (mut th, _) = hello_as(&app, &t, id).await;
+    for _ in 0..400 {
+        if th
+            .send_raw(tokio_tungstenite::tungstenite::Message::Ping(
+                vec![1; 16].into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    expect_error(&mut th, ErrorCode::RateLimited, Some(close::RATE_LIMITED)).await;
+}
