@@ -218,7 +218,15 @@ async fn wait_js(c: &Client, what: &str, expr: &str, within: Duration) -> Value 
                 .await
                 .map(|u| u.to_string())
                 .unwrap_or_default();
-            panic!("timed out waiting for {what} (at {url})");
+            // What the page knew of its call, for the failure report.
+            let call = c
+                .execute(
+                    "try { return JSON.stringify(window.alcoveCall.state()); } catch (e) { return String(e); }",
+                    vec![],
+                )
+                .await
+                .unwrap_or(Value::Null);
+            panic!("timed out waiting for {what} (at {url}); call state: {call}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -339,6 +347,65 @@ async fn api(
     let text = res.text().await.unwrap();
     assert!(status.is_success(), "{path}: {status} {text}");
     serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The verification exchange as each browser ran it (`window.alcoveCall`).
+async fn verification_of(c: &Client) -> Value {
+    wait_js(
+        c,
+        "the verification transcript",
+        "(() => { const p = window.alcoveCall.state().peers[0]; return p && p.verification && p.verification.state === 'done' ? p.verification : null; })()",
+        Duration::from_secs(20),
+    )
+    .await
+}
+
+/// Both browsers ran the commit-then-reveal exchange of web/README.md: opposite roles, each
+/// one's nonce is the other's, the initiator's commitment opens to its nonce, and the code
+/// shown is the documented derivation over both fingerprints and both nonces.
+async fn check_verification(client: &Client, therapist: &Client, shown: &str) {
+    use sha2::{Digest as _, Sha256};
+    let c = verification_of(client).await;
+    let t = verification_of(therapist).await;
+    assert_eq!(c["protocol"], "alcove-sas-v1");
+    eprintln!(
+        "verification: remote fingerprints from {} and {}",
+        c["remoteSource"], t["remoteSource"]
+    );
+    assert_ne!(c["role"], t["role"], "{c} {t}");
+    assert_eq!(c["localNonce"], t["remoteNonce"]);
+    assert_eq!(t["localNonce"], c["remoteNonce"]);
+    assert_eq!(c["localFingerprint"], t["remoteFingerprint"]);
+    assert_eq!(t["localFingerprint"], c["remoteFingerprint"]);
+    let (i, r) = if c["role"] == "initiator" {
+        (&c, &t)
+    } else {
+        (&t, &c)
+    };
+    let hex = |v: &Value| hex::decode(v.as_str().unwrap()).unwrap();
+    let (n_i, n_r) = (hex(&i["localNonce"]), hex(&r["localNonce"]));
+    assert_eq!(n_i.len(), 32);
+    let mut commit = Sha256::new();
+    commit.update(b"alcove-sas-commit-v1\0");
+    commit.update(&n_i);
+    assert_eq!(
+        r["commitment"].as_str().unwrap(),
+        hex::encode(commit.finalize()),
+        "the responder got the commitment to the initiator's nonce"
+    );
+    let mut h = Sha256::new();
+    h.update(b"alcove-sas-v1\0");
+    h.update(i["localFingerprint"].as_str().unwrap().as_bytes());
+    h.update(b"\0");
+    h.update(r["localFingerprint"].as_str().unwrap().as_bytes());
+    h.update(b"\0");
+    h.update(&n_i);
+    h.update(&n_r);
+    let d = h.finalize();
+    let n = u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % 1_000_000;
+    let code = format!("{:03} {:03}", n / 1000, n % 1000);
+    assert_eq!(code, shown, "the code shown is the documented derivation");
+    assert_eq!(c["code"], shown);
 }
 
 async fn scenario() {
@@ -547,6 +614,7 @@ async fn scenario() {
     )
     .await;
     assert_eq!(code_c, code_t, "the verification codes match");
+    check_verification(&client, &therapist, code_c.as_str().unwrap()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     shot(&therapist, "call.png").await;
 
@@ -555,6 +623,25 @@ async fn scenario() {
     wait_visible(&client, "#call", Duration::from_secs(30)).await;
     video_flows(&client, "client after reload").await;
     video_flows(&therapist, "therapist after the client's reload").await;
+    // A new connection, a new exchange: the two codes agree again.
+    let code_c = wait_js(
+        &client,
+        "a verification code after the reload",
+        "document.querySelector('#verification-code').textContent.trim()",
+        Duration::from_secs(20),
+    )
+    .await;
+    wait_js(
+        &therapist,
+        "the same code at the therapist",
+        &format!(
+            "document.querySelector('#verification-code').textContent.trim() === {}",
+            code_c
+        ),
+        Duration::from_secs(20),
+    )
+    .await;
+    check_verification(&client, &therapist, code_c.as_str().unwrap()).await;
 
     // The therapist ends the session for everyone.
     click(&therapist, "#end-session-button").await;

@@ -7,12 +7,28 @@
 // impolite side ignores the other offer. Signals for one peer are handled strictly one after
 // another (a promise chain), so the state checks below see a consistent signalingState.
 
-import { verificationCode, fingerprintOf } from './verify.js';
+import { Verification, fingerprintOf } from './verify.js';
 import { QualitySampler } from './stats.js';
 
 // `localStorage.setItem('alcove.debug', '1')` logs the negotiation to the console.
 const DEBUG = (() => { try { return !!localStorage.getItem('alcove.debug'); } catch { return false; } })();
 const debug = (...args) => { if (DEBUG) console.info('[alcove]', ...args); };
+
+/**
+ * "sha-256 AB:CD:…" of the certificate the other side used in the DTLS handshake, where the
+ * browser shows it (RTCDtlsTransport.getRemoteCertificates); null elsewhere.
+ */
+async function dtlsRemoteFingerprint(pc) {
+  try {
+    const transport = pc.sctp && pc.sctp.transport;
+    const certs = transport && typeof transport.getRemoteCertificates === 'function' ? transport.getRemoteCertificates() : [];
+    if (!certs || !certs.length || !(globalThis.crypto && crypto.subtle)) return null;
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', certs[0]));
+    return `sha-256 ${[...digest].map((b) => b.toString(16).padStart(2, '0').toUpperCase()).join(':')}`;
+  } catch {
+    return null;
+  }
+}
 
 export class PeerLink {
   /**
@@ -30,6 +46,8 @@ export class PeerLink {
     this.queue = Promise.resolve();
     this.reconnecting = false; // the peer's signalling dropped (peer_reconnecting)
     this.code = null;
+    this.verification = null;
+    this.verifyFailed = false;
     this.remoteStream = new MediaStream();
     this.senders = {};
     this.sampler = new QualitySampler();
@@ -63,6 +81,8 @@ export class PeerLink {
     this.settingRemoteAnswer = false;
     clearTimeout(this.firstOfferTimer);
     this.code = null;
+    this.verification = null;
+    this.verifyFailed = false;
     this.sampler = new QualitySampler();
     this.remoteStream = new MediaStream();
     this.senders = {};
@@ -80,6 +100,78 @@ export class PeerLink {
     dc.onmessage = (ev) => this.session.chatReceived(this, ev.data);
 
     const current = () => gen === this.generation && this.pc === pc;
+
+    // The verification code's commit-then-reveal exchange (call/verify.js), on a channel of
+    // its own inside this connection's DTLS. It starts once the channel is open and both
+    // fingerprints are known: ours from our own description, theirs from the certificate
+    // the DTLS handshake actually used when the browser shows it (else from their
+    // description). Messages that arrive before then wait; all are handled in order.
+    const vc = pc.createDataChannel('verify', { negotiated: true, id: 1, ordered: true });
+    this.vc = vc;
+    let verifyQueue = Promise.resolve();
+    let early = [];
+    let starting = false;
+    let tries = 0;
+    const later = (fn) => {
+      verifyQueue = verifyQueue.then(fn).catch((err) => console.warn('verification:', err && err.name));
+    };
+    const tryStart = async () => {
+      if (!current() || this.verification || starting || vc.readyState !== 'open') return;
+      starting = true;
+      try {
+        const local = fingerprintOf((pc.currentLocalDescription || pc.localDescription || {}).sdp);
+        const fromDtls = await dtlsRemoteFingerprint(pc);
+        const remote = fromDtls
+          || fingerprintOf((pc.currentRemoteDescription || pc.remoteDescription || {}).sdp);
+        if (!current() || this.verification) return;
+        if (!local || !remote) {
+          // Not readable yet (a description in flux): again when stable, or in a second.
+          if (tries < 10) {
+            tries += 1;
+            setTimeout(() => later(tryStart), 1000);
+          }
+          return;
+        }
+        this.verification = new Verification({
+          localFingerprint: local,
+          remoteFingerprint: remote,
+          remoteSource: fromDtls ? 'dtls' : 'sdp',
+          send: (m) => {
+            if (vc.readyState === 'open') vc.send(JSON.stringify(m));
+            else console.warn('verify channel not open for', m.type, vc.readyState);
+          },
+          done: (code) => { if (current()) this.setCode(code); },
+          failed: (why) => {
+            if (!current()) return;
+            console.warn('verification failed:', why);
+            this.verifyFailed = true;
+            this.session.peerChanged(this, 'code');
+          },
+        });
+        await this.verification.start();
+        const waiting = early;
+        early = [];
+        for (const m of waiting) await this.verification.receive(m);
+      } finally {
+        starting = false;
+      }
+    };
+    vc.onopen = () => later(tryStart);
+    vc.onmessage = (ev) => {
+      if (!current()) return;
+      let msg = null;
+      try { msg = JSON.parse(ev.data); } catch { /* not ours */ }
+      later(async () => {
+        if (this.verification) await this.verification.receive(msg);
+        else {
+          early.push(msg);
+          await tryStart();
+        }
+      });
+    };
+    pc.onsignalingstatechange = () => {
+      if (current() && pc.signalingState === 'stable') later(tryStart);
+    };
 
     // Glare on a brand-new connection (both sides offering at once) is legal in perfect
     // negotiation, but Chrome can end up with an ICE agent that never gathers when the
@@ -143,9 +235,6 @@ export class PeerLink {
       this.session.peerChanged(this);
     };
 
-    pc.onsignalingstatechange = () => {
-      if (current() && pc.signalingState === 'stable') this.updateCode();
-    };
   }
 
   async makeOffer(pc, gen) {
@@ -229,7 +318,7 @@ export class PeerLink {
         await pc.setLocalDescription();
         this.signal({ description: pc.localDescription.toJSON() });
       }
-      // The code follows when the signalling state is stable again (onsignalingstatechange).
+      // The code follows from the verify channel's exchange (see create()).
     } else if (candidate) {
       try {
         await this.pc.addIceCandidate(candidate);
@@ -240,19 +329,14 @@ export class PeerLink {
     }
   }
 
-  async updateCode() {
-    const pc = this.pc;
-    if (!pc || !pc.localDescription || !pc.remoteDescription) return;
-    const code = await verificationCode(pc.localDescription.sdp, pc.remoteDescription.sdp);
-    if (pc !== this.pc) return;
-    if (code !== this.code) {
-      // A code that replaces another one (the connection was rebuilt: a reload on their
-      // side, or the server said to start over) must be compared again.
-      if (code && this.lastCode && code !== this.lastCode) this.codeChanged = true;
-      if (code) this.lastCode = code;
-      this.code = code;
-      this.session.peerChanged(this, 'code');
-    }
+  setCode(code) {
+    if (code === this.code) return;
+    // A code that replaces another one (the connection was rebuilt: a reload on their
+    // side, or the server said to start over) must be compared again.
+    if (code && this.lastCode && code !== this.lastCode) this.codeChanged = true;
+    if (code) this.lastCode = code;
+    this.code = code;
+    this.session.peerChanged(this, 'code');
   }
 
   restartIce() {
@@ -311,6 +395,11 @@ export class PeerLink {
       this.dc.onopen = this.dc.onclose = this.dc.onmessage = null;
       try { this.dc.close(); } catch { /* closed */ }
     }
+    if (this.vc) {
+      this.vc.onopen = this.vc.onmessage = null;
+      try { this.vc.close(); } catch { /* closed */ }
+    }
+    this.vc = null;
     if (this.pc) {
       try { this.pc.close(); } catch { /* closed */ }
     }

@@ -719,6 +719,8 @@ export class CallSession extends EventTarget {
         connectionState: l.pc ? l.pc.connectionState : null,
         chatOpen: l.chatOpen(),
         code: l.code,
+        // The verification exchange as it ran (nonces are public once revealed).
+        verification: l.verification ? l.verification.transcript() : null,
       })),
       quality: this.quality,
     };

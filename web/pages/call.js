@@ -254,6 +254,11 @@ export async function render(ctx) {
     if (withCode.some((l) => l.codeChanged)) {
       codeNote.textContent = `The code changed because the connection was rebuilt: compare it again. ${codeNote.textContent}`;
     }
+    const unverified = links.filter((l) => l.verifyFailed && !l.code);
+    if (unverified.length) {
+      // The exchange was broken off or tampered with: say so plainly, never show a code.
+      codeNote.textContent = `The connection with ${unverified.map((l) => l.info.display_name).join(' and ')} could not be verified. If this happens again, end the call and tell the practice. ${codeNote.textContent}`;
+    }
   };
 
   const drawLobby = () => {

@@ -10,6 +10,7 @@ use axum::{
 #[derive(rust_embed::Embed)]
 #[folder = "../web/"]
 #[exclude = "README.md"]
+#[exclude = "package.json"]
 #[exclude = "tests/*"]
 #[exclude = "node_modules/*"]
 struct Assets;
