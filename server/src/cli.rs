@@ -274,10 +274,41 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub idle_sign_out: Option<Duration>,
 
-    /// This server's name in session records (set a distinct one per node) [default: local]
+    /// This server's name in session records and among several nodes (set a distinct one
+    /// per node) [default: local]
     #[arg(long, env = "ALCOVE_NODE_ID", value_name = "NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+
+    /// Redis, for several nodes (redis://[user:password@]host:port[/db]); needs PostgreSQL
+    /// as the database. Without it, one node keeps everything in its own memory
+    /// [default: none]
+    #[arg(
+        long,
+        env = "ALCOVE_REDIS_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<DatabaseUrl>,
+
+    /// Prefix of every Redis key this deployment uses (several deployments can share one
+    /// Redis) [default: alcove]
+    #[arg(long, env = "ALCOVE_REDIS_PREFIX", value_name = "PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_prefix: Option<String>,
+
+    /// Token signing keys as configuration: Ed25519 PKCS#8 PEM blocks, the first one signing
+    /// (`alcove keys generate` makes one). Give every node the same value. Without it the
+    /// keys live in the data folder [default: none]
+    #[arg(
+        long,
+        env = "ALCOVE_SIGNING_KEYS",
+        value_name = "PEM",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_keys: Option<SecretArg>,
 
     /// How long session records are kept after a session ends [default: 2192d, six years]
     #[arg(long, env = "ALCOVE_SESSION_RETENTION", value_name = "DURATION", value_parser = duration::parse)]
@@ -371,6 +402,8 @@ pub enum UserCmd {
 pub enum KeysCmd {
     /// Add a new signing key and make it current; older keys keep verifying until deleted.
     Rotate(CommonArgs),
+    /// Print a new signing key as PEM, for ALCOVE_SIGNING_KEYS (several nodes share it).
+    Generate,
     /// List the key ids, marking the current one.
     List(CommonArgs),
 }

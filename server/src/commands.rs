@@ -144,6 +144,9 @@ pub fn keys(cmd: KeysCmd) -> anyhow::Result<()> {
             let kid = KeySet::rotate(&config.keys_dir())?;
             println!("new signing key {kid} is current; restart the server(s) to use it");
         }
+        KeysCmd::Generate => {
+            print!("{}", KeySet::generate_pem()?);
+        }
         KeysCmd::List(common) => {
             let config = Config::load(&common, None)?;
             let keys = KeySet::load(&config.keys_dir())?;

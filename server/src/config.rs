@@ -227,8 +227,17 @@ pub struct Config {
     /// this long.
     #[serde(with = "duration")]
     pub idle_sign_out: Duration,
-    /// This server's name in session records; after a crash it closes its own open sessions.
+    /// This server's name in session records and among several nodes; after a crash it
+    /// closes its own open sessions.
     pub node_id: String,
+    /// Redis, for several nodes.
+    pub redis_url: Option<DatabaseUrl>,
+    /// Prefix of this deployment's Redis keys.
+    pub redis_prefix: String,
+    /// Signing keys given as configuration (PEM blocks), instead of the data folder's.
+    #[serde(skip_serializing)]
+    pub signing_keys: Option<secrecy::SecretString>,
+
     /// How long session records are kept after a session ends.
     #[serde(with = "duration")]
     pub session_retention: Duration,
@@ -287,6 +296,10 @@ impl Default for Config {
             signal_ping_interval: Duration::from_secs(10),
             idle_sign_out: Duration::from_secs(15 * 60),
             node_id: "local".into(),
+            redis_url: None,
+            redis_prefix: "alcove".into(),
+            signing_keys: None,
+
             session_retention: Duration::from_secs(2192 * 24 * 3600),
             audit_retention: Duration::from_secs(2192 * 24 * 3600),
             purge_interval: Duration::from_secs(3600),
@@ -406,9 +419,37 @@ impl Config {
         {
             bail!("ALCOVE_IDLE_SIGN_OUT must be between 5s and 24h");
         }
-        if self.node_id.is_empty() || self.node_id.len() > 64 {
-            bail!("ALCOVE_NODE_ID must be 1 to 64 characters");
+        if self.node_id.is_empty()
+            || self.node_id.len() > 64
+            || !self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            bail!("ALCOVE_NODE_ID must be 1 to 64 letters, digits, '-', '_' or '.'");
         }
+        if let Some(url) = &self.redis_url {
+            let u = url.expose();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                bail!("ALCOVE_REDIS_URL must start with redis:// or rediss://");
+            }
+            let postgres = self
+                .database_url
+                .as_ref()
+                .is_some_and(|d| d.expose().starts_with("postgres"));
+            if !postgres {
+                bail!(
+                    "ALCOVE_REDIS_URL (several nodes) needs PostgreSQL as the database: set DATABASE_URL=postgres://…"
+                );
+            }
+        }
+        if self.redis_prefix.is_empty()
+            || self.redis_prefix.len() > 64
+            || self.redis_prefix.contains([' ', '{', '}'])
+        {
+            bail!("ALCOVE_REDIS_PREFIX must be 1 to 64 characters, without spaces or braces");
+        }
+
         if self.purge_interval < Duration::from_secs(1) {
             bail!("ALCOVE_PURGE_INTERVAL must be at least 1s");
         }

@@ -142,6 +142,19 @@ impl ApiError {
         .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
     }
 
+    /// 503 with `Retry-After`: a part the request needs (Redis, when several nodes share
+    /// it) does not answer now; `source` is logged.
+    pub fn unavailable(source: impl Into<anyhow::Error>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the service cannot do this right now; try again in a moment",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        e.source = Some(source.into());
+        e
+    }
+
     /// 500; `source` is logged, the client sees a generic message and the request id.
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
         let mut e = Self::new(

@@ -12,6 +12,7 @@
 //!   state several nodes must share, behind one interface.
 //! - [`signal`] joins the signalling crate to the server: join tokens, TURN credentials,
 //!   the event sink.
+//! - [`redis_store`] connects to Redis (several nodes) and keeps the shared counters there.
 //! - [`records`] writes the session record and audit trail from room events, and runs the
 //!   webhook, heartbeat and retention tasks.
 //! - [`commands`] runs the admin subcommands (`migrate`, `user`, `keys`).
@@ -26,6 +27,7 @@ pub mod error;
 pub mod expiring;
 pub mod http;
 pub mod records;
+pub mod redis_store;
 pub mod signal;
 pub mod startup;
 pub mod state;

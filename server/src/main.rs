@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
         },
         Some(Command::Keys(k)) => match k {
             alcove::cli::KeysCmd::Rotate(c) | alcove::cli::KeysCmd::List(c) => c,
+            alcove::cli::KeysCmd::Generate => &cli.serve.common,
         },
         Some(Command::Audit(alcove::cli::AuditCmd::Verify(c))) => c,
     };

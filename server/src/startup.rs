@@ -50,7 +50,13 @@ impl Application {
                 "closed sessions left open by a crash as server_lost"
             );
         }
-        let keys = KeySet::load_or_create(&config.keys_dir())?;
+        let keys = match &config.signing_keys {
+            Some(pems) => {
+                use secrecy::ExposeSecret as _;
+                KeySet::from_pems(pems.expose_secret())?
+            }
+            None => KeySet::load_or_create(&config.keys_dir())?,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("ALCOVE_LISTEN: cannot listen on {}", config.listen))?;
@@ -59,9 +65,19 @@ impl Application {
         let jwt = Jwt::new(Arc::new(keys), public_url.to_string());
         let config = Arc::new(config);
         let ice = IceMinter::new(&config);
-        // One node: the shared counters and marks live in this process.
-        let expiring: Arc<dyn Expiring> = Arc::new(MemoryExpiring::default());
-        let keys = KeyedHash::random()?;
+        // One node: the shared counters and marks live in this process. Several: in Redis,
+        // under keyed hashes whose secret every node derives from the shared signing key.
+        let redis = crate::redis_store::connect(&config).await?;
+        let (expiring, keys): (Arc<dyn Expiring>, KeyedHash) = match &redis {
+            Some(conn) => (
+                Arc::new(crate::redis_store::RedisExpiring::new(
+                    conn.clone(),
+                    &config.redis_prefix,
+                )),
+                KeyedHash::new(jwt.keys().derived_secret("alcove-limits-v1")),
+            ),
+            None => (Arc::new(MemoryExpiring::default()), KeyedHash::random()?),
+        };
         let verifier = Verifier {
             db: db.clone(),
             jwt: jwt.clone(),
@@ -104,6 +120,7 @@ impl Application {
                 },
             ),
             expiring,
+            redis,
             trusted_proxies: config.trusted_proxy_nets()?.into(),
             public_url,
             config,

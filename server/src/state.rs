@@ -24,6 +24,8 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// Expiring counters and marks shared by the limits and the signalling verifier.
     pub expiring: Arc<dyn crate::expiring::Expiring>,
+    /// Redis, when several nodes share it (`ALCOVE_REDIS_URL`).
+    pub redis: Option<redis::aio::ConnectionManager>,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// The signalling service (rooms of this node).

@@ -23,6 +23,8 @@ use std::{
 
 /// One key pair.
 struct Key {
+    /// The private key's seed, kept only to derive the deployment's shared secrets.
+    seed: [u8; 32],
     encoding: EncodingKey,
     decoding: DecodingKey,
     /// The public key, base64url, as the JWK `x` member.
@@ -54,6 +56,7 @@ fn key_from_signing(sk: &SigningKey) -> anyhow::Result<(String, Key)> {
     let x = URL_SAFE_NO_PAD.encode(sk.verifying_key().to_bytes());
     let der = sk.to_pkcs8_der().context("encoding the signing key")?;
     let key = Key {
+        seed: sk.to_bytes(),
         encoding: EncodingKey::from_ed_der(der.as_bytes()),
         decoding: DecodingKey::from_ed_components(&x).context("building the verifying key")?,
         x: x.clone(),
@@ -162,6 +165,56 @@ impl KeySet {
         Ok(Self { current, keys })
     }
 
+    /// Keys given as configuration (`ALCOVE_SIGNING_KEYS`): one or more Ed25519 PKCS#8
+    /// PEM blocks, the first of which signs. Several nodes of one deployment are given the
+    /// same value, so that each verifies what the others sign.
+    pub fn from_pems(text: &str) -> anyhow::Result<Self> {
+        const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+        const END: &str = "-----END PRIVATE KEY-----";
+        let mut keys = BTreeMap::new();
+        let mut current = None;
+        let mut rest = text;
+        while let Some(start) = rest.find(BEGIN) {
+            let after = &rest[start..];
+            let end = after
+                .find(END)
+                .context("ALCOVE_SIGNING_KEYS: a PEM block has no END line")?
+                + END.len();
+            let sk = SigningKey::from_pkcs8_pem(&after[..end]).map_err(|e| {
+                anyhow::anyhow!("ALCOVE_SIGNING_KEYS: not an Ed25519 PKCS#8 key: {e}")
+            })?;
+            let (kid, key) = key_from_signing(&sk)?;
+            current.get_or_insert_with(|| kid.clone());
+            keys.insert(kid, key);
+            rest = &after[end..];
+        }
+        let Some(current) = current else {
+            bail!("ALCOVE_SIGNING_KEYS holds no PEM private key (-----BEGIN PRIVATE KEY-----)");
+        };
+        Ok(Self { current, keys })
+    }
+
+    /// A new key as PEM, for `ALCOVE_SIGNING_KEYS` (`alcove keys generate`).
+    pub fn generate_pem() -> anyhow::Result<String> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).context("reading the system random source")?;
+        let pem = SigningKey::from_bytes(&seed)
+            .to_pkcs8_pem(LineEnding::LF)
+            .context("encoding the signing key")?;
+        Ok(pem.to_string())
+    }
+
+    /// A 32-byte secret for `purpose`, derived from the signing key (the same on every node
+    /// given the same keys): HMAC-SHA256(seed, purpose). Used for the keyed hashes of the
+    /// shared counters; rotating the signing key starts those counters afresh.
+    pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit as _, Mac as _};
+        let key = &self.keys[&self.current];
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key.seed).expect("HMAC takes any key");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Add a key and make it the signing key; returns its kid.
     pub fn rotate(dir: &Path) -> anyhow::Result<String> {
         create_dir_private(dir)?;
@@ -224,6 +277,27 @@ mod tests {
                 "private key must not be readable by others"
             );
         }
+    }
+
+    #[test]
+    fn keys_given_as_configuration_are_the_same_on_every_node() {
+        let (a, b) = (
+            KeySet::generate_pem().unwrap(),
+            KeySet::generate_pem().unwrap(),
+        );
+        let both = format!("{a}\n{b}");
+        let one = KeySet::from_pems(&both).unwrap();
+        let two = KeySet::from_pems(&both).unwrap();
+        assert_eq!(one.current_kid(), two.current_kid());
+        assert_eq!(one.kids().count(), 2);
+        assert_eq!(
+            KeySet::from_pems(&a).unwrap().current_kid(),
+            one.current_kid()
+        );
+        assert_eq!(one.derived_secret("x"), two.derived_secret("x"));
+        assert_ne!(one.derived_secret("x"), one.derived_secret("y"));
+        assert!(KeySet::from_pems("nothing here").is_err());
+        assert!(format!("{one:?}").find("PRIVATE").is_none());
     }
 
     #[test]

@@ -120,7 +120,12 @@ async fn register(
             "this service does not take new registrations; ask your practice for an account",
         ));
     }
-    if let Err(wait) = state.login_throttle.before_registration(addr).await? {
+    if let Err(wait) = state
+        .login_throttle
+        .before_registration(addr)
+        .await
+        .map_err(ApiError::unavailable)?
+    {
         return Err(ApiError::too_many_requests(wait.secs()));
     }
     let mut f = Fields::default();
@@ -206,7 +211,8 @@ async fn login(
     let attempt = match state
         .login_throttle
         .before_sign_in(email.as_str(), addr)
-        .await?
+        .await
+        .map_err(ApiError::unavailable)?
     {
         Ok(a) => a,
         Err(wait) => return Err(ApiError::too_many_requests(wait.secs())),
@@ -224,7 +230,11 @@ async fn login(
     let known = found.as_ref().map(|u| (u.user.id, u.user.role()));
     let Some(found) = found.filter(|_| ok) else {
         tracing::info!("sign-in failed");
-        state.login_throttle.failed(attempt).await?;
+        state
+            .login_throttle
+            .failed(attempt)
+            .await
+            .map_err(ApiError::unavailable)?;
         state
             .audit_as(
                 known,
@@ -255,7 +265,11 @@ async fn login(
             "this account is disabled",
         ));
     }
-    state.login_throttle.succeeded(attempt).await?;
+    state
+        .login_throttle
+        .succeeded(attempt)
+        .await
+        .map_err(ApiError::unavailable)?;
     let (refresh_token, hash) = new_refresh_token()?;
     let session_id = state
         .db

@@ -31,26 +31,44 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// The database answers and every migration is applied (503 `not_ready` otherwise).
+/// The database answers and every migration is applied, and Redis answers when several
+/// nodes share it (503 `not_ready` otherwise, saying which).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Readiness>> {
-    let r = state.db.readiness().await;
-    if r.ready() {
+    let mut r = state.db.readiness().await;
+    let mut redis_down = None;
+    if let Some(conn) = &state.redis {
+        match crate::redis_store::ping(conn).await {
+            Ok(()) => r.redis = Some("up"),
+            Err(why) => {
+                r.redis = Some("down");
+                redis_down = Some(why);
+            }
+        }
+    }
+    if r.ready() && redis_down.is_none() {
         return Ok(axum::Json(r));
     }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_ready",
-        format!(
+    let mut why = Vec::new();
+    if !r.ready() {
+        why.push(format!(
             "database {}; migration {} applied of {} expected",
             r.database,
             r.applied_migration.map_or("none".into(), |v| v.to_string()),
             r.expected_migration
-        ),
+        ));
+    }
+    if let Some(e) = redis_down {
+        why.push(format!("redis down ({e})"));
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        why.join("; "),
     ))
 }
 

@@ -99,7 +99,8 @@ async fn change_password(
     let attempt = match state
         .login_throttle
         .before_sign_in(&user.email, addr)
-        .await?
+        .await
+        .map_err(ApiError::unavailable)?
     {
         Ok(a) => a,
         Err(wait) => return Err(ApiError::too_many_requests(wait.secs())),
@@ -110,14 +111,22 @@ async fn change_password(
         .verify(current.secret(), hash.as_deref())
         .await?
     {
-        state.login_throttle.failed(attempt).await?;
+        state
+            .login_throttle
+            .failed(attempt)
+            .await
+            .map_err(ApiError::unavailable)?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong_password",
             "the current password is incorrect",
         ));
     }
-    state.login_throttle.succeeded(attempt).await?;
+    state
+        .login_throttle
+        .succeeded(attempt)
+        .await
+        .map_err(ApiError::unavailable)?;
     let new_hash = state.passwords.hash(new.secret()).await?;
     let revoked = state
         .db

@@ -200,6 +200,9 @@ pub struct Readiness {
     pub applied_migration: Option<i64>,
     /// Newest migration this binary carries.
     pub expected_migration: i64,
+    /// `up` or `down` when several nodes share Redis; absent on a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<&'static str>,
 }
 
 impl Readiness {
@@ -294,6 +297,7 @@ impl Db {
             database,
             applied_migration,
             expected_migration: expected,
+            redis: None,
         }
     }
 

@@ -7,6 +7,7 @@ mod admin;
 mod appointments;
 mod auth;
 mod binary;
+mod cluster;
 mod directory;
 mod health;
 mod peers;
