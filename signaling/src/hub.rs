@@ -1,28 +1,25 @@
-//! The rooms of this node and the per-connection loop.
+//! The per-connection loop, and [`Hub`], the signalling service of a node.
 //!
-//! Each room is owned by one task that takes commands in order from a bounded channel,
-//! so a room's state changes in one place. Each connection is one task that alone writes
-//! to its socket: it reads and checks what the peer sends, forwards it to the room, and
-//! writes what the room puts in its bounded outbox. A peer too slow to drain its outbox is
-//! disconnected rather than buffered forever.
+//! Each connection is one task that alone writes to its socket: it reads and checks what the
+//! peer sends, forwards it to the room through the [`Router`] (rooms of this process, or of a
+//! cluster), and writes what the room puts in its bounded outbox. A peer too slow to drain
+//! its outbox is disconnected rather than buffered forever.
 
 use crate::{
-    EventSink, JoinGrant, JoinRefusal, JoinVerifier, SessionEvent, SignalingConfig,
+    EventSink, JoinRefusal, JoinVerifier, SignalingConfig,
+    local::LocalRouter,
     protocol::{ClientMessage, ErrorCode, ParticipantId, ServerMessage, close},
-    room::{Conn, Effect, Joined, Outbound, Room},
+    room::{Conn, Outbound, resume_hash},
+    router::{JoinFailure, JoinRequest, LinkError, RoomLink, Router},
     validate,
 };
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use std::{
-    collections::HashMap,
     fmt::Display,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// A WebSocket frame as the connection loop sees it; the server maps its WebSocket type to
@@ -38,55 +35,11 @@ pub enum Frame {
     TooBig,
 }
 
-/// A command for a room's task. Commands travel boxed ([`RoomTx`]): a channel's buffer keeps
-/// the capacity it grew to for the room's whole life, so its slots are kept pointer-sized
-/// (see the footprint benchmark).
-enum RoomCmd {
-    Join(JoinCmd),
-    Msg {
-        pid: ParticipantId,
-        conn: Conn,
-        msg: ClientMessage,
-    },
-    Disconnected {
-        pid: ParticipantId,
-        conn_id: u64,
-    },
-    SetAutoAdmit(bool),
-    Remove(Uuid),
-    Finish(String),
-}
-
-type RoomTx = flume::Sender<Box<RoomCmd>>;
-
-struct JoinCmd {
-    grant: JoinGrant,
-    conn: Conn,
-    resume_token: Option<String>,
-    reset: bool,
-    reply: oneshot::Sender<Joined>,
-}
-
-struct RoomEntry {
-    tx: RoomTx,
-    generation: u64,
-}
-
 struct Inner {
     cfg: SignalingConfig,
     verifier: Arc<dyn JoinVerifier>,
-    sink: Arc<dyn EventSink>,
-    // A std mutex: held for a map lookup, never across an await.
-    rooms: Mutex<HashMap<Uuid, RoomEntry>>,
-    /// When an appointment's room was ended from outside (cancelled, moved), and when an
-    /// account was taken off one: a join verified before that moment is refused, so that a
-    /// hello racing the change cannot reopen the room or bring the account back.
-    closed: Mutex<HashMap<(Uuid, Option<Uuid>), Instant>>,
-    next_id: AtomicU64,
+    router: Arc<dyn Router>,
 }
-
-/// How long closure marks are kept: longer than any join token lives.
-const CLOSED_MARK_KEEP: Duration = Duration::from_secs(3600);
 
 /// The signalling service of this node.
 #[derive(Clone)]
@@ -102,23 +55,28 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-/// Commands a room can have queued before senders wait.
-const ROOM_QUEUE: usize = 256;
-
 impl Hub {
+    /// A node of its own: rooms live in this process.
     pub fn new(
         cfg: SignalingConfig,
         verifier: Arc<dyn JoinVerifier>,
         sink: Arc<dyn EventSink>,
     ) -> Self {
+        let router = Arc::new(LocalRouter::new(cfg.clone(), sink));
+        Self::with_router(cfg, verifier, router)
+    }
+
+    /// Rooms where `router` keeps them (one node, or a cluster).
+    pub fn with_router(
+        cfg: SignalingConfig,
+        verifier: Arc<dyn JoinVerifier>,
+        router: Arc<dyn Router>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 cfg,
                 verifier,
-                sink,
-                rooms: Mutex::new(HashMap::new()),
-                closed: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(1),
+                router,
             }),
         }
     }
@@ -127,138 +85,38 @@ impl Hub {
         &self.inner.cfg
     }
 
-    /// Rooms open on this node.
+    /// Rooms whose state this node holds.
     pub fn room_count(&self) -> usize {
-        self.inner.rooms.lock().expect("rooms lock").len()
+        self.inner.router.room_count()
     }
 
-    fn room_tx(&self, appointment_id: Uuid) -> Option<RoomTx> {
-        self.inner
-            .rooms
-            .lock()
-            .expect("rooms lock")
-            .get(&appointment_id)
-            .map(|e| e.tx.clone())
-    }
-
-    fn mark_closed(&self, appointment_id: Uuid, user: Option<Uuid>) {
-        let mut closed = self.inner.closed.lock().expect("closed lock");
-        closed.retain(|_, at| at.elapsed() < CLOSED_MARK_KEEP);
-        closed.insert((appointment_id, user), Instant::now());
-    }
-
-    /// Whether a grant verified at `verified` predates a closure of its room or account.
-    fn closed_since(&self, grant: &JoinGrant, verified: Instant) -> bool {
-        let closed = self.inner.closed.lock().expect("closed lock");
-        [None, Some(grant.user_id)].into_iter().any(|user| {
-            closed
-                .get(&(grant.appointment_id, user))
-                .is_some_and(|at| *at >= verified)
-        })
+    /// Whether the hub can reach what it needs (Redis, for a cluster).
+    pub fn healthy(&self) -> bool {
+        self.inner.router.healthy()
     }
 
     /// End an appointment's live room (it was cancelled or moved): everyone gets `ended`.
     pub async fn end_room(&self, appointment_id: Uuid, reason: &str) {
-        self.mark_closed(appointment_id, None);
-        if let Some(tx) = self.room_tx(appointment_id) {
-            let _ = tx
-                .send_async(Box::new(RoomCmd::Finish(reason.to_owned())))
-                .await;
-        }
+        self.inner.router.end_room(appointment_id, reason).await;
     }
 
     /// Apply a change of the appointment's auto-admit setting to its live room.
     pub async fn set_auto_admit(&self, appointment_id: Uuid, on: bool) {
-        if let Some(tx) = self.room_tx(appointment_id) {
-            let _ = tx.send_async(Box::new(RoomCmd::SetAutoAdmit(on))).await;
-        }
+        self.inner.router.set_auto_admit(appointment_id, on).await;
     }
 
     /// Take an account out of an appointment's live room (it no longer takes part).
     pub async fn remove_account(&self, appointment_id: Uuid, user_id: Uuid) {
-        self.mark_closed(appointment_id, Some(user_id));
-        if let Some(tx) = self.room_tx(appointment_id) {
-            let _ = tx.send_async(Box::new(RoomCmd::Remove(user_id))).await;
-        }
+        self.inner
+            .router
+            .remove_account(appointment_id, user_id)
+            .await;
     }
 
-    /// End every room (the server is stopping), and wait (up to 5 s) until each has
-    /// recorded its end.
+    /// The server is stopping: one node ends its rooms (and waits until each has recorded
+    /// its end); a cluster node hands its rooms over.
     pub async fn shutdown(&self) {
-        let txs: Vec<_> = self
-            .inner
-            .rooms
-            .lock()
-            .expect("rooms lock")
-            .values()
-            .map(|e| e.tx.clone())
-            .collect();
-        for tx in txs {
-            let _ = tx
-                .send_async(Box::new(RoomCmd::Finish("server_shutdown".into())))
-                .await;
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.room_count() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The appointment's room, started if none is open; `None` when the grant (verified at
-    /// `verified`) predates the room's closure. The check is made under the rooms lock, and
-    /// `end_room` marks the closure before it looks for the room, so a join racing a cancel
-    /// either sees the mark or reaches a room that the cancel then ends.
-    fn room_for(&self, grant: &JoinGrant, verified: Instant) -> Option<RoomTx> {
-        let mut rooms = self.inner.rooms.lock().expect("rooms lock");
-        if self.closed_since(grant, verified) {
-            return None;
-        }
-        if let Some(e) = rooms.get(&grant.appointment_id)
-            && !e.tx.is_disconnected()
-        {
-            return Some(e.tx.clone());
-        }
-        let (tx, rx) = flume::bounded(ROOM_QUEUE);
-        let generation = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let room = Room::new(grant, &self.inner.cfg, Instant::now());
-        rooms.insert(
-            grant.appointment_id,
-            RoomEntry {
-                tx: tx.clone(),
-                generation,
-            },
-        );
-        tokio::spawn(run_room(room, rx, self.inner.clone(), generation));
-        Some(tx)
-    }
-
-    async fn join(
-        &self,
-        grant: &JoinGrant,
-        verified: Instant,
-        conn: &Conn,
-        resume_token: Option<String>,
-        reset: bool,
-    ) -> Option<(RoomTx, Joined)> {
-        // Twice: the room may finish between lookup and join; the second try opens anew.
-        for _ in 0..2 {
-            let tx = self.room_for(grant, verified)?;
-            let (reply, answer) = oneshot::channel();
-            let cmd = Box::new(RoomCmd::Join(JoinCmd {
-                grant: grant.clone(),
-                conn: conn.clone(),
-                resume_token: resume_token.clone(),
-                reset,
-                reply,
-            }));
-            if tx.send_async(cmd).await.is_err() {
-                continue;
-            }
-            if let Ok(joined) = answer.await {
-                return Some((tx, joined));
-            }
-        }
-        None
+        self.inner.router.shutdown().await;
     }
 
     /// Serve one WebSocket connection until it closes.
@@ -276,6 +134,7 @@ impl Hub {
             return;
         };
         let verified = Instant::now();
+        let verified_ms = jiff::Timestamp::now().as_millisecond();
         let grant = match self.inner.verifier.verify(&token).await {
             Ok(g) => g,
             Err(JoinRefusal::InvalidToken(why)) => {
@@ -310,33 +169,52 @@ impl Hub {
         };
         let (tx, rx) = flume::bounded(cfg.outbox);
         let kill = Arc::new(Notify::new());
-        let conn = Conn {
-            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
-            tx,
-            kill: kill.clone(),
+        let conn = Conn::local(connection_id(), tx, kill.clone());
+        let appointment_id = grant.appointment_id;
+        let req = JoinRequest {
+            grant,
+            conn: conn.clone(),
+            resume: resume_token.as_deref().map(resume_hash),
+            reset,
+            verified,
+            verified_ms,
         };
         // Boxed, like the other one-off steps here: the connection's future is held for as
         // long as the connection lives, so rarely-active parts stay off its inline size.
-        let Some((room, joined)) =
-            Box::pin(self.join(&grant, verified, &conn, resume_token, reset)).await
-        else {
-            refuse(
-                &mut ws,
-                &cfg,
-                ErrorCode::NotJoinable,
-                "the session has ended".into(),
-                close::NOT_JOINABLE,
-            )
-            .await;
-            linger(&mut ws).await;
-            return;
+        let (mut room, joined) = match Box::pin(self.inner.router.join(req)).await {
+            Ok(j) => j,
+            Err(JoinFailure::Closed) => {
+                refuse(
+                    &mut ws,
+                    &cfg,
+                    ErrorCode::NotJoinable,
+                    "the session has ended".into(),
+                    close::NOT_JOINABLE,
+                )
+                .await;
+                linger(&mut ws).await;
+                self.inner.router.forget(conn.id);
+                return;
+            }
+            Err(JoinFailure::Unavailable(why)) => {
+                refuse(
+                    &mut ws,
+                    &cfg,
+                    ErrorCode::Unavailable,
+                    why,
+                    close::TRY_AGAIN_LATER,
+                )
+                .await;
+                linger(&mut ws).await;
+                self.inner.router.forget(conn.id);
+                return;
+            }
         };
         let pid = joined.participant_id;
-        tracing::debug!(appointment_id = %grant.appointment_id, participant_id = %pid, "signalling connection joined");
+        tracing::debug!(%appointment_id, participant_id = %pid, "signalling connection joined");
         // Only these outlive the join: the grant's strings are freed for the idle hours.
-        let user_id = grant.user_id;
-        let ice_expires = grant.ice.expires_at;
-        drop(grant);
+        let user_id = joined.user_id;
+        let ice_expires = joined.ice_expires;
 
         let mut last_seen = Instant::now();
         // One timer for both periodic duties (a ping, and fresh TURN credentials before the
@@ -371,7 +249,7 @@ impl Hub {
                     last_seen = Instant::now();
                     match frame {
                         Some(Frame::Text(t)) => {
-                            match Box::pin(self.handle(&t, &mut limiter, pid, &conn, &room, &mut ws)).await {
+                            match Box::pin(self.handle(&t, &mut limiter, pid, &conn, appointment_id, &mut room, &mut ws)).await {
                                 Ok(()) => {}
                                 Err(code) => {
                                     let _ = send(&mut ws, &cfg, Frame::Close(Some((code, "closed".into())))).await;
@@ -432,12 +310,8 @@ impl Hub {
         }
         linger(&mut ws).await;
         // The room ignores this when the connection was replaced or has left.
-        let _ = room
-            .send_async(Box::new(RoomCmd::Disconnected {
-                pid,
-                conn_id: conn.id,
-            }))
-            .await;
+        room.disconnected(pid, conn.id).await;
+        self.inner.router.forget(conn.id);
     }
 
     /// Wait for `hello`, answering anything else with an error, until the hello timeout.
@@ -518,13 +392,15 @@ impl Hub {
 
     /// One text frame from an admitted connection: check it, then hand it to the room.
     /// `Err(close code)` ends the connection.
+    #[allow(clippy::too_many_arguments)]
     async fn handle<S, E>(
         &self,
         text: &str,
         limiter: &mut Limiter,
         pid: ParticipantId,
         conn: &Conn,
-        room: &RoomTx,
+        appointment_id: Uuid,
+        room: &mut RoomLink,
         ws: &mut S,
     ) -> Result<(), u16>
     where
@@ -567,23 +443,37 @@ impl Hub {
             let _ = send_error(ws, cfg, code, message).await;
             return Ok(());
         }
-        let cmd = Box::new(RoomCmd::Msg {
-            pid,
-            conn: conn.clone(),
-            msg,
-        });
-        if room.send_async(cmd).await.is_err() {
-            let _ = send_msg(
-                ws,
-                cfg,
-                &ServerMessage::Ended {
-                    reason: "ended".into(),
-                },
-            )
-            .await;
-            return Err(close::ENDED);
+        match room.message(pid, conn, msg.clone()).await {
+            Ok(()) => Ok(()),
+            Err(LinkError::Unavailable) => {
+                let _ = send_error(
+                    ws,
+                    cfg,
+                    ErrorCode::Unavailable,
+                    "the session's server cannot be reached right now; this message was not delivered",
+                )
+                .await;
+                Ok(())
+            }
+            Err(LinkError::Gone) => {
+                // The room may have moved to another node: once more, through its new link.
+                if let Some(next) = self.inner.router.relink(appointment_id).await {
+                    *room = next;
+                    if room.message(pid, conn, msg).await.is_ok() {
+                        return Ok(());
+                    }
+                }
+                let _ = send_msg(
+                    ws,
+                    cfg,
+                    &ServerMessage::Ended {
+                        reason: "ended".into(),
+                    },
+                )
+                .await;
+                Err(close::ENDED)
+            }
         }
-        Ok(())
     }
 }
 
@@ -698,101 +588,11 @@ where
     let _ = send(ws, cfg, Frame::Close(Some((code, err.as_str().into())))).await;
 }
 
-/// The room's task: apply commands in order, fire timers, record events, then send.
-async fn run_room(
-    mut room: Room,
-    rx: flume::Receiver<Box<RoomCmd>>,
-    inner: Arc<Inner>,
-    generation: u64,
-) {
-    let appointment_id = room.appointment_id;
-    let session_id = room.session_id;
-    tracing::info!(%appointment_id, %session_id, "session room opened");
-    loop {
-        let deadline = tokio::time::Instant::from_std(room.next_deadline());
-        let mut replies = Vec::new();
-        tokio::select! {
-            cmd = rx.recv_async() => match cmd {
-                Ok(cmd) => apply(&mut room, *cmd, &mut replies),
-                Err(flume::RecvError::Disconnected) => room.finish("server_shutdown"),
-            },
-            _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
-        }
-        // Record first: nothing is announced that the record could lose.
-        for kind in room.take_events() {
-            inner
-                .sink
-                .record(SessionEvent {
-                    session_id,
-                    appointment_id,
-                    at: jiff::Timestamp::now(),
-                    kind,
-                })
-                .await;
-        }
-        for Effect::Send(conn, out) in room.take_effects() {
-            match conn.tx.try_send(out) {
-                Ok(()) => {}
-                Err(flume::TrySendError::Full(_)) => conn.kill.notify_one(),
-                Err(flume::TrySendError::Disconnected(_)) => {}
-            }
-        }
-        for (reply, joined) in replies {
-            let _ = reply.send(joined);
-        }
-        if let Some(f) = room.finished() {
-            tracing::info!(%appointment_id, %session_id, reason = ?f, "session room closed");
-            break;
-        }
-    }
-    let mut rooms = inner.rooms.lock().expect("rooms lock");
-    if rooms
-        .get(&appointment_id)
-        .is_some_and(|e| e.generation == generation)
-    {
-        rooms.remove(&appointment_id);
-    }
-}
-
-fn apply(room: &mut Room, cmd: RoomCmd, replies: &mut Vec<(oneshot::Sender<Joined>, Joined)>) {
-    match cmd {
-        RoomCmd::Join(j) => {
-            let JoinCmd {
-                grant,
-                conn,
-                resume_token,
-                reset,
-                reply,
-            } = j;
-            let joined = room.join(&grant, conn, resume_token.as_deref(), reset);
-            replies.push((reply, joined));
-        }
-        RoomCmd::Msg { pid, conn, msg } => apply_msg(room, pid, &conn, msg),
-        RoomCmd::Disconnected { pid, conn_id } => room.disconnected(pid, conn_id, Instant::now()),
-        RoomCmd::SetAutoAdmit(on) => room.set_auto_admit(on),
-        RoomCmd::Remove(user_id) => room.remove_account(user_id),
-        RoomCmd::Finish(reason) => room.finish(&reason),
-    }
-}
-
-fn apply_msg(room: &mut Room, pid: ParticipantId, conn: &Conn, msg: ClientMessage) {
-    match msg {
-        ClientMessage::Admit { participant_id } => room.admit(pid, conn, participant_id),
-        ClientMessage::Deny { participant_id } => room.deny(pid, conn, participant_id),
-        ClientMessage::Notice {
-            participant_id,
-            text,
-        } => room.notice(pid, conn, participant_id, text),
-        ClientMessage::Signal {
-            to,
-            description,
-            candidate,
-        } => room.signal(pid, conn, to, description, candidate),
-        ClientMessage::Stats(s) => room.stats(pid, conn, s),
-        ClientMessage::Leave => room.leave(pid, conn),
-        ClientMessage::End => room.end(pid, conn),
-        ClientMessage::Hello { .. } => {}
-    }
+/// A new connection id: random, so that ids from different nodes never meet in one room.
+fn connection_id() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the system random source works");
+    u64::from_le_bytes(b)
 }
 
 /// What one connection may send: messages and bytes, each a token bucket. Charged before

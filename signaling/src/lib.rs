@@ -5,8 +5,10 @@
 //!   `docs/signaling.md`).
 //! - [`room`]: one room's state (waiting room, admission, relay, reconnection), a plain
 //!   struct changed in one place, in order.
-//! - [`hub`]: the rooms of this node, one task each, and [`hub::Hub::serve`], the
+//! - [`hub`]: [`hub::Hub`], a node's signalling service, and [`hub::Hub::serve`], the
 //!   per-connection loop.
+//! - [`router`]: where rooms live, behind one interface; [`local`] keeps them in this
+//!   process (one node).
 //! - [`validate`]: limits and checks on descriptions, candidates, stats and notices.
 //! - [`client`]: a Rust client for the protocol (tests, benchmarks, tools).
 //!
@@ -16,8 +18,10 @@
 
 pub mod client;
 pub mod hub;
+pub mod local;
 pub mod protocol;
 pub mod room;
+pub mod router;
 pub mod validate;
 
 pub use hub::{Frame, Hub};
@@ -30,7 +34,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// What a valid join token grants: one account, in one role, in one appointment's room.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct JoinGrant {
     pub appointment_id: Uuid,
     pub user_id: Uuid,

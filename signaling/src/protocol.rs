@@ -418,6 +418,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The same account joined from elsewhere; this connection closes with 4009.
     Replaced,
+    /// The server holding the session cannot be reached right now (several servers, and
+    /// the link between them is down): a join is closed with 1013 (try again later); a
+    /// message in a session was not delivered, and the connection stays up.
+    Unavailable,
     /// Something failed on the server.
     Internal,
 }
@@ -442,6 +446,7 @@ impl ErrorCode {
         ErrorCode::InvalidNotice,
         ErrorCode::RateLimited,
         ErrorCode::Replaced,
+        ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
 
@@ -465,6 +470,7 @@ impl ErrorCode {
             ErrorCode::InvalidNotice => "invalid_notice",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -480,6 +486,9 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// An unexpected failure on the server.
     pub const INTERNAL: u16 = 1011;
+    /// The session cannot be reached right now; try again shortly (`error unavailable`
+    /// first).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// No `hello` within the hello timeout.
     pub const HELLO_TIMEOUT: u16 = 4000;
     /// The join token was refused (`error invalid_token` first).
@@ -506,6 +515,7 @@ pub mod close {
         (GOING_AWAY, "GOING_AWAY"),
         (TOO_BIG, "TOO_BIG"),
         (INTERNAL, "INTERNAL"),
+        (TRY_AGAIN_LATER, "TRY_AGAIN_LATER"),
         (HELLO_TIMEOUT, "HELLO_TIMEOUT"),
         (INVALID_TOKEN, "INVALID_TOKEN"),
         (NOT_JOINABLE, "NOT_JOINABLE"),

@@ -14,6 +14,7 @@ use crate::{
     },
     random_token,
 };
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::{
     collections::VecDeque,
@@ -75,11 +76,71 @@ impl Closing {
 /// The room's handle on one connection.
 #[derive(Debug, Clone)]
 pub struct Conn {
-    /// Distinguishes a participant's successive connections.
+    /// Distinguishes a participant's successive connections (unique across nodes).
     pub id: u64,
-    pub tx: flume::Sender<Outbound>,
-    /// Woken when the connection must stop at once (its outbox is full).
-    pub kill: Arc<Notify>,
+    /// Where what the room sends it goes.
+    pub sink: ConnSink,
+}
+
+/// Where a connection is.
+#[derive(Debug, Clone)]
+pub enum ConnSink {
+    /// On this node: its bounded outbox, and the switch that stops it at once (its outbox
+    /// is full).
+    Local {
+        tx: flume::Sender<Outbound>,
+        kill: Arc<Notify>,
+    },
+    /// On another node of the cluster, named here: what the room sends it goes there.
+    Remote { node: Arc<str> },
+}
+
+impl Conn {
+    pub fn local(id: u64, tx: flume::Sender<Outbound>, kill: Arc<Notify>) -> Self {
+        Self {
+            id,
+            sink: ConnSink::Local { tx, kill },
+        }
+    }
+
+    pub fn remote(id: u64, node: Arc<str>) -> Self {
+        Self {
+            id,
+            sink: ConnSink::Remote { node },
+        }
+    }
+
+    /// Messages waiting in its outbox (a remote one's node keeps its own count: 0 here).
+    pub fn queued(&self) -> usize {
+        match &self.sink {
+            ConnSink::Local { tx, .. } => tx.len(),
+            ConnSink::Remote { .. } => 0,
+        }
+    }
+
+    /// Where it is, for a snapshot of the room (`me`: this node's name).
+    pub fn reference(&self, me: &str) -> ConnRef {
+        ConnRef {
+            node: match &self.sink {
+                ConnSink::Local { .. } => me.to_owned(),
+                ConnSink::Remote { node } => node.to_string(),
+            },
+            id: self.id,
+        }
+    }
+}
+
+/// A connection as a snapshot names it: its node and id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConnRef {
+    pub node: String,
+    pub id: u64,
+}
+
+/// SHA-256 of a resume token: what a room keeps, and what a join carries (so that resume
+/// tokens never travel between nodes or sit in a snapshot).
+pub fn resume_hash(token: &str) -> [u8; 32] {
+    hash(token)
 }
 
 /// A send the room decided on.
@@ -148,6 +209,53 @@ fn text(msg: &ServerMessage) -> Arc<str> {
         .into()
 }
 
+/// A room as a node hands it to another (JSON in Redis): its members with their places,
+/// resume token hashes, held signals and where their connections are; times are unix
+/// milliseconds, since instants mean nothing on another machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    pub appointment_id: Uuid,
+    pub session_id: Uuid,
+    pub closes_at_ms: i64,
+    pub auto_admit: bool,
+    pub knock_seq: u64,
+    pub empty_since_ms: Option<i64>,
+    pub members: Vec<MemberSnapshot>,
+}
+
+/// One member in a [`RoomSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub participant_id: ParticipantId,
+    pub user_id: Uuid,
+    pub role: PeerRole,
+    pub display_name: String,
+    /// In the waiting room: since when (unix ms) and the knock's place in the queue.
+    pub waiting: Option<(i64, u64)>,
+    pub conn: Option<ConnRef>,
+    pub away_until_ms: Option<i64>,
+    /// Base64 SHA-256 of the resume token.
+    pub resume_hash: String,
+    pub held: Vec<String>,
+}
+
+fn to_wall(t: Instant, now: Instant, now_ms: i64) -> i64 {
+    if t >= now {
+        now_ms.saturating_add((t - now).as_millis() as i64)
+    } else {
+        now_ms.saturating_sub((now - t).as_millis() as i64)
+    }
+}
+
+fn from_wall(ms: i64, now: Instant, now_ms: i64) -> Instant {
+    if ms >= now_ms {
+        now + Duration::from_millis((ms - now_ms) as u64)
+    } else {
+        now.checked_sub(Duration::from_millis((now_ms - ms) as u64))
+            .unwrap_or(now)
+    }
+}
+
 /// Why a room finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
@@ -155,9 +263,13 @@ pub enum Finish {
 }
 
 /// The outcome of a join.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Joined {
     pub participant_id: ParticipantId,
+    /// The account (the connection keeps it, for TURN refreshes).
+    pub user_id: Uuid,
+    /// When the member's TURN credentials expire (unix seconds).
+    pub ice_expires: Option<i64>,
 }
 
 /// One room's state.
@@ -373,7 +485,7 @@ impl Room {
         &mut self,
         grant: &JoinGrant,
         conn: Conn,
-        resume_token: Option<&str>,
+        resume: Option<[u8; 32]>,
         reset: bool,
     ) -> Joined {
         self.empty_since = None;
@@ -382,7 +494,7 @@ impl Room {
             Some(i) => {
                 // The same account again: it keeps its id and its place.
                 let m = &mut self.members[i];
-                let token_ok = resume_token.is_some_and(|t| hash(t) == m.resume_hash);
+                let token_ok = resume.is_some_and(|h| h == m.resume_hash);
                 let old = m.conn.take();
                 let takeover = old.is_some();
                 let reset = reset || takeover || !token_ok;
@@ -473,6 +585,8 @@ impl Room {
         self.announce_queue_if_relevant(idx);
         Joined {
             participant_id: self.members[idx].pid,
+            user_id: grant.user_id,
+            ice_expires: grant.ice.expires_at,
         }
     }
 
@@ -662,7 +776,7 @@ impl Room {
         let held_max = self.held_max;
         let m = &mut self.members[t];
         match &m.conn {
-            Some(c) if c.tx.len() >= self.relay_max_queued => {
+            Some(c) if c.queued() >= self.relay_max_queued => {
                 // The recipient is not keeping up: the sender pays (this signal is not
                 // delivered and it is told), not the recipient.
                 self.error(
@@ -823,6 +937,129 @@ impl Room {
         }
     }
 
+    /// The room as another node can take it over (see [`RoomSnapshot`]). `me` names this
+    /// node, for the connections held here.
+    pub fn snapshot(&self, me: &str, now: Instant) -> RoomSnapshot {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let wall = |t: Instant| to_wall(t, now, now_ms);
+        RoomSnapshot {
+            appointment_id: self.appointment_id,
+            session_id: self.session_id,
+            closes_at_ms: wall(self.closes_at),
+            auto_admit: self.auto_admit,
+            knock_seq: self.knock_seq,
+            empty_since_ms: self.empty_since.map(wall),
+            members: self
+                .members
+                .iter()
+                .map(|m| MemberSnapshot {
+                    participant_id: m.pid,
+                    user_id: m.user_id,
+                    role: m.role,
+                    display_name: m.display_name.clone(),
+                    waiting: match m.place {
+                        Place::Waiting { since_ms, seq } => Some((since_ms, seq)),
+                        Place::Admitted => None,
+                    },
+                    conn: m.conn.as_ref().map(|c| c.reference(me)),
+                    away_until_ms: m.away_until.map(wall),
+                    resume_hash: {
+                        use base64::{Engine as _, engine::general_purpose::STANDARD};
+                        STANDARD.encode(m.resume_hash)
+                    },
+                    held: m.held.iter().map(|h| h.to_string()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Take a room over from a snapshot another node wrote. `conn_of` finds each member's
+    /// connection (here, or on a node that is alive); a member whose connection is gone is
+    /// reconnecting from now, for the grace period, and the others are told.
+    pub fn restore(
+        snap: RoomSnapshot,
+        cfg: &SignalingConfig,
+        now: Instant,
+        mut conn_of: impl FnMut(&ConnRef) -> Option<Conn>,
+    ) -> Self {
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let instant = |ms: i64| from_wall(ms, now, now_ms);
+        let mut lost = Vec::new();
+        let members = snap
+            .members
+            .into_iter()
+            .map(|m| {
+                let conn = m.conn.as_ref().and_then(&mut conn_of);
+                let away_until = match (&conn, m.away_until_ms) {
+                    (Some(_), _) => None,
+                    (None, Some(ms)) => Some(instant(ms)),
+                    (None, None) => {
+                        lost.push(m.participant_id);
+                        Some(now + cfg.grace)
+                    }
+                };
+                let mut resume_hash = [0u8; 32];
+                if let Ok(h) = STANDARD.decode(&m.resume_hash)
+                    && h.len() == 32
+                {
+                    resume_hash.copy_from_slice(&h);
+                }
+                Member {
+                    pid: m.participant_id,
+                    user_id: m.user_id,
+                    role: m.role,
+                    display_name: m.display_name,
+                    place: match m.waiting {
+                        Some((since_ms, seq)) => Place::Waiting { since_ms, seq },
+                        None => Place::Admitted,
+                    },
+                    conn,
+                    away_until,
+                    resume_hash,
+                    held: m.held.into_iter().map(Arc::from).collect(),
+                }
+            })
+            .collect();
+        let mut room = Self {
+            appointment_id: snap.appointment_id,
+            session_id: snap.session_id,
+            closes_at: instant(snap.closes_at_ms),
+            auto_admit: snap.auto_admit,
+            grace: cfg.grace,
+            held_max: cfg.held_signals,
+            relay_max_queued: (cfg.outbox / 2).max(1),
+            members,
+            knock_seq: snap.knock_seq,
+            empty_since: snap.empty_since_ms.map(instant),
+            finished: None,
+            effects: Vec::new(),
+            events: Vec::new(),
+        };
+        // The connections that were lost with the node that held them.
+        for pid in lost {
+            room.events.push(EventKind::Disconnected {
+                participant_id: pid,
+            });
+            if let Some(i) = room.idx(pid)
+                && room.members[i].admitted()
+            {
+                room.announce_admitted_others(
+                    i,
+                    &ServerMessage::PeerReconnecting {
+                        participant_id: pid,
+                    },
+                );
+            }
+        }
+        room
+    }
+
+    /// The connections of the room's members (for a node that gives the room up).
+    pub fn connections(&self) -> impl Iterator<Item = &Conn> {
+        self.members.iter().filter_map(|m| m.conn.as_ref())
+    }
+
     /// Check the room's invariants (tests call this after every step).
     pub fn check_invariants(&self) {
         let mut users: Vec<Uuid> = self.members.iter().map(|m| m.user_id).collect();
@@ -913,7 +1150,9 @@ mod tests {
         fn flush(&mut self) {
             self.room.check_invariants();
             for Effect::Send(c, o) in self.room.take_effects() {
-                let _ = c.tx.try_send(o);
+                if let ConnSink::Local { tx, .. } = &c.sink {
+                    let _ = tx.try_send(o);
+                }
             }
         }
 
@@ -926,15 +1165,11 @@ mod tests {
         ) -> Peer {
             let (tx, rx) = flume::bounded(64);
             self.next += 1;
-            let conn = Conn {
-                id: self.next,
-                tx,
-                kill: Arc::new(Notify::new()),
-            };
+            let conn = Conn::local(self.next, tx, Arc::new(Notify::new()));
             let j = self.room.join(
                 &grant(user, role, self.appointment),
                 conn.clone(),
-                resume,
+                resume.map(resume_hash),
                 reset,
             );
             self.flush();
@@ -1122,7 +1357,7 @@ mod tests {
         }
         // Half of the outbox: far from full, so the room's task never closes the recipient
         // as a slow consumer for what a peer sent it.
-        assert_eq!(t.conn.tx.len(), 32, "peers fill half of an outbox, no more");
+        assert_eq!(t.conn.queued(), 32, "peers fill half of an outbox, no more");
         let told = drain(&mut c);
         assert_eq!(told.len(), 8);
         assert!(told.iter().all(|m| m["code"] == "peer_busy"), "{told:?}");
@@ -1133,6 +1368,85 @@ mod tests {
         let got = drain(&mut t);
         assert_eq!(got.len(), 32 + 1, "the signals, then the lobby");
         assert_eq!(got[31]["candidate"]["candidate"], "candidate:31");
+    }
+
+    #[test]
+    fn a_room_taken_over_from_its_snapshot_keeps_places_resume_tokens_and_held_signals() {
+        let mut w = World::new();
+        let (t_user, c_user, d_user) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut t = w.join_as(t_user, PeerRole::Therapist, None, false);
+        let mut c = w.join_as(c_user, PeerRole::Client, None, false);
+        let mut d = w.join_as(d_user, PeerRole::Client, None, false);
+        w.room.admit(t.pid, &t.conn, c.pid);
+        w.flush();
+        let c_token = drain(&mut c)[0]["resume_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let _ = (drain(&mut t), drain(&mut d));
+        // The client's connection drops; a signal for it is held.
+        w.room.disconnected(c.pid, c.conn.id, Instant::now());
+        w.room.signal(
+            t.pid,
+            &t.conn,
+            c.pid,
+            None,
+            Some(Candidate {
+                candidate: "candidate:held".into(),
+                sdp_mid: None,
+                sdp_m_line_index: None,
+                username_fragment: None,
+            }),
+        );
+        w.flush();
+        let _ = drain(&mut t);
+        let _ = w.room.take_events();
+
+        // The snapshot crosses to another node as JSON; the therapist's connection is on a
+        // live node, the waiting client's node died with the old owner.
+        let taken = w.room.snapshot("old-owner", Instant::now());
+        let json = serde_json::to_string(&taken).unwrap();
+        assert!(!json.contains(&c_token), "no resume token, only its hash");
+        let snap: RoomSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(snap, taken);
+        let t_id = t.conn.id;
+        let cfg = SignalingConfig {
+            grace: Duration::from_millis(100),
+            held_signals: 2,
+            ..Default::default()
+        };
+        let mut room = Room::restore(snap, &cfg, Instant::now(), |r| {
+            (r.id == t_id).then(|| t.conn.clone())
+        });
+        room.check_invariants();
+        let events = room.take_events();
+        assert_eq!(
+            events,
+            vec![EventKind::Disconnected {
+                participant_id: d.pid
+            }],
+            "the waiting client lost its connection with the old owner"
+        );
+        assert_eq!(room.session_id, w.room.session_id, "the same session");
+        w.room = room;
+        w.flush();
+        assert!(
+            drain(&mut t).is_empty(),
+            "no news: the lost one was waiting"
+        );
+
+        // The client resumes on the new owner with its token: same id, held signal, admitted.
+        let mut c2 = w.join_as(c_user, PeerRole::Client, Some(&c_token), false);
+        let back = drain(&mut c2);
+        assert_eq!(types(&back), ["welcome", "signal"]);
+        assert_eq!(back[0]["participant_id"], c.pid.to_string());
+        assert_eq!(back[0]["peers"][0]["participant_id"], t.pid.to_string());
+        assert_eq!(back[1]["candidate"]["candidate"], "candidate:held");
+        assert_eq!(drain(&mut t)[0]["type"], "peer_resumed");
+        // The lost waiting client times out after the grace period.
+        w.room.tick(Instant::now() + Duration::from_millis(150));
+        w.flush();
+        assert_eq!(w.room.len(), 2);
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! Where rooms live, behind one interface: [`Router`].
+//!
+//! The per-connection loop ([`crate::hub::Hub::serve`]) verifies a hello, then asks the
+//! router to deliver the join to the room's owner, and from then on sends the member's
+//! messages through the [`RoomLink`] it got back. Two routers implement it:
+//!
+//! - [`crate::local::LocalRouter`]: the rooms of this process, one task each (one node).
+//! - [`crate::cluster::RedisRouter`]: rooms spread over several nodes; each room has one
+//!   owner node holding its state, reached through Redis by members on other nodes.
+//!
+//! Either way a room's state changes in one place, one command at a time, by
+//! [`apply`] on a [`Room`].
+
+use crate::{
+    JoinGrant,
+    protocol::{ClientMessage, ParticipantId},
+    room::{Conn, Joined, Room},
+};
+use std::{sync::Arc, time::Instant};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// A command for a room's task. Commands travel boxed: a channel's buffer keeps the capacity
+/// it grew to for the room's whole life, so its slots are kept pointer-sized (see the
+/// footprint benchmark).
+pub(crate) enum RoomCmd {
+    Join(JoinCmd),
+    Msg {
+        pid: ParticipantId,
+        conn: Conn,
+        msg: ClientMessage,
+    },
+    Disconnected {
+        pid: ParticipantId,
+        conn_id: u64,
+    },
+    SetAutoAdmit(bool),
+    Remove(Uuid),
+    Finish(String),
+}
+
+pub(crate) type RoomTx = flume::Sender<Box<RoomCmd>>;
+
+pub(crate) struct JoinCmd {
+    pub grant: JoinGrant,
+    pub conn: Conn,
+    pub resume: Option<[u8; 32]>,
+    pub reset: bool,
+    /// Where the outcome goes: a waiting join on this node, or (cluster) the joining
+    /// connection's node.
+    pub reply: Reply,
+}
+
+/// Where a join's outcome is told.
+pub(crate) enum Reply {
+    Local(oneshot::Sender<Joined>),
+}
+
+/// A verified join, for [`Router::join`].
+pub struct JoinRequest {
+    pub grant: JoinGrant,
+    /// The connection, on this node.
+    pub conn: Conn,
+    /// SHA-256 of the resume token from the hello.
+    pub resume: Option<[u8; 32]>,
+    pub reset: bool,
+    /// When the join token was verified (a room closed after that moment refuses it).
+    pub verified: Instant,
+    /// The same moment on the wall clock, for closures decided on other nodes.
+    pub verified_ms: i64,
+}
+
+/// Why a join did not reach a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinFailure {
+    /// The room was closed (the appointment cancelled or moved, the account taken off it)
+    /// after the token was verified, or it ended while joining.
+    Closed,
+    /// The room's owner cannot be reached now (several nodes, Redis down); try again.
+    Unavailable(String),
+}
+
+/// Why a member's message did not reach its room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    /// The room is gone (or its owner changed: ask the router for a new link).
+    Gone,
+    /// The owner cannot be reached now (Redis down); the message was not delivered.
+    Unavailable,
+}
+
+/// A member's way to its room.
+#[derive(Clone)]
+pub enum RoomLink {
+    /// The room's task in this process.
+    Local(LocalLink),
+    /// The room's owner on another node.
+    Remote(Arc<dyn RemoteLink>),
+}
+
+/// The channel to a room's task in this process.
+#[derive(Clone)]
+pub struct LocalLink(pub(crate) RoomTx);
+
+/// Sends a member's commands to a room owned elsewhere.
+#[async_trait::async_trait]
+pub trait RemoteLink: Send + Sync {
+    async fn message(
+        &self,
+        pid: ParticipantId,
+        conn: &Conn,
+        msg: &ClientMessage,
+    ) -> Result<(), LinkError>;
+    async fn disconnected(&self, pid: ParticipantId, conn_id: u64) -> Result<(), LinkError>;
+}
+
+impl RoomLink {
+    pub(crate) async fn message(
+        &self,
+        pid: ParticipantId,
+        conn: &Conn,
+        msg: ClientMessage,
+    ) -> Result<(), LinkError> {
+        match self {
+            RoomLink::Local(LocalLink(tx)) => tx
+                .send_async(Box::new(RoomCmd::Msg {
+                    pid,
+                    conn: conn.clone(),
+                    msg,
+                }))
+                .await
+                .map_err(|_| LinkError::Gone),
+            RoomLink::Remote(r) => r.message(pid, conn, &msg).await,
+        }
+    }
+
+    pub(crate) async fn disconnected(&self, pid: ParticipantId, conn_id: u64) {
+        let _ = match self {
+            RoomLink::Local(LocalLink(tx)) => tx
+                .send_async(Box::new(RoomCmd::Disconnected { pid, conn_id }))
+                .await
+                .map_err(|_| LinkError::Gone),
+            RoomLink::Remote(r) => r.disconnected(pid, conn_id).await,
+        };
+    }
+}
+
+/// Where rooms live; see the module docs.
+#[async_trait::async_trait]
+pub trait Router: Send + Sync + 'static {
+    /// Deliver a verified join to the appointment's room (opening it if none is open) and
+    /// wait for the outcome.
+    async fn join(&self, req: JoinRequest) -> Result<(RoomLink, Joined), JoinFailure>;
+
+    /// A member's link failed with [`LinkError::Gone`]: the room's current link, if the
+    /// room still lives (its owner may have changed), or `None`.
+    async fn relink(&self, appointment_id: Uuid) -> Option<RoomLink>;
+
+    /// A connection of this node has ended (after its `Disconnected` went out).
+    fn forget(&self, _conn_id: u64) {}
+
+    /// End an appointment's live room (cancelled or moved): everyone gets `ended`.
+    async fn end_room(&self, appointment_id: Uuid, reason: &str);
+
+    /// Apply a change of the appointment's auto-admit setting to its live room.
+    async fn set_auto_admit(&self, appointment_id: Uuid, on: bool);
+
+    /// Take an account out of an appointment's live room.
+    async fn remove_account(&self, appointment_id: Uuid, user_id: Uuid);
+
+    /// The server is stopping.
+    async fn shutdown(&self);
+
+    /// Rooms whose state this node holds.
+    fn room_count(&self) -> usize;
+
+    /// Whether the router can reach what it needs (Redis, for a cluster).
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+/// Apply one command to a room; a join's outcome is put in `replies`.
+pub(crate) fn apply(room: &mut Room, cmd: RoomCmd, replies: &mut Vec<(Reply, Conn, Joined)>) {
+    match cmd {
+        RoomCmd::Join(j) => {
+            let JoinCmd {
+                grant,
+                conn,
+                resume,
+                reset,
+                reply,
+            } = j;
+            let joined = room.join(&grant, conn.clone(), resume, reset);
+            replies.push((reply, conn, joined));
+        }
+        RoomCmd::Msg { pid, conn, msg } => apply_msg(room, pid, &conn, msg),
+        RoomCmd::Disconnected { pid, conn_id } => room.disconnected(pid, conn_id, Instant::now()),
+        RoomCmd::SetAutoAdmit(on) => room.set_auto_admit(on),
+        RoomCmd::Remove(user_id) => room.remove_account(user_id),
+        RoomCmd::Finish(reason) => room.finish(&reason),
+    }
+}
+
+fn apply_msg(room: &mut Room, pid: ParticipantId, conn: &Conn, msg: ClientMessage) {
+    match msg {
+        ClientMessage::Admit { participant_id } => room.admit(pid, conn, participant_id),
+        ClientMessage::Deny { participant_id } => room.deny(pid, conn, participant_id),
+        ClientMessage::Notice {
+            participant_id,
+            text,
+        } => room.notice(pid, conn, participant_id, text),
+        ClientMessage::Signal {
+            to,
+            description,
+            candidate,
+        } => room.signal(pid, conn, to, description, candidate),
+        ClientMessage::Stats(s) => room.stats(pid, conn, s),
+        ClientMessage::Leave => room.leave(pid, conn),
+        ClientMessage::End => room.end(pid, conn),
+        ClientMessage::Hello { .. } => {}
+    }
+}
