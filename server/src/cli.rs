@@ -298,6 +298,12 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_prefix: Option<String>,
 
+    /// Several nodes: how long a node's claim on a room lasts without renewal; when a node
+    /// dies, another takes its rooms over once this has passed [default: 3s]
+    #[arg(long, env = "ALCOVE_ROOM_LEASE", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub room_lease: Option<Duration>,
+
     /// Token signing keys as configuration: Ed25519 PKCS#8 PEM blocks, the first one signing
     /// (`alcove keys generate` makes one). Give every node the same value. Without it the
     /// keys live in the data folder [default: none]

@@ -234,6 +234,9 @@ pub struct Config {
     pub redis_url: Option<DatabaseUrl>,
     /// Prefix of this deployment's Redis keys.
     pub redis_prefix: String,
+    /// Several nodes: how long a node's claim on a room lasts without renewal.
+    #[serde(with = "duration")]
+    pub room_lease: Duration,
     /// Signing keys given as configuration (PEM blocks), instead of the data folder's.
     #[serde(skip_serializing)]
     pub signing_keys: Option<secrecy::SecretString>,
@@ -298,6 +301,7 @@ impl Default for Config {
             node_id: "local".into(),
             redis_url: None,
             redis_prefix: "alcove".into(),
+            room_lease: Duration::from_secs(3),
             signing_keys: None,
 
             session_retention: Duration::from_secs(2192 * 24 * 3600),
@@ -442,6 +446,9 @@ impl Config {
                     "ALCOVE_REDIS_URL (several nodes) needs PostgreSQL as the database: set DATABASE_URL=postgres://…"
                 );
             }
+        }
+        if self.room_lease < Duration::from_secs(1) || self.room_lease > Duration::from_secs(60) {
+            bail!("ALCOVE_ROOM_LEASE must be between 1s and 60s");
         }
         if self.redis_prefix.is_empty()
             || self.redis_prefix.len() > 64

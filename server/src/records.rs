@@ -181,6 +181,14 @@ impl RecordSink {
 
 #[async_trait::async_trait]
 impl EventSink for RecordSink {
+    async fn adopted(&self, session_id: Uuid, appointment_id: Uuid) {
+        // The record continues on this node: its heartbeat, and its end after a crash here.
+        if let Err(e) = self.db.adopt_session(session_id, &self.node_id).await {
+            tracing::error!(%session_id, %appointment_id, error = %e, "could not take the session record over");
+        }
+        self.open.lock().expect("open lock").insert(session_id);
+    }
+
     async fn record(&self, e: SessionEvent) {
         let (session_id, appointment_id) = (e.session_id, e.appointment_id);
         let at = Ts::from(e.at);

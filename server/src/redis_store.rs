@@ -12,7 +12,9 @@ use std::time::Duration;
 
 /// Connect to `ALCOVE_REDIS_URL`: a connection manager that reconnects by itself, with short
 /// timeouts so that a Redis outage answers errors quickly instead of hanging requests.
-pub async fn connect(config: &Config) -> anyhow::Result<Option<ConnectionManager>> {
+pub async fn connect(
+    config: &Config,
+) -> anyhow::Result<Option<(redis::Client, ConnectionManager)>> {
     let Some(url) = &config.redis_url else {
         return Ok(None);
     };
@@ -22,7 +24,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Option<ConnectionManager
         .get_connection_manager_with_config(manager_config())
         .await
         .with_context(|| format!("connecting to Redis at {}", url.redacted()))?;
-    Ok(Some(manager))
+    Ok(Some((client, manager)))
 }
 
 /// Reconnect quickly and forever; never wait long for an answer.

@@ -11,9 +11,12 @@ use crate::{
     state::AppState,
     store::Db,
 };
-use alcove_signaling::{Hub, SignalingConfig};
+use alcove_signaling::{
+    Hub, SignalingConfig,
+    cluster::{ClusterConfig, RedisRouter},
+};
 use anyhow::Context as _;
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{collections::HashSet, future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -42,14 +45,6 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = open_db(&config).await?;
         db.migrate().await?;
-        // Sessions this node had open when it last stopped without closing them (a crash).
-        let lost = db.close_lost_sessions(&config.node_id).await?;
-        if lost > 0 {
-            tracing::warn!(
-                sessions = lost,
-                "closed sessions left open by a crash as server_lost"
-            );
-        }
         let keys = match &config.signing_keys {
             Some(pems) => {
                 use secrecy::ExposeSecret as _;
@@ -69,7 +64,7 @@ impl Application {
         // under keyed hashes whose secret every node derives from the shared signing key.
         let redis = crate::redis_store::connect(&config).await?;
         let (expiring, keys): (Arc<dyn Expiring>, KeyedHash) = match &redis {
-            Some(conn) => (
+            Some((_, conn)) => (
                 Arc::new(crate::redis_store::RedisExpiring::new(
                     conn.clone(),
                     &config.redis_prefix,
@@ -87,17 +82,50 @@ impl Application {
         };
         let sink = Arc::new(RecordSink::new(db.clone(), &config));
         let ping = config.signal_ping_interval;
-        let hub = Hub::new(
-            SignalingConfig {
-                hello_timeout: config.signal_hello_timeout,
-                ping_interval: ping,
-                idle_timeout: ping * 3,
-                grace: config.signal_grace,
-                ..SignalingConfig::default()
-            },
-            Arc::new(verifier),
-            sink.clone(),
-        );
+        let signaling = SignalingConfig {
+            hello_timeout: config.signal_hello_timeout,
+            ping_interval: ping,
+            idle_timeout: ping * 3,
+            grace: config.signal_grace,
+            ..SignalingConfig::default()
+        };
+        // One node keeps its rooms in this process; several share them through Redis.
+        let (hub, carried_on) = match &redis {
+            Some((client, conn)) => {
+                let router = RedisRouter::start(
+                    signaling.clone(),
+                    sink.clone(),
+                    ClusterConfig {
+                        node: config.node_id.clone(),
+                        prefix: config.redis_prefix.clone(),
+                        lease: config.room_lease,
+                        secret: jwt.keys().derived_secret("alcove-relay-v1"),
+                    },
+                    client.clone(),
+                    conn.clone(),
+                )
+                .await
+                .context("joining the cluster through Redis")?;
+                let saved = router.saved_rooms().await?;
+                (
+                    Hub::with_router(signaling, Arc::new(verifier), Arc::new(router)),
+                    saved,
+                )
+            }
+            None => (
+                Hub::new(signaling, Arc::new(verifier), sink.clone()),
+                HashSet::new(),
+            ),
+        };
+        // Sessions this node had open when it last stopped without closing them (a crash),
+        // unless another node carries their rooms on.
+        let lost = db.close_lost_sessions(&config.node_id, &carried_on).await?;
+        if lost > 0 {
+            tracing::warn!(
+                sessions = lost,
+                "closed sessions left open by a crash as server_lost"
+            );
+        }
         let state = AppState {
             db,
             jwt,
@@ -120,7 +148,7 @@ impl Application {
                 },
             ),
             expiring,
-            redis,
+            redis: redis.map(|(_, conn)| conn),
             trusted_proxies: config.trusted_proxy_nets()?.into(),
             public_url,
             config,

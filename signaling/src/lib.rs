@@ -8,7 +8,7 @@
 //! - [`hub`]: [`hub::Hub`], a node's signalling service, and [`hub::Hub::serve`], the
 //!   per-connection loop.
 //! - [`router`]: where rooms live, behind one interface; [`local`] keeps them in this
-//!   process (one node).
+//!   process (one node), [`cluster`] spreads them over several nodes through Redis.
 //! - [`validate`]: limits and checks on descriptions, candidates, stats and notices.
 //! - [`client`]: a Rust client for the protocol (tests, benchmarks, tools).
 //!
@@ -17,6 +17,7 @@
 //! [`EventSink`] (what happened in a room, for the session record).
 
 pub mod client;
+pub mod cluster;
 pub mod hub;
 pub mod local;
 pub mod protocol;
@@ -132,6 +133,10 @@ pub struct SessionEvent {
 #[async_trait::async_trait]
 pub trait EventSink: Send + Sync + 'static {
     async fn record(&self, event: SessionEvent);
+
+    /// This node took a session's room over from another (that died or stopped): the
+    /// record continues the same session from here.
+    async fn adopted(&self, _session_id: Uuid, _appointment_id: Uuid) {}
 }
 
 /// A sink that drops everything (for tools and tests that do not keep records).

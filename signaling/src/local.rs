@@ -244,8 +244,11 @@ async fn run_room(
                 }
             }
         }
-        for (Reply::Local(reply), _, joined) in replies {
-            let _ = reply.send(joined);
+        for (reply, _, joined) in replies {
+            // One node: every join waits here.
+            if let Reply::Local(reply) = reply {
+                let _ = reply.send(joined);
+            }
         }
         if let Some(f) = room.finished() {
             tracing::info!(%appointment_id, %session_id, reason = ?f, "session room closed");

@@ -36,7 +36,7 @@ pub enum Outbound {
 /// Why the room closes a connection. Small on purpose: every connection's outbox keeps the
 /// [`Outbound`] slots it grew to for the connection's whole life (see the footprint
 /// benchmark).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Closing {
     /// The same account joined from another connection.
     Replaced,
@@ -293,6 +293,9 @@ pub struct Room {
     finished: Option<Finish>,
     effects: Vec<Effect>,
     events: Vec<EventKind>,
+    /// Something a snapshot holds has changed since the last [`Room::take_dirty`] (a relayed
+    /// signal or a stats report changes nothing).
+    dirty: bool,
 }
 
 impl Room {
@@ -317,6 +320,7 @@ impl Room {
             finished: None,
             effects: Vec::new(),
             events: vec![EventKind::Started],
+            dirty: true,
         }
     }
 
@@ -330,6 +334,48 @@ impl Room {
 
     pub fn take_events(&mut self) -> Vec<EventKind> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Whether the room changed in a way a snapshot keeps since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Every member connected through `node` lost its connection (that node is gone):
+    /// they are reconnecting from `now`, and the others are told.
+    pub fn node_lost(&mut self, node: &str, now: Instant) {
+        let lost: Vec<(ParticipantId, u64)> = self
+            .members
+            .iter()
+            .filter_map(|m| match &m.conn {
+                Some(Conn {
+                    id,
+                    sink: ConnSink::Remote { node: n },
+                }) if &**n == node => Some((m.pid, *id)),
+                _ => None,
+            })
+            .collect();
+        for (pid, conn_id) in lost {
+            self.disconnected(pid, conn_id, now);
+        }
+    }
+
+    /// The nodes other than this one that members are connected through.
+    pub fn remote_nodes(&self) -> Vec<Arc<str>> {
+        let mut nodes: Vec<Arc<str>> = self
+            .members
+            .iter()
+            .filter_map(|m| match &m.conn {
+                Some(Conn {
+                    sink: ConnSink::Remote { node },
+                    ..
+                }) => Some(node.clone()),
+                _ => None,
+            })
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
     }
 
     /// How many people are in the room (waiting, admitted or reconnecting).
@@ -488,6 +534,7 @@ impl Room {
         resume: Option<[u8; 32]>,
         reset: bool,
     ) -> Joined {
+        self.dirty = true;
         self.empty_since = None;
         let token = random_token();
         let idx = match self.members.iter().position(|m| m.user_id == grant.user_id) {
@@ -642,6 +689,7 @@ impl Room {
 
     /// Let everyone in the waiting room in (auto-admit switched on).
     pub fn set_auto_admit(&mut self, on: bool) {
+        self.dirty = true;
         self.auto_admit = on;
         if on {
             for t in self.waiting_order() {
@@ -652,6 +700,7 @@ impl Room {
     }
 
     fn admit_idx(&mut self, t: usize, by: Option<Uuid>) {
+        self.dirty = true;
         self.members[t].place = Place::Admitted;
         let pid = self.members[t].pid;
         self.events.push(EventKind::Admitted {
@@ -694,6 +743,7 @@ impl Room {
         };
         let by = self.members[th].user_id;
         let m = self.members.remove(t);
+        self.dirty = true;
         self.events.push(EventKind::Denied {
             participant_id: m.pid,
             by,
@@ -794,6 +844,7 @@ impl Room {
                     m.held.pop_front();
                 }
                 m.held.push_back(msg);
+                self.dirty = true;
             }
         }
     }
@@ -809,6 +860,7 @@ impl Room {
     }
 
     fn remove(&mut self, idx: usize, reason: &str) {
+        self.dirty = true;
         let m = self.members.remove(idx);
         self.events.push(EventKind::Left {
             participant_id: m.pid,
@@ -874,6 +926,7 @@ impl Room {
         if self.finished.is_some() {
             return;
         }
+        self.dirty = true;
         let msg = ServerMessage::Ended {
             reason: reason.into(),
         };
@@ -903,6 +956,7 @@ impl Room {
         let m = &mut self.members[i];
         m.conn = None;
         m.away_until = Some(now + self.grace);
+        self.dirty = true;
         self.events.push(EventKind::Disconnected {
             participant_id: pid,
         });
@@ -1035,6 +1089,7 @@ impl Room {
             finished: None,
             effects: Vec::new(),
             events: Vec::new(),
+            dirty: true,
         };
         // The connections that were lost with the node that held them.
         for pid in lost {

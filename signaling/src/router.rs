@@ -54,6 +54,8 @@ pub(crate) struct JoinCmd {
 /// Where a join's outcome is told.
 pub(crate) enum Reply {
     Local(oneshot::Sender<Joined>),
+    /// The joining connection is on another node: it learns through its deliveries.
+    Remote,
 }
 
 /// A verified join, for [`Router::join`].

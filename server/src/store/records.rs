@@ -544,13 +544,38 @@ impl Db {
 
     /// After a crash: close this node's sessions left open, at the last time known, as
     /// `server_lost`. Returns how many.
-    pub async fn close_lost_sessions(&self, node_id: &str) -> StoreResult<u64> {
+    /// A session's record continues on `node_id` (its room was taken over there).
+    pub async fn adopt_session(&self, session_id: Uuid, node_id: &str) -> StoreResult<()> {
+        let now = Ts::now();
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE video_sessions SET node_id = $1, last_seen_at = $2 WHERE id = $3 AND ended_at IS NULL")
+                .bind(node_id)
+                .bind(now)
+                .bind(session_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// End as `server_lost` the sessions `node_id` left open (it crashed), except those of
+    /// appointments in `carried_on` (several nodes: their rooms are saved in Redis, and
+    /// another node carries them on).
+    pub async fn close_lost_sessions(
+        &self,
+        node_id: &str,
+        carried_on: &std::collections::HashSet<Uuid>,
+    ) -> StoreResult<u64> {
         let open: Vec<(Uuid, Ts, Uuid)> = on_pool!(self, pool => {
             sqlx::query_as("SELECT id, last_seen_at, appointment_id FROM video_sessions WHERE node_id = $1 AND ended_at IS NULL")
                 .bind(node_id)
                 .fetch_all(pool)
                 .await?
         });
+        let open: Vec<(Uuid, Ts, Uuid)> = open
+            .into_iter()
+            .filter(|(_, _, apt)| !carried_on.contains(apt))
+            .collect();
         for (id, last, appointment_id) in &open {
             let audit = AuditEntry::new(
                 None,

@@ -308,3 +308,102 @@ async fn a_join_token_works_once_across_nodes_and_sign_in_limits_are_shared() {
         .await;
     r.expect_problem(429, "too_many_requests");
 }
+
+fn connected(o: &crate::peers::Obs) -> bool {
+    *o == crate::peers::Obs::State(webrtc::peer_connection::RTCPeerConnectionState::Connected)
+}
+
+/// Therapist through `tn`, client through `cn`: the client waits, the therapist admits,
+/// two webrtc-rs peers connect and chat. Returns both peers.
+async fn admitted_across(
+    api: &Node,
+    tn: &Node,
+    cn: &Node,
+    t: &Session,
+    c: &Session,
+    id: Uuid,
+) -> (crate::peers::RtcPeer, crate::peers::RtcPeer) {
+    use crate::peers::{Obs, RtcPeer};
+    use alcove_signaling::{ClientMessage, ServerMessage};
+    let mut th = RtcPeer::join_at(api, t, id, Some(&tn.ws_url())).await;
+    let mut cl = RtcPeer::join_at(api, c, id, Some(&cn.ws_url())).await;
+    cl.expect("waiting", |m| {
+        matches!(m, ServerMessage::Waiting { position: 1 }).then_some(())
+    })
+    .await;
+    let waiting = th
+        .expect("the client in the lobby", |m| match m {
+            ServerMessage::Lobby { waiting } if !waiting.is_empty() => Some(waiting.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(waiting[0].participant_id, cl.pid);
+    th.send(&ClientMessage::Admit {
+        participant_id: cl.pid,
+    })
+    .await;
+    let peers = cl
+        .expect("admitted", |m| match m {
+            ServerMessage::Admitted { peers } => Some(peers.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(peers[0].participant_id, th.pid);
+    assert!(
+        peers[0].polite,
+        "the client is the polite side, across nodes too"
+    );
+    cl.call(th.pid);
+    cl.observe("client connected", connected).await;
+    th.observe("therapist connected", connected).await;
+    cl.observe("client data channel", |o| *o == Obs::DcOpen)
+        .await;
+    th.observe("therapist data channel", |o| *o == Obs::DcOpen)
+        .await;
+    cl.chat("hello across two nodes");
+    th.observe("the message at the therapist", |o| {
+        *o == Obs::DcMessage("hello across two nodes".into())
+    })
+    .await;
+    th.chat("and back");
+    cl.observe("the message at the client", |o| {
+        *o == Obs::DcMessage("and back".into())
+    })
+    .await;
+    (th, cl)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_therapist_on_one_node_and_a_client_on_another_meet_and_call() {
+    let cluster = Cluster::start(2, &[]).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let t = cluster
+        .user_with_role("Dr Two Nodes", Role::Therapist)
+        .await;
+    let c = a.client("Casey").await;
+    let id = crate::signaling::live_appointment(a, &t, &[&c]).await;
+    let (th, cl) = admitted_across(a, a, b, &t, &c, id).await;
+    // Offers, answers and candidates crossed between the nodes.
+    let seen = th.signals_seen.lock().await.join("\n");
+    assert!(
+        seen.contains("\"type\":\"offer\"") && seen.contains("candidate"),
+        "{seen}"
+    );
+    assert!(
+        cl.signals_seen
+            .lock()
+            .await
+            .iter()
+            .any(|s| s.contains("\"type\":\"answer\""))
+    );
+    // One session, recorded once, on the node that holds the room.
+    let sessions: Vec<(Uuid, String)> = match &cluster.db {
+        Db::Postgres(p) => sqlx::query_as("SELECT id, node_id FROM video_sessions")
+            .fetch_all(p)
+            .await
+            .unwrap(),
+        Db::Sqlite(_) => unreachable!(),
+    };
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].1, "node-a");
+}

@@ -182,8 +182,21 @@ fn spawn_reader(
 impl RtcPeer {
     /// Join the appointment's session through the API and the signalling socket.
     pub async fn join(app: &impl Api, who: &Session, appointment: Uuid) -> RtcPeer {
+        Self::join_at(app, who, appointment, None).await
+    }
+
+    /// [`Self::join`], through the signalling socket at `url` when given (a node of a
+    /// cluster) instead of the one the join response names.
+    pub async fn join_at(
+        app: &impl Api,
+        who: &Session,
+        appointment: Uuid,
+        url: Option<&str>,
+    ) -> RtcPeer {
         let j = join_token(app, who, appointment).await;
-        let url = j["signaling_url"].as_str().unwrap().to_owned();
+        let url = url
+            .map(str::to_owned)
+            .unwrap_or_else(|| j["signaling_url"].as_str().unwrap().to_owned());
         let token = j["token"].as_str().unwrap().to_owned();
         let ice_servers: Vec<alcove_signaling::IceServer> =
             serde_json::from_value(j["ice_servers"].clone()).unwrap();
@@ -317,9 +330,20 @@ impl RtcPeer {
     /// Reconnect signalling with a fresh join token and the resume token; the peer
     /// connection is kept.
     pub async fn resume(&mut self, app: &impl Api, who: &Session, appointment: Uuid) -> Value {
+        self.resume_at(app, who, appointment, None).await
+    }
+
+    /// [`Self::resume`], through the signalling socket at `url` when given.
+    pub async fn resume_at(
+        &mut self,
+        app: &impl Api,
+        who: &Session,
+        appointment: Uuid,
+        url: Option<&str>,
+    ) -> Value {
         let j = join_token(app, who, appointment).await;
         let (client, welcome) = hello(
-            j["signaling_url"].as_str().unwrap(),
+            url.unwrap_or_else(|| j["signaling_url"].as_str().unwrap()),
             j["token"].as_str().unwrap(),
             Some(self.resume_token.clone()),
             false,

@@ -1,0 +1,1324 @@
+//! [`RedisRouter`]: rooms spread over several nodes, with Redis as the only shared engine.
+//!
+//! `docs/scaling.md` is the design document; in short:
+//!
+//! - **One owner per room.** A node claims a room with an expiring lease (`SET NX PX`),
+//!   fenced by a counter (`INCR`), and runs the room's state machine ([`Room`]) in one
+//!   task, exactly as one node does. Members connected to the owner talk to that task
+//!   directly; members connected to other nodes send their commands to the room's
+//!   **command stream** (a Redis stream), which the owner reads.
+//! - **Commits.** After each batch of commands the owner runs one Lua script that checks its
+//!   lease is still its own, appends what the batch sends to members on other nodes to those
+//!   nodes' **delivery streams**, and saves the room's snapshot and the position in its
+//!   command stream. Only then does it deliver to its own members. A command is applied once,
+//!   its effects leave once, in order; an owner that lost its lease sends nothing.
+//! - **Failover.** Every node renews a liveness key; the owner renews its leases. When a
+//!   lease lapses (the owner died), any node with a member in the room, or the janitor of
+//!   any node, claims the room, restores it from the snapshot (members whose node is gone
+//!   are reconnecting from then, for the grace period) and reads the command stream on from
+//!   the saved position: nothing a member sent in between is lost or applied twice.
+//! - **Privacy.** Everything put in Redis is sealed with ChaCha20-Poly1305 under a key that
+//!   every node derives from the shared signing key: relayed SDP and candidates, resume
+//!   token hashes and names are never in Redis in clear (nor on its disk, if it keeps one).
+
+use crate::{
+    EventSink, JoinGrant, SignalingConfig,
+    local::record_events,
+    protocol::{ClientMessage, ParticipantId},
+    room::{Closing, Conn, ConnRef, ConnSink, Effect, Joined, Outbound, Room, RoomSnapshot},
+    router::{
+        JoinCmd, JoinFailure, JoinRequest, LinkError, LocalLink, RemoteLink, Reply, RoomCmd,
+        RoomLink, RoomTx, Router, apply,
+    },
+};
+use redis::{AsyncCommands as _, aio::ConnectionManager};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+/// How a [`RedisRouter`] is set up.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// This node's name (distinct per node).
+    pub node: String,
+    /// Prefix of every Redis key.
+    pub prefix: String,
+    /// How long a claim on a room lasts without renewal.
+    pub lease: Duration,
+    /// The key that seals what goes into Redis (the same on every node).
+    pub secret: [u8; 32],
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node", &self.node)
+            .field("prefix", &self.prefix)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a join waits for the owner's answer before it is refused as unavailable.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// Commands a room's owner applies before it commits them (a burst of signals goes out in
+/// one commit).
+const BATCH: usize = 64;
+/// Entries a delivery or command stream keeps at most (trimmed as they are read).
+const STREAM_MAX: usize = 10_000;
+/// How long closure marks are kept: longer than any join token lives.
+const CLOSED_MARK_KEEP_SECS: u64 = 3600;
+
+// ---- wire formats (sealed JSON) -----------------------------------------------------------
+
+/// A member's command, on a room's command stream.
+#[derive(Serialize, Deserialize)]
+enum WireCmd {
+    Join {
+        grant: JoinGrant,
+        conn: ConnRef,
+        resume: Option<[u8; 32]>,
+        reset: bool,
+    },
+    Msg {
+        pid: ParticipantId,
+        conn: ConnRef,
+        msg: ClientMessage,
+    },
+    Disconnected {
+        pid: ParticipantId,
+        conn_id: u64,
+    },
+    SetAutoAdmit(bool),
+    Remove(Uuid),
+    Finish(String),
+}
+
+/// What an owner sends a connection on another node, on that node's delivery stream.
+#[derive(Serialize, Deserialize)]
+struct Delivery {
+    conn: u64,
+    what: WireOut,
+}
+
+#[derive(Serialize, Deserialize)]
+enum WireOut {
+    Text(String),
+    Close(Closing),
+    Joined(Joined),
+}
+
+/// A room's saved state: its snapshot and how far its command stream was applied.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    room: RoomSnapshot,
+    /// Last applied entry of the command stream (`0-0`: none yet).
+    pos: String,
+}
+
+// ---- sealing ---------------------------------------------------------------------------------
+
+/// ChaCha20-Poly1305 with a per-process random prefix and a counter as the nonce, so no
+/// nonce repeats under the shared key.
+struct Sealer {
+    key: ring::aead::LessSafeKey,
+    prefix: [u8; 4],
+    counter: AtomicU64,
+}
+
+impl Sealer {
+    fn new(secret: &[u8; 32]) -> Self {
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, secret)
+            .expect("a 32-byte key");
+        let mut prefix = [0u8; 4];
+        getrandom::fill(&mut prefix).expect("the system random source works");
+        Self {
+            key: ring::aead::LessSafeKey::new(unbound),
+            prefix,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn seal<T: Serialize>(&self, value: &T) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&self.prefix);
+        nonce[4..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let mut data = serde_json::to_vec(value).expect("wire values serialise");
+        self.key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut data,
+            )
+            .expect("sealing cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        out
+    }
+
+    fn open<T: for<'de> Deserialize<'de>>(&self, sealed: &[u8]) -> Option<T> {
+        if sealed.len() < 12 + 16 {
+            return None;
+        }
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(&sealed[..12]).ok()?;
+        let mut data = sealed[12..].to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, ring::aead::Aad::empty(), &mut data)
+            .ok()?;
+        serde_json::from_slice(plain).ok()
+    }
+}
+
+// ---- keys ------------------------------------------------------------------------------------
+
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn alive(&self, node: &str) -> String {
+        format!("{}:node:{node}:alive", self.prefix)
+    }
+    fn out(&self, node: &str) -> String {
+        format!("{}:node:{node}:out", self.prefix)
+    }
+    fn wake(&self, node: &str) -> String {
+        format!("{}:node:{node}:wake", self.prefix)
+    }
+    fn owner(&self, apt: Uuid) -> String {
+        format!("{}:room:{apt}:owner", self.prefix)
+    }
+    fn fence(&self, apt: Uuid) -> String {
+        format!("{}:room:{apt}:fence", self.prefix)
+    }
+    fn state(&self, apt: Uuid) -> String {
+        format!("{}:room:{apt}:state", self.prefix)
+    }
+    fn commands(&self, apt: Uuid) -> String {
+        format!("{}:room:{apt}:in", self.prefix)
+    }
+    fn closed(&self, apt: Uuid) -> String {
+        format!("{}:room:{apt}:closed", self.prefix)
+    }
+    fn rooms(&self) -> String {
+        format!("{}:rooms", self.prefix)
+    }
+}
+
+// ---- scripts ---------------------------------------------------------------------------------
+
+/// The owner's commit. KEYS: owner, state, commands, rooms. ARGV: owner value, lease ms,
+/// saved state ('' = unchanged), position ('' = unchanged), finished ('1' = delete the
+/// room), apt, count, then (delivery stream, payload) pairs. 0 when the lease is not ours.
+const COMMIT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[7])
+for i = 0, n - 1 do
+  redis.call('XADD', ARGV[8 + 2 * i], 'MAXLEN', '~', '10000', '*', 'd', ARGV[9 + 2 * i])
+end
+if ARGV[5] == '1' then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[1])
+  redis.call('SREM', KEYS[4], ARGV[6])
+  return 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[3])
+  redis.call('SADD', KEYS[4], ARGV[6])
+end
+if ARGV[4] ~= '' then
+  redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
+end
+return 1
+";
+
+/// Renew a lease if it is ours. KEYS: owner. ARGV: value, lease ms. 1 renewed, 0 someone
+/// else's, -1 gone (Redis lost it: a restart).
+const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if v == false then return -1 end
+return 0
+";
+
+/// Give a lease up if it is ours. KEYS: owner. ARGV: value.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+// ---- the router ------------------------------------------------------------------------------
+
+/// A connection of this node, for deliveries from owners elsewhere.
+struct LocalConn {
+    tx: flume::Sender<Outbound>,
+    kill: Arc<tokio::sync::Notify>,
+}
+
+/// A room this node owns.
+struct Owned {
+    /// Commands from members on this node.
+    tx: RoomTx,
+    /// Entries of the command stream, from this node's reader.
+    stream: flume::Sender<(String, WireCmd)>,
+    /// Where the reader is in the command stream.
+    read_from: String,
+}
+
+struct Shared {
+    cfg: SignalingConfig,
+    sink: Arc<dyn EventSink>,
+    me: Arc<str>,
+    keys: Keys,
+    lease: Duration,
+    seal: Sealer,
+    redis: redis::Client,
+    conn: ConnectionManager,
+    // std mutexes: held for map operations only, never across an await.
+    owned: Mutex<HashMap<Uuid, Owned>>,
+    conns: Mutex<HashMap<u64, LocalConn>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Joined>>>,
+    healthy: AtomicBool,
+    stopping: watch::Sender<bool>,
+}
+
+/// Rooms over several nodes; see the module docs.
+#[derive(Clone)]
+pub struct RedisRouter {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRouter")
+            .field("node", &self.shared.me)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl RedisRouter {
+    /// Join the cluster: start this node's liveness, delivery reader, command reader and
+    /// janitor.
+    pub async fn start(
+        cfg: SignalingConfig,
+        sink: Arc<dyn EventSink>,
+        cluster: ClusterConfig,
+        redis: redis::Client,
+        conn: ConnectionManager,
+    ) -> anyhow::Result<Self> {
+        let (stopping, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            cfg,
+            sink,
+            me: cluster.node.as_str().into(),
+            keys: Keys {
+                prefix: cluster.prefix.clone(),
+            },
+            lease: cluster.lease,
+            seal: Sealer::new(&cluster.secret),
+            redis,
+            conn,
+            owned: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            healthy: AtomicBool::new(true),
+            stopping,
+        });
+        let me = Self { shared };
+        me.heartbeat().await?;
+        // Deliveries addressed to this node from now on (earlier ones were for a previous
+        // process of the same name, whose connections are gone).
+        let mut c = me.shared.conn.clone();
+        let last: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XREVRANGE")
+            .arg(me.shared.keys.out(&me.shared.me))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        let from = last
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.0.clone());
+        tokio::spawn(me.clone().read_deliveries(from));
+        tokio::spawn(me.clone().read_commands());
+        tokio::spawn(me.clone().keep_alive());
+        tokio::spawn(me.clone().janitor());
+        Ok(me)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    /// The appointments whose rooms are saved in Redis (some node carries them on).
+    pub async fn saved_rooms(&self) -> anyhow::Result<HashSet<Uuid>> {
+        let mut c = self.conn();
+        let rooms: Vec<String> = c.smembers(self.shared.keys.rooms()).await?;
+        Ok(rooms.iter().filter_map(|r| r.parse().ok()).collect())
+    }
+
+    fn ok<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        self.shared.healthy.store(r.is_ok(), Ordering::Relaxed);
+        r
+    }
+
+    async fn heartbeat(&self) -> redis::RedisResult<()> {
+        let mut c = self.conn();
+        let r: redis::RedisResult<()> = c
+            .pset_ex(
+                self.shared.keys.alive(&self.shared.me),
+                1,
+                ms(self.shared.lease),
+            )
+            .await;
+        self.ok(r)
+    }
+
+    /// Renew this node's liveness key a few times per lease.
+    async fn keep_alive(self) {
+        let mut stop = self.shared.stopping.subscribe();
+        let mut tick = tokio::time::interval(self.shared.lease / 3);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = self.heartbeat().await {
+                        tracing::warn!(error = %e, "cluster: cannot reach Redis");
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    }
+
+    /// Claim rooms whose owner is gone (its lease lapsed) even when no member of this node
+    /// asks: so that a room whose members all reconnect elsewhere, or never come back, is
+    /// carried on or closed properly.
+    async fn janitor(self) {
+        let mut stop = self.shared.stopping.subscribe();
+        let mut tick = tokio::time::interval(self.shared.lease);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let mut c = self.conn();
+            let rooms: Vec<String> = match self.ok(c.smembers(self.shared.keys.rooms()).await) {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            for apt in rooms.iter().filter_map(|r| r.parse::<Uuid>().ok()) {
+                if self.owned_tx(apt).is_some() {
+                    continue;
+                }
+                let owner: redis::RedisResult<Option<String>> =
+                    c.get(self.shared.keys.owner(apt)).await;
+                if let Ok(None) = owner
+                    && let Err(e) = self.claim(apt, None).await
+                {
+                    tracing::warn!(appointment_id = %apt, error = %e, "cluster: could not take an orphaned room over");
+                }
+            }
+        }
+    }
+
+    fn owned_tx(&self, apt: Uuid) -> Option<RoomTx> {
+        self.shared
+            .owned
+            .lock()
+            .expect("owned lock")
+            .get(&apt)
+            .map(|o| o.tx.clone())
+            .filter(|tx| !tx.is_disconnected())
+    }
+
+    /// Try to become the room's owner. With `grant`, a room that has no saved state is
+    /// opened anew (the first join); without, only a saved room is taken over. `Ok(true)`
+    /// when this node owns the room now.
+    async fn claim(&self, apt: Uuid, grant: Option<&JoinGrant>) -> anyhow::Result<bool> {
+        let keys = &self.shared.keys;
+        let mut c = self.conn();
+        let fence: u64 = self.ok(c.incr(keys.fence(apt), 1).await)?;
+        let value = format!("{}:{fence}", self.shared.me);
+        let set: Option<String> = self.ok(redis::cmd("SET")
+            .arg(keys.owner(apt))
+            .arg(&value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(self.shared.lease))
+            .query_async(&mut c)
+            .await)?;
+        if set.is_none() {
+            return Ok(false);
+        }
+        let saved: Option<Vec<u8>> = self.ok(c.get(keys.state(apt)).await)?;
+        let saved: Option<Saved> = saved.and_then(|s| self.shared.seal.open(&s));
+        let now = Instant::now();
+        let (room, pos, restored) = match (saved, grant) {
+            (Some(saved), _) => {
+                // Which nodes of the snapshot's connections are alive.
+                let nodes: HashSet<String> = saved
+                    .room
+                    .members
+                    .iter()
+                    .filter_map(|m| m.conn.as_ref().map(|c| c.node.clone()))
+                    .collect();
+                let mut alive = HashSet::new();
+                for n in nodes {
+                    let up: bool = self.ok(c.exists(keys.alive(&n)).await)?;
+                    if up {
+                        alive.insert(n);
+                    }
+                }
+                let me = self.shared.me.clone();
+                let conns = &self.shared.conns;
+                let room = Room::restore(saved.room, &self.shared.cfg, now, |r| {
+                    let here = r.node.as_str() == &*me;
+                    let reachable = if here {
+                        conns.lock().expect("conns lock").contains_key(&r.id)
+                    } else {
+                        alive.contains(&r.node)
+                    };
+                    // Every connection of a restored room is reached through the delivery
+                    // streams (those of this node too): one path per connection, in order.
+                    reachable.then(|| Conn::remote(r.id, r.node.as_str().into()))
+                });
+                (room, saved.pos, true)
+            }
+            (None, Some(grant)) => (Room::new(grant, &self.shared.cfg, now), "0-0".into(), false),
+            (None, None) => {
+                // Nothing to take over: the room ended meanwhile.
+                let _: redis::RedisResult<i64> = redis::Script::new(RELEASE)
+                    .key(keys.owner(apt))
+                    .arg(&value)
+                    .invoke_async(&mut c)
+                    .await;
+                let _: redis::RedisResult<i64> = c.srem(keys.rooms(), apt.to_string()).await;
+                return Ok(false);
+            }
+        };
+        if restored {
+            tracing::info!(appointment_id = %apt, session_id = %room.session_id, "cluster: took the room over");
+            self.shared.sink.adopted(room.session_id, apt).await;
+        }
+        self.own(room, value, pos);
+        Ok(true)
+    }
+
+    /// Start the task of a room this node now owns.
+    fn own(&self, room: Room, owner_value: String, pos: String) {
+        let apt = room.appointment_id;
+        let (tx, rx) = flume::bounded(256);
+        let (stream_tx, stream_rx) = flume::bounded(1024);
+        self.shared.owned.lock().expect("owned lock").insert(
+            apt,
+            Owned {
+                tx,
+                stream: stream_tx,
+                read_from: pos.clone(),
+            },
+        );
+        // Tell this node's command reader to read this room's stream too.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut c = me.conn();
+            let _: redis::RedisResult<String> = redis::cmd("XADD")
+                .arg(me.shared.keys.wake(&me.shared.me))
+                .arg("MAXLEN")
+                .arg(10)
+                .arg("*")
+                .arg("w")
+                .arg(1)
+                .query_async(&mut c)
+                .await;
+        });
+        tokio::spawn(
+            self.clone()
+                .run_owned(room, rx, stream_rx, owner_value, pos),
+        );
+    }
+
+    /// Read the command streams of the rooms this node owns (and its wake stream), handing
+    /// entries to their rooms' tasks.
+    async fn read_commands(self) {
+        let mut stop = self.shared.stopping.subscribe();
+        let mut blocking: Option<redis::aio::MultiplexedConnection> = None;
+        let wake = self.shared.keys.wake(&self.shared.me);
+        let mut wake_from = "0-0".to_owned();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if blocking.is_none() {
+                match self.shared.redis.get_multiplexed_async_connection().await {
+                    Ok(c) => blocking = Some(c),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let rooms: Vec<(Uuid, String)> = self
+                .shared
+                .owned
+                .lock()
+                .expect("owned lock")
+                .iter()
+                .map(|(apt, o)| (*apt, o.read_from.clone()))
+                .collect();
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(BATCH)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS");
+            cmd.arg(&wake);
+            for (apt, _) in &rooms {
+                cmd.arg(self.shared.keys.commands(*apt));
+            }
+            cmd.arg(&wake_from);
+            for (_, from) in &rooms {
+                cmd.arg(from);
+            }
+            let c = blocking.as_mut().expect("connected");
+            let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::select! {
+                r = cmd.query_async(c) => r,
+                _ = stop.changed() => break,
+            };
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: command reader lost Redis");
+                    blocking = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(reply) = reply else { continue };
+            for key in reply.keys {
+                if key.key == wake {
+                    if let Some(last) = key.ids.last() {
+                        wake_from = last.id.clone();
+                    }
+                    continue;
+                }
+                let Some(apt) = rooms
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .find(|a| self.shared.keys.commands(*a) == key.key)
+                else {
+                    continue;
+                };
+                let target = {
+                    let mut owned = self.shared.owned.lock().expect("owned lock");
+                    owned.get_mut(&apt).map(|o| {
+                        if let Some(last) = key.ids.last() {
+                            o.read_from = last.id.clone();
+                        }
+                        o.stream.clone()
+                    })
+                };
+                let Some(target) = target else { continue };
+                for entry in key.ids {
+                    let Some(cmd) = entry
+                        .map
+                        .get("c")
+                        .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
+                        .and_then(|b| self.shared.seal.open::<WireCmd>(&b))
+                    else {
+                        tracing::warn!(appointment_id = %apt, "cluster: an unreadable command was skipped");
+                        continue;
+                    };
+                    if target.send_async((entry.id, cmd)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read this node's delivery stream and hand each delivery to its connection.
+    async fn read_deliveries(self, mut from: String) {
+        let mut stop = self.shared.stopping.subscribe();
+        let mut blocking: Option<redis::aio::MultiplexedConnection> = None;
+        let key = self.shared.keys.out(&self.shared.me);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if blocking.is_none() {
+                match self.shared.redis.get_multiplexed_async_connection().await {
+                    Ok(c) => blocking = Some(c),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let c = blocking.as_mut().expect("connected");
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(256)
+                .arg("BLOCK")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&from);
+            let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::select! {
+                r = cmd.query_async(c) => r,
+                _ = stop.changed() => break,
+            };
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: delivery reader lost Redis");
+                    blocking = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(reply) = reply else { continue };
+            for stream in reply.keys {
+                for entry in stream.ids {
+                    from = entry.id.clone();
+                    let Some(d) = entry
+                        .map
+                        .get("d")
+                        .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
+                        .and_then(|b| self.shared.seal.open::<Delivery>(&b))
+                    else {
+                        continue;
+                    };
+                    self.deliver(d);
+                }
+            }
+            // Delivered content leaves Redis at once.
+            let mut c = self.conn();
+            let _: redis::RedisResult<i64> = redis::cmd("XTRIM")
+                .arg(&key)
+                .arg("MINID")
+                .arg(&from)
+                .query_async(&mut c)
+                .await;
+        }
+    }
+
+    /// Hand one delivery to a connection of this node.
+    fn deliver(&self, d: Delivery) {
+        match d.what {
+            WireOut::Joined(j) => {
+                if let Some(reply) = self
+                    .shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .remove(&d.conn)
+                {
+                    let _ = reply.send(j);
+                }
+            }
+            WireOut::Text(t) => self.to_local(d.conn, Outbound::Text(t.into())),
+            WireOut::Close(why) => self.to_local(d.conn, Outbound::Close(why)),
+        }
+    }
+
+    fn to_local(&self, conn: u64, out: Outbound) {
+        let conns = self.shared.conns.lock().expect("conns lock");
+        if let Some(c) = conns.get(&conn) {
+            match c.tx.try_send(out) {
+                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {}
+                Err(flume::TrySendError::Full(_)) => c.kill.notify_one(),
+            }
+        }
+    }
+
+    /// Append a command to a room's command stream.
+    async fn send_command(&self, apt: Uuid, cmd: &WireCmd) -> Result<(), LinkError> {
+        let mut c = self.conn();
+        let r: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg(self.shared.keys.commands(apt))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAX)
+            .arg("*")
+            .arg("c")
+            .arg(self.shared.seal.seal(cmd))
+            .query_async(&mut c)
+            .await;
+        self.ok(r).map(|_| ()).map_err(|_| LinkError::Unavailable)
+    }
+
+    /// Whether a join verified at `verified_ms` predates a closure of its room or account.
+    async fn closed_since(&self, grant: &JoinGrant, verified_ms: i64) -> redis::RedisResult<bool> {
+        let mut c = self.conn();
+        let marks: Vec<Option<i64>> = self.ok(redis::cmd("HMGET")
+            .arg(self.shared.keys.closed(grant.appointment_id))
+            .arg("room")
+            .arg(grant.user_id.to_string())
+            .query_async(&mut c)
+            .await)?;
+        Ok(marks.into_iter().flatten().any(|at| at >= verified_ms))
+    }
+
+    async fn mark_closed(&self, apt: Uuid, user: Option<Uuid>) {
+        let mut c = self.conn();
+        let field = user.map_or_else(|| "room".to_owned(), |u| u.to_string());
+        let key = self.shared.keys.closed(apt);
+        let _: redis::RedisResult<()> = redis::pipe()
+            .hset(&key, field, now_ms())
+            .ignore()
+            .expire(&key, CLOSED_MARK_KEEP_SECS as i64)
+            .ignore()
+            .query_async(&mut c)
+            .await;
+    }
+
+    async fn room_exists(&self, apt: Uuid) -> bool {
+        let mut c = self.conn();
+        let n: redis::RedisResult<u64> = redis::cmd("EXISTS")
+            .arg(self.shared.keys.owner(apt))
+            .arg(self.shared.keys.state(apt))
+            .query_async(&mut c)
+            .await;
+        matches!(n, Ok(n) if n > 0)
+    }
+
+    /// Send a room command from outside (the API): to the local task, or the stream.
+    async fn command(&self, apt: Uuid, local: RoomCmd, wire: WireCmd) {
+        if let Some(tx) = self.owned_tx(apt) {
+            let _ = tx.send_async(Box::new(local)).await;
+        } else if self.room_exists(apt).await {
+            let _ = self.send_command(apt, &wire).await;
+        }
+    }
+
+    fn link(&self, apt: Uuid) -> RoomLink {
+        RoomLink::Remote(Arc::new(StreamLink {
+            router: self.clone(),
+            appointment_id: apt,
+        }))
+    }
+
+    // ---- the owner's task -----------------------------------------------------------------
+
+    async fn run_owned(
+        self,
+        mut room: Room,
+        local: flume::Receiver<Box<RoomCmd>>,
+        stream: flume::Receiver<(String, WireCmd)>,
+        owner: String,
+        mut pos: String,
+    ) {
+        let apt = room.appointment_id;
+        let session_id = room.session_id;
+        tracing::info!(appointment_id = %apt, %session_id, node = %self.shared.me, "session room opened here");
+        let mut stop = self.shared.stopping.subscribe();
+        let mut renew = tokio::time::interval(self.shared.lease / 3);
+        renew.tick().await;
+        // Save the whole state with the next commit (after a takeover, or Redis lost it).
+        let mut save_all = true;
+        let mut owner = owner;
+        let mut degraded = false;
+        loop {
+            let deadline = tokio::time::Instant::from_std(room.next_deadline());
+            let mut replies = Vec::new();
+            let mut moved = false;
+            let mut release = false;
+            tokio::select! {
+                cmd = local.recv_async() => match cmd {
+                    Ok(cmd) => apply(&mut room, *cmd, &mut replies),
+                    Err(_) => room.finish("server_shutdown"),
+                },
+                entry = stream.recv_async() => {
+                    if let Ok((id, cmd)) = entry {
+                        self.apply_wire(&mut room, cmd, &mut replies);
+                        pos = id;
+                        moved = true;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
+                _ = renew.tick() => {
+                    match self.renew(apt, &owner).await {
+                        Ok(true) => {
+                            // Members connected through a node that died are reconnecting.
+                            for node in room.remote_nodes() {
+                                if *node == *self.shared.me {
+                                    continue;
+                                }
+                                let mut c = self.conn();
+                                let up: redis::RedisResult<bool> =
+                                    c.exists(self.shared.keys.alive(&node)).await;
+                                if let Ok(false) = up {
+                                    tracing::info!(appointment_id = %apt, %node, "cluster: a node of this room's members is gone");
+                                    room.node_lost(&node, Instant::now());
+                                }
+                            }
+                        }
+                        Ok(false) => {
+                            tracing::warn!(appointment_id = %apt, "cluster: another node owns the room now; giving it up");
+                            break;
+                        }
+                        // Redis restarted and lost the lease: claim it again, and save
+                        // everything with the next commit.
+                        Err(Some(again)) => {
+                            owner = again;
+                            save_all = true;
+                        }
+                        Err(None) => degraded = true,
+                    }
+                }
+                _ = stop.changed() => release = true,
+            }
+            // More that is already waiting goes into the same commit.
+            for _ in 0..BATCH {
+                if room.finished().is_some() {
+                    break;
+                }
+                if let Ok(cmd) = local.try_recv() {
+                    apply(&mut room, *cmd, &mut replies);
+                } else if let Ok((id, cmd)) = stream.try_recv() {
+                    self.apply_wire(&mut room, cmd, &mut replies);
+                    pos = id;
+                    moved = true;
+                } else {
+                    break;
+                }
+            }
+            record_events(&mut room, self.shared.sink.as_ref()).await;
+            let finished = room.finished().is_some();
+            let mut remote: Vec<(String, Vec<u8>)> = Vec::new();
+            let mut local_out: Vec<(Conn, Outbound)> = Vec::new();
+            // A remote joiner learns its participant id first, then what the join sent.
+            let mut local_replies = Vec::new();
+            for (reply, conn, joined) in replies {
+                match reply {
+                    Reply::Local(tx) => local_replies.push((tx, joined)),
+                    Reply::Remote => {
+                        if let ConnSink::Remote { node } = &conn.sink {
+                            remote.push((
+                                self.shared.keys.out(node),
+                                self.shared.seal.seal(&Delivery {
+                                    conn: conn.id,
+                                    what: WireOut::Joined(joined),
+                                }),
+                            ));
+                        }
+                    }
+                }
+            }
+            for Effect::Send(conn, out) in room.take_effects() {
+                match &conn.sink {
+                    ConnSink::Local { .. } => local_out.push((conn, out)),
+                    ConnSink::Remote { node } => {
+                        let what = match out {
+                            Outbound::Text(t) => WireOut::Text(t.to_string()),
+                            Outbound::Close(c) => WireOut::Close(c),
+                        };
+                        remote.push((
+                            self.shared.keys.out(node),
+                            self.shared.seal.seal(&Delivery {
+                                conn: conn.id,
+                                what,
+                            }),
+                        ));
+                    }
+                }
+            }
+            // The snapshot is saved when the room changed (or the stream position moved),
+            // in the same commit as what the batch sends.
+            let changed = !finished && (room.take_dirty() || save_all);
+            let sealed_state = if changed || (moved && !finished) {
+                self.shared.seal.seal(&Saved {
+                    room: room.snapshot(&self.shared.me, Instant::now()),
+                    pos: pos.clone(),
+                })
+            } else {
+                Vec::new()
+            };
+            let write = changed || moved || !remote.is_empty() || finished;
+            if write {
+                match self
+                    .commit(
+                        apt,
+                        &owner,
+                        &sealed_state,
+                        if moved { &pos } else { "" },
+                        finished,
+                        &remote,
+                    )
+                    .await
+                {
+                    Ok(true) => {
+                        save_all = false;
+                        if degraded {
+                            tracing::info!(appointment_id = %apt, "cluster: Redis is back for this room");
+                            degraded = false;
+                        }
+                    }
+                    Ok(false) => {
+                        tracing::warn!(appointment_id = %apt, "cluster: lost the room's lease; giving it up");
+                        break;
+                    }
+                    Err(e) => {
+                        // Redis does not answer: members on this node carry on; what was
+                        // for members elsewhere is lost, and everything is saved again once
+                        // Redis answers.
+                        if !degraded {
+                            tracing::warn!(appointment_id = %apt, error = %e, "cluster: cannot commit to Redis; serving this node's members only");
+                        }
+                        degraded = true;
+                        save_all = true;
+                    }
+                }
+            }
+            for (conn, out) in local_out {
+                if let ConnSink::Local { tx, kill } = &conn.sink {
+                    match tx.try_send(out) {
+                        Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {}
+                        Err(flume::TrySendError::Full(_)) => kill.notify_one(),
+                    }
+                }
+            }
+            for (tx, joined) in local_replies {
+                let _ = tx.send(joined);
+            }
+            if let Some(f) = room.finished() {
+                tracing::info!(appointment_id = %apt, %session_id, reason = ?f, "session room closed");
+                break;
+            }
+            if release {
+                // Stopping: the state is saved; let another node take the room at once.
+                let mut c = self.conn();
+                let _: redis::RedisResult<i64> = redis::Script::new(RELEASE)
+                    .key(self.shared.keys.owner(apt))
+                    .arg(&owner)
+                    .invoke_async(&mut c)
+                    .await;
+                tracing::info!(appointment_id = %apt, "cluster: handed the room over");
+                break;
+            }
+        }
+        self.shared.owned.lock().expect("owned lock").remove(&apt);
+    }
+
+    fn apply_wire(&self, room: &mut Room, cmd: WireCmd, replies: &mut Vec<(Reply, Conn, Joined)>) {
+        let conn_of = |r: ConnRef| Conn::remote(r.id, r.node.as_str().into());
+        let cmd = match cmd {
+            WireCmd::Join {
+                grant,
+                conn,
+                resume,
+                reset,
+            } => RoomCmd::Join(JoinCmd {
+                grant,
+                conn: conn_of(conn),
+                resume,
+                reset,
+                reply: Reply::Remote,
+            }),
+            WireCmd::Msg { pid, conn, msg } => RoomCmd::Msg {
+                pid,
+                conn: conn_of(conn),
+                msg,
+            },
+            WireCmd::Disconnected { pid, conn_id } => RoomCmd::Disconnected { pid, conn_id },
+            WireCmd::SetAutoAdmit(on) => RoomCmd::SetAutoAdmit(on),
+            WireCmd::Remove(u) => RoomCmd::Remove(u),
+            WireCmd::Finish(r) => RoomCmd::Finish(r),
+        };
+        apply(room, cmd, replies);
+    }
+
+    /// Renew the room's lease: `Ok(true)` renewed, `Ok(false)` another node's now,
+    /// `Err(Some(v))` Redis had lost it and it is ours again as `v`, `Err(None)` Redis does
+    /// not answer.
+    async fn renew(&self, apt: Uuid, owner: &str) -> Result<bool, Option<String>> {
+        let mut c = self.conn();
+        let r: redis::RedisResult<i64> = redis::Script::new(RENEW)
+            .key(self.shared.keys.owner(apt))
+            .arg(owner)
+            .arg(ms(self.shared.lease))
+            .invoke_async(&mut c)
+            .await;
+        match self.ok(r) {
+            Ok(1) => Ok(true),
+            Ok(-1) => {
+                let fence: redis::RedisResult<u64> = c.incr(self.shared.keys.fence(apt), 1).await;
+                let Ok(fence) = fence else { return Err(None) };
+                let value = format!("{}:{fence}", self.shared.me);
+                let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                    .arg(self.shared.keys.owner(apt))
+                    .arg(&value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms(self.shared.lease))
+                    .query_async(&mut c)
+                    .await;
+                match set {
+                    Ok(Some(_)) => Err(Some(value)),
+                    Ok(None) => Ok(false),
+                    Err(_) => Err(None),
+                }
+            }
+            Ok(_) => Ok(false),
+            Err(_) => Err(None),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        apt: Uuid,
+        owner: &str,
+        state: &[u8],
+        pos: &str,
+        finished: bool,
+        remote: &[(String, Vec<u8>)],
+    ) -> redis::RedisResult<bool> {
+        let keys = &self.shared.keys;
+        let script = redis::Script::new(COMMIT);
+        let mut inv = script.prepare_invoke();
+        inv.key(keys.owner(apt))
+            .key(keys.state(apt))
+            .key(keys.commands(apt))
+            .key(keys.rooms())
+            .arg(owner)
+            .arg(ms(self.shared.lease))
+            .arg(state)
+            .arg(pos)
+            .arg(if finished { "1" } else { "0" })
+            .arg(apt.to_string())
+            .arg(remote.len());
+        for (stream, payload) in remote {
+            inv.arg(stream).arg(payload.as_slice());
+        }
+        let mut c = self.conn();
+        let r: redis::RedisResult<i64> = inv.invoke_async(&mut c).await;
+        self.ok(r).map(|n| n == 1)
+    }
+}
+
+/// A member's link to a room owned on another node: its command stream.
+struct StreamLink {
+    router: RedisRouter,
+    appointment_id: Uuid,
+}
+
+#[async_trait::async_trait]
+impl RemoteLink for StreamLink {
+    async fn message(
+        &self,
+        pid: ParticipantId,
+        conn: &Conn,
+        msg: &ClientMessage,
+    ) -> Result<(), LinkError> {
+        let cmd = WireCmd::Msg {
+            pid,
+            conn: conn.reference(&self.router.shared.me),
+            msg: msg.clone(),
+        };
+        self.router.send_command(self.appointment_id, &cmd).await
+    }
+
+    async fn disconnected(&self, pid: ParticipantId, conn_id: u64) -> Result<(), LinkError> {
+        self.router
+            .send_command(self.appointment_id, &WireCmd::Disconnected { pid, conn_id })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Router for RedisRouter {
+    async fn join(&self, req: JoinRequest) -> Result<(RoomLink, Joined), JoinFailure> {
+        let apt = req.grant.appointment_id;
+        let unavailable = |_| {
+            JoinFailure::Unavailable(
+                "the servers of this service cannot reach each other right now; try again in a moment"
+                    .into(),
+            )
+        };
+        if self
+            .closed_since(&req.grant, req.verified_ms)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(JoinFailure::Closed);
+        }
+        let ConnSink::Local { tx, kill } = &req.conn.sink else {
+            return Err(JoinFailure::Closed);
+        };
+        self.shared.conns.lock().expect("conns lock").insert(
+            req.conn.id,
+            LocalConn {
+                tx: tx.clone(),
+                kill: kill.clone(),
+            },
+        );
+        for _ in 0..3 {
+            // Owned here: straight to the room's task.
+            if let Some(room) = self.owned_tx(apt) {
+                let (reply, answer) = oneshot::channel();
+                let cmd = Box::new(RoomCmd::Join(JoinCmd {
+                    grant: req.grant.clone(),
+                    conn: req.conn.clone(),
+                    resume: req.resume,
+                    reset: req.reset,
+                    reply: Reply::Local(reply),
+                }));
+                if room.send_async(cmd).await.is_ok()
+                    && let Ok(joined) = answer.await
+                {
+                    return Ok((RoomLink::Local(LocalLink(room)), joined));
+                }
+                continue;
+            }
+            let mut c = self.conn();
+            let owner: Option<String> = self
+                .ok(c.get(self.shared.keys.owner(apt)).await)
+                .map_err(unavailable)?;
+            if owner.is_none() {
+                match self.claim(apt, Some(&req.grant)).await {
+                    Ok(true) => continue,
+                    // Another node claimed it first: join there.
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(appointment_id = %apt, error = %e, "cluster: could not claim a room");
+                        return Err(JoinFailure::Unavailable(
+                            "the servers of this service cannot reach each other right now; try again in a moment".into(),
+                        ));
+                    }
+                }
+            }
+            // Owned elsewhere: through the room's command stream, and wait for the answer.
+            let (reply, answer) = oneshot::channel();
+            self.shared
+                .pending
+                .lock()
+                .expect("pending lock")
+                .insert(req.conn.id, reply);
+            let cmd = WireCmd::Join {
+                grant: req.grant.clone(),
+                conn: req.conn.reference(&self.shared.me),
+                resume: req.resume,
+                reset: req.reset,
+            };
+            if self.send_command(apt, &cmd).await.is_err() {
+                self.shared
+                    .pending
+                    .lock()
+                    .expect("pending lock")
+                    .remove(&req.conn.id);
+                return Err(JoinFailure::Unavailable(
+                    "the servers of this service cannot reach each other right now; try again in a moment".into(),
+                ));
+            }
+            match tokio::time::timeout(JOIN_WAIT, answer).await {
+                Ok(Ok(joined)) => return Ok((self.link(apt), joined)),
+                _ => {
+                    self.shared
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .remove(&req.conn.id);
+                }
+            }
+        }
+        Err(JoinFailure::Unavailable(
+            "the session's server did not answer; try again in a moment".into(),
+        ))
+    }
+
+    async fn relink(&self, appointment_id: Uuid) -> Option<RoomLink> {
+        if let Some(tx) = self.owned_tx(appointment_id) {
+            return Some(RoomLink::Local(LocalLink(tx)));
+        }
+        self.room_exists(appointment_id)
+            .await
+            .then(|| self.link(appointment_id))
+    }
+
+    fn forget(&self, conn_id: u64) {
+        self.shared
+            .conns
+            .lock()
+            .expect("conns lock")
+            .remove(&conn_id);
+        self.shared
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&conn_id);
+    }
+
+    async fn end_room(&self, appointment_id: Uuid, reason: &str) {
+        self.mark_closed(appointment_id, None).await;
+        self.command(
+            appointment_id,
+            RoomCmd::Finish(reason.to_owned()),
+            WireCmd::Finish(reason.to_owned()),
+        )
+        .await;
+    }
+
+    async fn set_auto_admit(&self, appointment_id: Uuid, on: bool) {
+        self.command(
+            appointment_id,
+            RoomCmd::SetAutoAdmit(on),
+            WireCmd::SetAutoAdmit(on),
+        )
+        .await;
+    }
+
+    async fn remove_account(&self, appointment_id: Uuid, user_id: Uuid) {
+        self.mark_closed(appointment_id, Some(user_id)).await;
+        self.command(
+            appointment_id,
+            RoomCmd::Remove(user_id),
+            WireCmd::Remove(user_id),
+        )
+        .await;
+    }
+
+    /// Stopping: this node stops being alive (so its connections count as gone), saves and
+    /// hands over every room it owns, and waits (up to 5 s) until they are handed over.
+    async fn shutdown(&self) {
+        let mut c = self.conn();
+        let _: redis::RedisResult<i64> = c.del(self.shared.keys.alive(&self.shared.me)).await;
+        let _ = self.shared.stopping.send(true);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.room_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn room_count(&self) -> usize {
+        self.shared.owned.lock().expect("owned lock").len()
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+}
