@@ -28,6 +28,8 @@ pub trait Expiring: Send + Sync + std::fmt::Debug + 'static {
     async fn hit(&self, key: &str, window: Duration) -> anyhow::Result<(u64, Duration)>;
     /// The counter `key` now (0 when absent or expired).
     async fn count(&self, key: &str) -> anyhow::Result<u64>;
+    /// Take back one hit of the counter `key` (never below zero; its window stays).
+    async fn unhit(&self, key: &str) -> anyhow::Result<()>;
     /// Remove `key` (a counter or a mark).
     async fn clear(&self, key: &str) -> anyhow::Result<()>;
     /// Set the mark `key` for `ttl` unless it is set; true when this call set it.
@@ -117,6 +119,15 @@ impl Expiring for MemoryExpiring {
                 .filter(|e| e.until > now)
                 .map_or(0, |e| e.count)
         }))
+    }
+
+    async fn unhit(&self, key: &str) -> anyhow::Result<()> {
+        self.with(|map, now| {
+            if let Some(e) = map.get_mut(key).filter(|e| e.until > now) {
+                e.count = e.count.saturating_sub(1);
+            }
+        });
+        Ok(())
     }
 
     async fn clear(&self, key: &str) -> anyhow::Result<()> {
@@ -214,7 +225,11 @@ mod tests {
         assert_eq!(m.hit("a", w).await.unwrap().0, 1);
         assert_eq!(m.hit("a", w).await.unwrap().0, 2);
         assert_eq!(m.count("a").await.unwrap(), 2);
+        m.unhit("a").await.unwrap();
+        assert_eq!(m.count("a").await.unwrap(), 1);
+        m.unhit("b").await.unwrap();
         assert_eq!(m.count("b").await.unwrap(), 0);
+        assert_eq!(m.hit("a", w).await.unwrap().0, 2);
         assert!(m.mark_once("m", w).await.unwrap());
         assert!(!m.mark_once("m", w).await.unwrap());
         assert!(m.marked("m").await.unwrap().is_some());

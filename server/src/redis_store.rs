@@ -79,6 +79,13 @@ end
 return {n, t}
 ";
 
+/// DECR, but never below zero and never creating the key.
+const UNHIT: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+";
+
 fn millis(d: Duration) -> u64 {
     (d.as_millis() as u64).max(1)
 }
@@ -115,6 +122,15 @@ impl Expiring for RedisExpiring {
             .query_async(&mut c)
             .await?;
         Ok(n.unwrap_or(0))
+    }
+
+    async fn unhit(&self, key: &str) -> anyhow::Result<()> {
+        let mut c = self.conn.clone();
+        let _: i64 = redis::Script::new(UNHIT)
+            .key(self.key(key))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
     }
 
     async fn clear(&self, key: &str) -> anyhow::Result<()> {
@@ -188,7 +204,12 @@ mod tests {
         assert_eq!(n, 2);
         assert!(left <= w && left > Duration::ZERO);
         assert_eq!(r.count("a").await.unwrap(), 2);
+        r.unhit("a").await.unwrap();
+        assert_eq!(r.count("a").await.unwrap(), 1);
+        r.unhit("b").await.unwrap();
         assert_eq!(r.count("b").await.unwrap(), 0);
+        assert!(r.marked("b").await.unwrap().is_none(), "no key made");
+        assert_eq!(r.hit("a", w).await.unwrap().0, 2);
         assert!(r.mark_once("m", w).await.unwrap());
         assert!(!r.mark_once("m", w).await.unwrap());
         assert!(r.marked("m").await.unwrap().is_some());

@@ -145,6 +145,7 @@ impl Application {
                     address_max_sign_ins: config.login_address_max,
                     address_max_registrations: config.register_address_max,
                     window: config.login_window,
+                    slow_interval: crate::auth::throttle::SLOW_INTERVAL,
                 },
             ),
             expiring,

@@ -406,6 +406,18 @@ async fn check_verification(client: &Client, therapist: &Client, shown: &str) {
     let code = format!("{:03} {:03}", n / 1000, n % 1000);
     assert_eq!(code, shown, "the code shown is the documented derivation");
     assert_eq!(c["code"], shown);
+    // An honest call, reloads included, breaks no run off: no warning is shown.
+    for (who, b) in [("client", client), ("therapist", therapist)] {
+        let runs = b
+            .execute(
+                "return window.alcoveCall.state().peers[0].verificationRuns",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(runs["interrupted"], 0, "{who}: {runs}");
+        assert!(runs["finished"].as_u64().unwrap() >= 1, "{who}: {runs}");
+    }
 }
 
 async fn scenario() {

@@ -167,7 +167,8 @@ pub struct SignalingConfig {
     pub max_candidate_bytes: usize,
     /// Messages queued for one connection before it counts as a slow consumer.
     pub outbox: usize,
-    /// Signals held for a participant while it reconnects.
+    /// Signals held for a participant while it reconnects (at most half the outbox, so
+    /// that they and the welcome fit it when the participant comes back).
     pub held_signals: usize,
     /// Rate limit: burst size and sustained messages per second per connection (text,
     /// binary, ping and pong frames alike).
@@ -195,7 +196,7 @@ impl Default for SignalingConfig {
             max_sdp_bytes: 48 * 1024,
             max_candidate_bytes: 1024,
             outbox: 64,
-            held_signals: 64,
+            held_signals: 32,
             rate_burst: 200,
             rate_per_sec: 50,
             // A renegotiation is one SDP of 5 to 15 KiB and a few dozen candidates; the

@@ -311,7 +311,9 @@ impl Room {
             closes_at: now + left,
             auto_admit: grant.auto_admit,
             grace: cfg.grace,
-            held_max: cfg.held_signals,
+            // Held signals and the welcome must fit the outbox on resume (a flood of signals
+            // aimed at a reconnecting member must not get it closed as a slow consumer).
+            held_max: cfg.held_signals.min((cfg.outbox / 2).max(1)),
             relay_max_queued: (cfg.outbox / 2).max(1),
             // A room holds a therapist and a client: room for both, no more, up front.
             members: Vec::with_capacity(2),
@@ -1081,7 +1083,9 @@ impl Room {
             closes_at: instant(snap.closes_at_ms),
             auto_admit: snap.auto_admit,
             grace: cfg.grace,
-            held_max: cfg.held_signals,
+            // Held signals and the welcome must fit the outbox on resume (a flood of signals
+            // aimed at a reconnecting member must not get it closed as a slow consumer).
+            held_max: cfg.held_signals.min((cfg.outbox / 2).max(1)),
             relay_max_queued: (cfg.outbox / 2).max(1),
             members,
             knock_seq: snap.knock_seq,
@@ -1502,6 +1506,59 @@ mod tests {
         w.room.tick(Instant::now() + Duration::from_millis(150));
         w.flush();
         assert_eq!(w.room.len(), 2);
+    }
+
+    #[test]
+    fn a_flood_held_for_a_reconnecting_member_fits_its_outbox_when_it_comes_back() {
+        let cfg = SignalingConfig {
+            grace: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let appointment = Uuid::new_v4();
+        let room = Room::new(
+            &grant(Uuid::new_v4(), PeerRole::Therapist, appointment),
+            &cfg,
+            Instant::now(),
+        );
+        let mut w = World {
+            room,
+            next: 1,
+            appointment,
+        };
+        let (t_user, c_user) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut t = w.join_as(t_user, PeerRole::Therapist, None, false);
+        let mut c = w.join_as(c_user, PeerRole::Client, None, false);
+        w.room.admit(t.pid, &t.conn, c.pid);
+        w.flush();
+        let token = drain(&mut c)[0]["resume_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let _ = drain(&mut t);
+        w.room.disconnected(c.pid, c.conn.id, Instant::now());
+        w.flush();
+        for n in 0..200 {
+            w.room.signal(
+                t.pid,
+                &t.conn,
+                c.pid,
+                None,
+                Some(Candidate {
+                    candidate: format!("candidate:{n}"),
+                    sdp_mid: None,
+                    sdp_m_line_index: None,
+                    username_fragment: None,
+                }),
+            );
+        }
+        w.flush();
+        // Back: the welcome and the newest half-outbox of signals, all in a 64-slot outbox.
+        let mut back = w.join_as(c_user, PeerRole::Client, Some(&token), false);
+        assert!(back.conn.queued() < 64, "the outbox did not fill");
+        let got = drain(&mut back);
+        assert_eq!(got.len(), 1 + 32);
+        assert_eq!(got[32]["candidate"]["candidate"], "candidate:199");
+        w.room.check_invariants();
     }
 
     #[test]

@@ -7,7 +7,7 @@
 // impolite side ignores the other offer. Signals for one peer are handled strictly one after
 // another (a promise chain), so the state checks below see a consistent signalingState.
 
-import { Verification, fingerprintOf } from './verify.js';
+import { Verification, VerificationHistory, fingerprintOf } from './verify.js';
 import { QualitySampler } from './stats.js';
 
 // `localStorage.setItem('alcove.debug', '1')` logs the negotiation to the console.
@@ -47,7 +47,8 @@ export class PeerLink {
     this.reconnecting = false; // the peer's signalling dropped (peer_reconnecting)
     this.code = null;
     this.verification = null;
-    this.verifyFailed = false;
+    // Every run of the verification exchange with this peer, across rebuilt connections.
+    this.history = new VerificationHistory();
     this.remoteStream = new MediaStream();
     this.senders = {};
     this.sampler = new QualitySampler();
@@ -82,7 +83,6 @@ export class PeerLink {
     clearTimeout(this.firstOfferTimer);
     this.code = null;
     this.verification = null;
-    this.verifyFailed = false;
     this.sampler = new QualitySampler();
     this.remoteStream = new MediaStream();
     this.senders = {};
@@ -140,14 +140,18 @@ export class PeerLink {
             if (vc.readyState === 'open') vc.send(JSON.stringify(m));
             else console.warn('verify channel not open for', m.type, vc.readyState);
           },
-          done: (code) => { if (current()) this.setCode(code); },
+          done: (code) => {
+            this.history.finish();
+            if (current()) this.setCode(code);
+          },
           failed: (why) => {
-            if (!current()) return;
+            this.history.fail();
             console.warn('verification failed:', why);
-            this.verifyFailed = true;
-            this.session.peerChanged(this, 'code');
+            if (current()) this.session.peerChanged(this, 'code');
           },
         });
+        this.history.begin(this.verification);
+        if (this.history.suspicious) this.session.peerChanged(this, 'code');
         await this.verification.start();
         const waiting = early;
         early = [];
@@ -400,6 +404,8 @@ export class PeerLink {
       try { this.vc.close(); } catch { /* closed */ }
     }
     this.vc = null;
+    // An unfinished exchange stays unfinished (the history counts it as broken off).
+    if (this.verification) this.verification.close();
     if (this.pc) {
       try { this.pc.close(); } catch { /* closed */ }
     }

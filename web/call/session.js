@@ -719,8 +719,10 @@ export class CallSession extends EventTarget {
         connectionState: l.pc ? l.pc.connectionState : null,
         chatOpen: l.chatOpen(),
         code: l.code,
-        // The verification exchange as it ran (nonces are public once revealed).
+        // The verification exchange as it ran (nonces are public once revealed), and how
+        // many runs with this peer were broken off.
         verification: l.verification ? l.verification.transcript() : null,
+        verificationRuns: { started: l.history.started, finished: l.history.finished, interrupted: l.history.interrupted },
       })),
       quality: this.quality,
     };

@@ -98,14 +98,58 @@ function randomNonce() {
 }
 
 /**
+ * The runs of the exchange with one peer over the whole call, across rebuilt connections.
+ * Each run is one chance for a man in the middle; one that starts and never finishes (the
+ * connection rebuilt mid-way, a reveal withheld, a timeout) is how he would try again, so
+ * it is counted, and the page says so for the rest of the call.
+ */
+export class VerificationHistory {
+  constructor() {
+    this.started = 0;
+    this.finished = 0;
+    this.failed = 0;
+    this.current = null;
+  }
+
+  /** A new run begins (on a new connection): the previous one, if unfinished, was broken off. */
+  begin(run) {
+    if (this.current) this.current.close();
+    this.current = run;
+    this.started += 1;
+  }
+
+  finish() {
+    this.finished += 1;
+  }
+
+  fail() {
+    this.failed += 1;
+  }
+
+  /** Runs that started and never gave a code (broken off or failed). */
+  get interrupted() {
+    const running = this.current && !['done', 'failed', 'unavailable'].includes(this.current.state) ? 1 : 0;
+    return this.started - this.finished - running;
+  }
+
+  /** Whether codes shown for this peer deserve a warning. */
+  get suspicious() {
+    return this.interrupted > 0;
+  }
+}
+
+/**
  * One run of the exchange on one peer connection. `send(obj)` puts a message on the data
  * channel; `receive(obj)` takes one from it. `done(code)` is called once, when the code is
  * known; `failed(reason)` when the other side broke the protocol (a reveal that does not
  * match its commitment, messages out of order): then there is no code, and the page says the
  * connection could not be verified.
  */
+/** How long an exchange may take, from its start, before it counts as broken off. */
+export const EXCHANGE_TIMEOUT_MS = 10_000;
+
 export class Verification {
-  constructor({ localFingerprint, remoteFingerprint, remoteSource = null, send, done = () => {}, failed = () => {}, nonce = randomNonce }) {
+  constructor({ localFingerprint, remoteFingerprint, remoteSource = null, send, done = () => {}, failed = () => {}, nonce = randomNonce, timeoutMs = EXCHANGE_TIMEOUT_MS }) {
     this.local = localFingerprint;
     this.remote = remoteFingerprint;
     this.remoteSource = remoteSource;
@@ -113,6 +157,8 @@ export class Verification {
     this.done = done;
     this.failedCb = failed;
     this.makeNonce = nonce;
+    this.timeoutMs = timeoutMs;
+    this.timer = null;
     this.state = 'new';
     this.code = null;
     this.failure = null;
@@ -130,6 +176,11 @@ export class Verification {
   /** Begin: the initiator commits; the responder waits for the commitment. */
   async start() {
     if (this.state !== 'new') return;
+    // An exchange that does not finish in time failed: a man in the middle who learned
+    // what one side would show and did not like it can stop, but not silently.
+    if (this.timeoutMs > 0) {
+      this.timer = setTimeout(() => this.fail('the exchange did not finish in time'), this.timeoutMs);
+    }
     this.localNonce = this.makeNonce();
     if (this.role === 'initiator') {
       this.state = 'committed';
@@ -140,8 +191,15 @@ export class Verification {
     }
   }
 
+  /** The connection is going away: stop the timer (an unfinished run stays unfinished). */
+  close() {
+    clearTimeout(this.timer);
+    this.timer = null;
+  }
+
   fail(reason) {
     if (this.state === 'failed' || this.state === 'done') return;
+    clearTimeout(this.timer);
     this.state = 'failed';
     this.failure = reason;
     this.failedCb(reason);
@@ -151,7 +209,10 @@ export class Verification {
     const [fpI, fpR, nI, nR] = this.role === 'initiator'
       ? [this.local, this.remote, this.localNonce, this.remoteNonce]
       : [this.remote, this.local, this.remoteNonce, this.localNonce];
-    this.code = await codeOf(fpI, fpR, nI, nR);
+    const code = await codeOf(fpI, fpR, nI, nR);
+    if (this.state === 'failed') return; // timed out meanwhile
+    clearTimeout(this.timer);
+    this.code = code;
     this.state = 'done';
     this.done(this.code);
   }

@@ -12,7 +12,9 @@ export async function api(path, opts = {}) {
   try {
     return await request(path, { ...opts, token });
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401 && err.code === 'invalid_token') {
+    // An expired token is refreshed once; an idle sign-in is refused at the refresh too,
+    // which signs this tab out with the reason.
+    if (err instanceof ApiError && err.status === 401 && (err.code === 'invalid_token' || err.code === 'sign_in_idle')) {
       const fresh = await refresh();
       return request(path, { ...opts, token: fresh });
     }

@@ -254,10 +254,14 @@ export async function render(ctx) {
     if (withCode.some((l) => l.codeChanged)) {
       codeNote.textContent = `The code changed because the connection was rebuilt: compare it again. ${codeNote.textContent}`;
     }
-    const unverified = links.filter((l) => l.verifyFailed && !l.code);
-    if (unverified.length) {
-      // The exchange was broken off or tampered with: say so plainly, never show a code.
-      codeNote.textContent = `The connection with ${unverified.map((l) => l.info.display_name).join(' and ')} could not be verified. If this happens again, end the call and tell the practice. ${codeNote.textContent}`;
+    const suspicious = links.filter((l) => l.history.suspicious);
+    if (suspicious.length) {
+      // A check was broken off or failed at least once in this call: that is how someone in
+      // the middle would try again, so it stays said for the rest of the call.
+      codeNote.textContent = `Checking the connection with ${suspicious.map((l) => l.info.display_name).join(' and ')} was interrupted before it finished. Compare the code with care; if this happens again, end the call and tell the practice. ${codeNote.textContent}`;
+      codeNote.classList.add('warning');
+    } else {
+      codeNote.classList.remove('warning');
     }
   };
 

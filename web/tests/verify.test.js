@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Verification, codeOf, commitmentOf, fromHex, fingerprintOf } from '../call/verify.js';
+import { Verification, VerificationHistory, codeOf, commitmentOf, fromHex, fingerprintOf } from '../call/verify.js';
 
 const FP_A = 'sha-256 0A:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:01';
 const FP_B = 'sha-256 F0:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:02';
@@ -36,7 +36,7 @@ async function run(a, b) {
 }
 
 function side(local, remote, seed) {
-  return new Verification({ localFingerprint: local, remoteFingerprint: remote, send: () => {}, nonce: nonces(seed) });
+  return new Verification({ localFingerprint: local, remoteFingerprint: remote, send: () => {}, nonce: nonces(seed), timeoutMs: 0 });
 }
 
 test('both sides get the same code, which covers both fingerprints and both nonces', async () => {
@@ -72,10 +72,10 @@ test('roles come from the fingerprints, whoever starts', async () => {
 
 test('the responder gives its nonce only after a commitment, and the initiator reveals only after the nonce', async () => {
   const sent = [];
-  const b = new Verification({ localFingerprint: FP_B, remoteFingerprint: FP_A, send: (m) => sent.push(m), nonce: nonces(2) });
+  const b = new Verification({ localFingerprint: FP_B, remoteFingerprint: FP_A, send: (m) => sent.push(m), nonce: nonces(2), timeoutMs: 0 });
   await b.start();
   assert.deepEqual(sent, [], 'nothing before the commitment');
-  const a = new Verification({ localFingerprint: FP_A, remoteFingerprint: FP_B, send: (m) => sent.push(m), nonce: nonces(1) });
+  const a = new Verification({ localFingerprint: FP_A, remoteFingerprint: FP_B, send: (m) => sent.push(m), nonce: nonces(1), timeoutMs: 0 });
   await a.start();
   assert.deepEqual(sent.map((m) => m.type), ['commit']);
   assert.equal(sent[0].n, undefined, 'the commitment hides the nonce');
@@ -87,9 +87,9 @@ test('the responder gives its nonce only after a commitment, and the initiator r
 
 test('a reveal that does not match its commitment gives no code', async () => {
   const sent = [];
-  const a = new Verification({ localFingerprint: FP_A, remoteFingerprint: FP_B, send: (m) => sent.push(m), nonce: nonces(1) });
+  const a = new Verification({ localFingerprint: FP_A, remoteFingerprint: FP_B, send: (m) => sent.push(m), nonce: nonces(1), timeoutMs: 0 });
   let failed = null;
-  const b = new Verification({ localFingerprint: FP_B, remoteFingerprint: FP_A, send: (m) => sent.push(m), nonce: nonces(2), failed: (why) => { failed = why; } });
+  const b = new Verification({ localFingerprint: FP_B, remoteFingerprint: FP_A, send: (m) => sent.push(m), nonce: nonces(2), failed: (why) => { failed = why; }, timeoutMs: 0 });
   await a.start();
   await b.receive(sent[0]);
   // A different nonce than the one committed to (a man in the middle changing his mind).
@@ -145,16 +145,16 @@ test('a man in the middle who forwards the exchange unchanged shows different co
   assert.notEqual(alice.code, bob.code, 'but the codes cover different certificates');
 });
 
-test('a man in the middle cannot search for matching codes: 500 tries, no match', async () => {
-  // The best he can do: finish with Bob first (Bob's code is then fixed), then answer Alice's
-  // commitment with a nonce of his choosing. Alice's code still depends on her own nonce,
-  // which he learns only after his answer is sent, and she takes no second answer.
+test('a man in the middle cannot steer a run: 500 tries, no match', async () => {
+  // Within one run: he finishes with Bob first (Bob's code is then fixed), then answers
+  // Alice's commitment with a nonce of his choosing. Alice's code still depends on her own
+  // nonce, which he learns only after his answer is sent, and she takes no second answer.
   let matches = 0;
   for (let t = 0; t < 500; t += 1) {
     const bob = side(FP_B, FP_M2, 2 + (t % 200));
     const m2 = side(FP_M2, FP_B, 100);
     await run(m2, bob);
-    const alice = new Verification({ localFingerprint: FP_A, remoteFingerprint: FP_M1, send: () => {}, nonce: nonces((t * 7) % 256) });
+    const alice = new Verification({ localFingerprint: FP_A, remoteFingerprint: FP_M1, send: () => {}, nonce: nonces((t * 7) % 256), timeoutMs: 0 });
     const sent = [];
     alice.send = (m) => sent.push(m);
     await alice.start();
@@ -175,4 +175,53 @@ test('fingerprints: exactly one per SDP, or none', () => {
   assert.equal(fingerprintOf(''), null);
   const v = new Verification({ localFingerprint: null, remoteFingerprint: FP_B, send: () => {} });
   assert.equal(v.state, 'unavailable');
+});
+
+test('a run whose other side stops answering fails after its timeout', async () => {
+  // The man in the middle as initiator learns the responder's code when its nonce arrives,
+  // and could withhold his reveal when it does not suit him: the responder then fails.
+  const sent = [];
+  let failed = null;
+  const bob = new Verification({ localFingerprint: FP_B, remoteFingerprint: FP_M2, send: (m) => sent.push(m), nonce: nonces(2), failed: (why) => { failed = why; }, timeoutMs: 50 });
+  await bob.start();
+  await bob.receive({ type: 'commit', v: 1, c: await commitmentOf(new Uint8Array(32)) });
+  assert.equal(sent[0].type, 'nonce');
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(bob.state, 'failed');
+  assert.match(failed, /in time/);
+  assert.equal(bob.code, null);
+  // A reveal that comes too late changes nothing.
+  await bob.receive({ type: 'reveal', v: 1, n: '00'.repeat(32) });
+  assert.equal(bob.code, null);
+});
+
+test('every run broken off in a call is counted, and an honest rebuild is not', async () => {
+  const honest = new VerificationHistory();
+  const one = side(FP_A, FP_B, 1);
+  const other = side(FP_B, FP_A, 2);
+  honest.begin(one);
+  await run(one, other);
+  honest.finish();
+  // The connection is rebuilt (a reload): a new run, the first one had finished.
+  honest.begin(side(FP_A, FP_B, 3));
+  assert.equal(honest.interrupted, 0);
+  assert.equal(honest.suspicious, false);
+
+  // A man in the middle aborting runs until he likes a code: each abort shows.
+  const attacked = new VerificationHistory();
+  for (let i = 0; i < 3; i += 1) {
+    const v = side(FP_B, FP_M2, 10 + i);
+    attacked.begin(v);
+    await v.start();
+    await v.receive({ type: 'commit', v: 1, c: await commitmentOf(new Uint8Array(32)) });
+    // ... no reveal: he rebuilds the connection instead.
+  }
+  assert.equal(attacked.interrupted, 2, 'two earlier runs never finished');
+  assert.equal(attacked.suspicious, true);
+  const failedRun = side(FP_B, FP_M2, 20);
+  attacked.begin(failedRun);
+  await failedRun.start();
+  failedRun.fail('a reveal that does not match');
+  attacked.fail();
+  assert.equal(attacked.interrupted, 4, 'a failed run counts too');
 });

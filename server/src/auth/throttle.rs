@@ -40,6 +40,8 @@ pub struct Limits {
     /// Registrations per address within the window.
     pub address_max_registrations: u32,
     pub window: Duration,
+    /// One attempt per this interval for an account past its ceiling ([`SLOW_INTERVAL`]).
+    pub slow_interval: Duration,
 }
 
 /// Refused: try again after this long.
@@ -121,21 +123,29 @@ impl LoginThrottle {
             account: self.keys.key("login-acct", &[email.as_bytes()]),
             known: self.keys.key("login-known", &[email.as_bytes(), &a]),
         };
-        let (n, left) = self.store.hit(&attempt.pair, l.window).await?;
-        if n > u64::from(l.max_failures) {
-            return Ok(Err(RetryAfter(left)));
-        }
+        // The slowing first: an attempt it refuses does not count against the pair, or an
+        // owner losing the race for the slot to an attack would lock his own address out.
         if self.store.count(&attempt.account).await? >= u64::from(l.account_max_failures)
             && self.store.marked(&attempt.known).await?.is_none()
         {
             // Slowed: one attempt per interval for the whole account.
             let slot = self.keys.key("login-slow", &[email.as_bytes()]);
-            if !self.store.mark_once(&slot, SLOW_INTERVAL).await? {
-                let left = self.store.marked(&slot).await?.unwrap_or(SLOW_INTERVAL);
+            if !self.store.mark_once(&slot, l.slow_interval).await? {
+                let left = self.store.marked(&slot).await?.unwrap_or(l.slow_interval);
                 return Ok(Err(RetryAfter(left)));
             }
         }
+        let (n, left) = self.store.hit(&attempt.pair, l.window).await?;
+        if n > u64::from(l.max_failures) {
+            return Ok(Err(RetryAfter(left)));
+        }
         Ok(Ok(attempt))
+    }
+
+    /// The password was never checked (every hashing thread was busy): the attempt does not
+    /// count against the pair.
+    pub async fn not_checked(&self, attempt: Attempt) -> anyhow::Result<()> {
+        self.store.unhit(&attempt.pair).await
     }
 
     /// The password was wrong (or the account unknown).
@@ -193,6 +203,7 @@ mod tests {
         address_max_sign_ins: 50,
         address_max_registrations: 2,
         window: Duration::from_secs(60),
+        slow_interval: SLOW_INTERVAL,
     };
 
     #[tokio::test]
@@ -261,6 +272,60 @@ mod tests {
         // The owner's address is not slowed.
         assert!(
             t.before_sign_in("a@example.com", ip("203.0.113.5"))
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn attempts_refused_by_the_slowing_or_never_checked_do_not_count_for_the_owner() {
+        let t = throttle(Limits {
+            account_max_failures: 2,
+            slow_interval: Duration::from_millis(100),
+            ..LIMITS
+        });
+        for i in 0..2 {
+            let a = t
+                .before_sign_in("a@example.com", ip(&format!("192.0.2.{i}")))
+                .await
+                .unwrap()
+                .unwrap();
+            t.failed(a).await.unwrap();
+        }
+        // An attacker holds the slot; the owner, at a new address, is refused ten times.
+        let _held = t
+            .before_sign_in("a@example.com", ip("198.51.100.1"))
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..10 {
+            assert!(
+                t.before_sign_in("a@example.com", ip("203.0.113.5"))
+                    .await
+                    .unwrap()
+                    .is_err()
+            );
+        }
+        // The slot frees: the owner's address has used none of its three attempts.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let owner = t
+            .before_sign_in("a@example.com", ip("203.0.113.5"))
+            .await
+            .unwrap()
+            .expect("the owner is slowed, not locked");
+        t.succeeded(owner).await.unwrap();
+        // Attempts whose password was never checked (hashing busy) do not count either.
+        for _ in 0..10 {
+            let a = t
+                .before_sign_in("b@example.com", ip("203.0.113.6"))
+                .await
+                .unwrap()
+                .unwrap();
+            t.not_checked(a).await.unwrap();
+        }
+        assert!(
+            t.before_sign_in("b@example.com", ip("203.0.113.6"))
                 .await
                 .unwrap()
                 .is_ok()

@@ -116,7 +116,10 @@ pub fn join_window(state: &AppState, a: &Appointment) -> (Timestamp, Timestamp) 
     )
 }
 
-pub(crate) fn view(state: &AppState, a: Appointment) -> AppointmentView {
+/// The appointment as `viewer` sees it: whether a client was turned away is the
+/// therapist's (and an admin's) to know, not the other clients' of a group session.
+pub(crate) fn view(state: &AppState, a: Appointment, viewer: &AuthUser) -> AppointmentView {
+    let sees_denials = viewer.role == Role::Admin || viewer.id == a.therapist_id;
     let (join_opens_at, join_closes_at) = join_window(state, &a);
     let therapist = a
         .therapist()
@@ -141,7 +144,7 @@ pub(crate) fn view(state: &AppState, a: Appointment) -> AppointmentView {
             .map(|p| PersonView {
                 id: p.user_id,
                 display_name: p.display_name.clone(),
-                turned_away: p.denied_at.is_some(),
+                turned_away: sees_denials && p.denied_at.is_some(),
             })
             .collect(),
         therapist,
@@ -324,6 +327,7 @@ async fn clients_bookable(
     end: Ts,
     except: Option<Uuid>,
 ) -> ApiResult<()> {
+    let mut first_refused = None;
     for (i, c) in clients.iter().enumerate() {
         let related = state.db.is_care_client(therapist, *c).await?;
         let free = state
@@ -331,11 +335,14 @@ async fn clients_bookable(
             .busy_spans(*c, start, end, except)
             .await?
             .is_empty();
-        if !(related && free) {
-            return Err(client_unavailable(i));
+        if !(related && free) && first_refused.is_none() {
+            first_refused = Some(i);
         }
     }
-    Ok(())
+    match first_refused {
+        Some(i) => Err(client_unavailable(i)),
+        None => Ok(()),
+    }
 }
 
 /// A client booking for themselves: refuse when they are already booked over `[start, end)`.
@@ -510,7 +517,7 @@ async fn book(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("booked appointment vanished")))?;
     tracing::info!(appointment_id = %a.id, kind = a.kind.as_str(), minutes = p.minutes, "appointment booked");
-    Ok((StatusCode::CREATED, axum::Json(view(&state, a))))
+    Ok((StatusCode::CREATED, axum::Json(view(&state, a, &user))))
 }
 
 /// A weekly series booked by a therapist.
@@ -697,7 +704,7 @@ async fn book_series(
     let mut created = Vec::new();
     for id in created_ids {
         if let Some(a) = state.db.appointment(id).await? {
-            created.push(view(&state, a));
+            created.push(view(&state, a, &user));
         }
     }
     failed.sort_by_key(|f| f.starts_at);
@@ -767,7 +774,7 @@ async fn list(
         )
         .await?;
     Ok(axum::Json(Page::new(
-        items.into_iter().map(|a| view(&state, a)).collect(),
+        items.into_iter().map(|a| view(&state, a, &user)).collect(),
         page,
         total,
     )))
@@ -795,7 +802,7 @@ async fn get_one(
             serde_json::json!({}),
         )
         .await?;
-    Ok(axum::Json(view(&state, a)))
+    Ok(axum::Json(view(&state, a, &user)))
 }
 
 /// A cancellation.
@@ -856,7 +863,7 @@ async fn cancel(
         .map_err(booking_error)?;
     state.hub.end_room(id, "appointment_cancelled").await;
     let a = visible(&state, &user, id).await?;
-    Ok(axum::Json(view(&state, a)))
+    Ok(axum::Json(view(&state, a, &user)))
 }
 
 /// A new start time.
@@ -924,7 +931,7 @@ async fn reschedule(
         .map_err(booking_error)?;
     state.hub.end_room(id, "appointment_changed").await;
     let a = visible(&state, &user, id).await?;
-    Ok(axum::Json(view(&state, a)))
+    Ok(axum::Json(view(&state, a, &user)))
 }
 
 async fn set_outcome(
@@ -949,7 +956,7 @@ async fn set_outcome(
         .await
         .map_err(booking_error)?;
     let a = visible(state, user, id).await?;
-    Ok(axum::Json(view(state, a)))
+    Ok(axum::Json(view(state, a, user)))
 }
 
 /// Record that the appointment took place (its therapist, once it has started).
@@ -1007,7 +1014,12 @@ fn participant_error(e: AddParticipantError) -> ApiError {
             "last_client",
             "the last client cannot be removed; cancel the appointment instead",
         ),
-        AddParticipantError::Booking(BookingError::Overlap) => client_unavailable(0),
+        AddParticipantError::Booking(BookingError::Overlap) => {
+            // The same answer as the check before the write (a race lands here).
+            let mut e = client_unavailable(0);
+            e.errors[0].field = "client_id".into();
+            e
+        }
         AddParticipantError::Booking(b) => booking_error(b),
     }
 }
@@ -1057,7 +1069,7 @@ async fn add_client(
         .await
         .map_err(participant_error)?;
     let a = visible(&state, &user, id).await?;
-    Ok(axum::Json(view(&state, a)))
+    Ok(axum::Json(view(&state, a, &user)))
 }
 
 /// Remove a client from a group session (its therapist only).
@@ -1082,7 +1094,7 @@ async fn remove_client(
         .map_err(participant_error)?;
     state.hub.remove_account(id, client_id).await;
     let a = visible(&state, &user, id).await?;
-    Ok(axum::Json(view(&state, a)))
+    Ok(axum::Json(view(&state, a, &user)))
 }
 
 /// Let a client the therapist turned away knock again (its therapist only).
@@ -1135,7 +1147,7 @@ async fn set_auto_admit(
         .await?;
     state.hub.set_auto_admit(id, body.auto_admit).await;
     let a = visible(&state, &user, id).await?;
-    Ok(axum::Json(view(&state, a)))
+    Ok(axum::Json(view(&state, a, &user)))
 }
 
 /// One change to an appointment.

@@ -218,13 +218,25 @@ async fn login(
         Err(wait) => return Err(ApiError::too_many_requests(wait.secs())),
     };
     let found = state.db.user_by_email(&email).await?;
-    let ok = state
+    let ok = match state
         .passwords
         .verify(
             password.secret(),
             found.as_ref().map(|u| u.password_hash.as_str()),
         )
-        .await?;
+        .await
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Busy (or failed): nothing was checked, so nothing counts.
+            state
+                .login_throttle
+                .not_checked(attempt)
+                .await
+                .map_err(ApiError::unavailable)?;
+            return Err(e.into());
+        }
+    };
     // The account if there is one. For an unknown address nothing is kept that could name
     // it (an unsalted digest of the email could be reversed by hashing guesses).
     let known = found.as_ref().map(|u| (u.user.id, u.user.role()));

@@ -93,8 +93,12 @@ impl ClientAddr {
         forwarded_for: Option<&str>,
         trusted: &[ipnet::IpNet],
     ) -> Self {
-        let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
-        let Some(peer) = peer else {
+        // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`: compare as IPv4.
+        let is_trusted = |ip: &std::net::IpAddr| {
+            let ip = ip.to_canonical();
+            trusted.iter().any(|n| n.contains(&ip))
+        };
+        let Some(peer) = peer.map(|p| p.to_canonical()) else {
             return Self(None);
         };
         if !is_trusted(&peer) {
@@ -104,7 +108,11 @@ impl ClientAddr {
             .into_iter()
             .flat_map(|h| h.split(','))
             .rev()
-            .map(|s| s.trim().parse::<std::net::IpAddr>());
+            .map(|s| {
+                s.trim()
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| ip.to_canonical())
+            });
         for hop in forwarded {
             match hop {
                 Ok(ip) if is_trusted(&ip) => continue,
@@ -175,6 +183,11 @@ mod tests {
         assert_eq!(
             ClientAddr::resolve(ip("10.1.2.3"), Some("garbage"), &trusted).0,
             ip("10.1.2.3")
+        );
+        // The same proxy as a dual-stack listener sees it.
+        assert_eq!(
+            ClientAddr::resolve(ip("::ffff:10.1.2.3"), Some("192.0.2.5"), &trusted).0,
+            ip("192.0.2.5")
         );
     }
 }

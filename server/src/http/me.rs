@@ -106,11 +106,22 @@ async fn change_password(
         Err(wait) => return Err(ApiError::too_many_requests(wait.secs())),
     };
     let hash = state.db.password_hash(user.id).await?;
-    if !state
+    let ok = match state
         .passwords
         .verify(current.secret(), hash.as_deref())
-        .await?
+        .await
     {
+        Ok(ok) => ok,
+        Err(e) => {
+            state
+                .login_throttle
+                .not_checked(attempt)
+                .await
+                .map_err(ApiError::unavailable)?;
+            return Err(e.into());
+        }
+    };
+    if !ok {
         state
             .login_throttle
             .failed(attempt)

@@ -1086,6 +1086,12 @@ async fn a_turned_away_client_cannot_knock_again_until_the_therapist_lets_them(b
         .await
         .expect(200);
     assert_eq!(a["clients"][0]["turned_away"], true);
+    // That is the therapist's to know, not the clients'.
+    let seen_by_client = app
+        .get(format!("/api/v1/appointments/{id}"), c.token())
+        .await
+        .expect(200);
+    assert_eq!(seen_by_client["clients"][0]["turned_away"], false);
 
     // Only the therapist lifts it.
     let lift = format!("/api/v1/appointments/{id}/denials/{}", c.id);
