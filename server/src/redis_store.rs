@@ -27,14 +27,16 @@ pub async fn connect(
     Ok(Some((client, manager)))
 }
 
-/// Reconnect quickly and forever; never wait long for an answer.
+/// Never wait long: while Redis is away, a command fails after one quick retry (the next
+/// command tries to reconnect again), so that nothing waiting on Redis hangs a request, a
+/// signalling connection or a room; answers take at most 2 s.
 pub fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_secs(1))
-        .set_number_of_retries(usize::MAX)
+        .set_max_delay(Duration::from_millis(200))
+        .set_number_of_retries(1)
 }
 
 /// Whether Redis answers a PING now (for `/readyz`).

@@ -244,6 +244,10 @@ impl Verifier {
     }
 }
 
+/// What a join that could not be checked now is told (it is closed with 1013, and the
+/// browser tries again).
+const TRY_AGAIN: &str = "the service cannot check this join right now; try again in a moment";
+
 /// Longest join token accepted.
 const MAX_TOKEN_LEN: usize = 4096;
 
@@ -263,7 +267,7 @@ impl JoinVerifier for Verifier {
             .used
             .first_use(claims.jti, claims.exp)
             .await
-            .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?;
+            .map_err(|_| JoinRefusal::Unavailable(TRY_AGAIN.into()))?;
         if !first {
             return Err(JoinRefusal::InvalidToken(
                 "the join token was already used; get a new one".into(),
@@ -273,7 +277,7 @@ impl JoinVerifier for Verifier {
             .db
             .session_user(claims.sub, claims.sid)
             .await
-            .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?;
+            .map_err(|_| JoinRefusal::Unavailable(TRY_AGAIN.into()))?;
         let user = match signed_in {
             Some(su) if su.user.disabled => {
                 return Err(JoinRefusal::InvalidToken("the account is disabled".into()));
@@ -295,7 +299,7 @@ impl JoinVerifier for Verifier {
             .db
             .appointment(claims.apt)
             .await
-            .map_err(|_| JoinRefusal::NotJoinable("try again".into()))?
+            .map_err(|_| JoinRefusal::Unavailable(TRY_AGAIN.into()))?
             .ok_or_else(|| JoinRefusal::NotJoinable("no such appointment".into()))?;
         if a.denied(user.id) {
             return Err(JoinRefusal::Denied(DENIED.into()));

@@ -67,13 +67,22 @@ impl std::fmt::Debug for ClusterConfig {
     }
 }
 
-/// How long a join waits for the owner's answer before it is refused as unavailable.
-const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// How long a join through the command stream waits for the owner's answer, beyond the
+/// time a dead owner's lease takes to lapse and the room to be taken over (two leases):
+/// then it is refused as unavailable, and the browser tries again with a new connection.
+const JOIN_WAIT_EXTRA: Duration = Duration::from_secs(3);
 /// Commands a room's owner applies before it commits them (a burst of signals goes out in
 /// one commit).
 const BATCH: usize = 64;
 /// Entries a delivery or command stream keeps at most (trimmed as they are read).
 const STREAM_MAX: usize = 10_000;
+/// How long a delivery waits for room in a connection's full outbox (see
+/// [`RedisRouter::to_local`]).
+const DELIVERY_WAIT: Duration = Duration::from_secs(1);
+/// While Redis does not answer, how often an owner tries to commit again.
+const RETRY: Duration = Duration::from_millis(250);
+/// Messages an owner holds for members on other nodes while Redis does not answer.
+const UNSENT_MAX: usize = 1024;
 /// How long closure marks are kept: longer than any join token lives.
 const CLOSED_MARK_KEEP_SECS: u64 = 3600;
 
@@ -218,9 +227,12 @@ impl Keys {
 
 /// The owner's commit. KEYS: owner, state, commands, rooms. ARGV: owner value, lease ms,
 /// saved state ('' = unchanged), position ('' = unchanged), finished ('1' = delete the
-/// room), apt, count, then (delivery stream, payload) pairs. 0 when the lease is not ours.
+/// room), apt, count, then (delivery stream, payload) pairs. 0 when the lease is another
+/// node's, -1 when it is gone (Redis restarted and lost it).
 const COMMIT: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local holder = redis.call('GET', KEYS[1])
+if holder == false then return -1 end
+if holder ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[7])
 for i = 0, n - 1 do
   redis.call('XADD', ARGV[8 + 2 * i], 'MAXLEN', '~', '10000', '*', 'd', ARGV[9 + 2 * i])
@@ -308,6 +320,18 @@ impl std::fmt::Debug for RedisRouter {
             .field("node", &self.shared.me)
             .finish_non_exhaustive()
     }
+}
+
+/// How long a stream reader's `XREAD` blocks in Redis.
+const BLOCK: Duration = Duration::from_secs(1);
+
+/// The connection of a stream reader: its blocking `XREAD` must not be taken for a lost
+/// connection (the client's default answer timeout is half a second), but a silent one
+/// (a partition) is given up after a few seconds.
+fn blocking_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(BLOCK + Duration::from_secs(2)))
 }
 
 fn ms(d: Duration) -> u64 {
@@ -419,7 +443,7 @@ impl RedisRouter {
     /// carried on or closed properly.
     async fn janitor(self) {
         let mut stop = self.shared.stopping.subscribe();
-        let mut tick = tokio::time::interval(self.shared.lease);
+        let mut tick = tokio::time::interval(self.shared.lease / 2);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -573,7 +597,12 @@ impl RedisRouter {
                 break;
             }
             if blocking.is_none() {
-                match self.shared.redis.get_multiplexed_async_connection().await {
+                match self
+                    .shared
+                    .redis
+                    .get_multiplexed_async_connection_with_config(&blocking_config())
+                    .await
+                {
                     Ok(c) => blocking = Some(c),
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -593,7 +622,7 @@ impl RedisRouter {
             cmd.arg("COUNT")
                 .arg(BATCH)
                 .arg("BLOCK")
-                .arg(1000)
+                .arg(ms(BLOCK))
                 .arg("STREAMS");
             cmd.arg(&wake);
             for (apt, _) in &rooms {
@@ -670,7 +699,12 @@ impl RedisRouter {
                 break;
             }
             if blocking.is_none() {
-                match self.shared.redis.get_multiplexed_async_connection().await {
+                match self
+                    .shared
+                    .redis
+                    .get_multiplexed_async_connection_with_config(&blocking_config())
+                    .await
+                {
                     Ok(c) => blocking = Some(c),
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -683,7 +717,7 @@ impl RedisRouter {
             cmd.arg("COUNT")
                 .arg(256)
                 .arg("BLOCK")
-                .arg(1000)
+                .arg(ms(BLOCK))
                 .arg("STREAMS")
                 .arg(&key)
                 .arg(&from);
@@ -712,7 +746,7 @@ impl RedisRouter {
                     else {
                         continue;
                     };
-                    self.deliver(d);
+                    self.deliver(d).await;
                 }
             }
             // Delivered content leaves Redis at once.
@@ -727,7 +761,7 @@ impl RedisRouter {
     }
 
     /// Hand one delivery to a connection of this node.
-    fn deliver(&self, d: Delivery) {
+    async fn deliver(&self, d: Delivery) {
         match d.what {
             WireOut::Joined(j) => {
                 if let Some(reply) = self
@@ -740,18 +774,32 @@ impl RedisRouter {
                     let _ = reply.send(j);
                 }
             }
-            WireOut::Text(t) => self.to_local(d.conn, Outbound::Text(t.into())),
-            WireOut::Close(why) => self.to_local(d.conn, Outbound::Close(why)),
+            WireOut::Text(t) => self.to_local(d.conn, Outbound::Text(t.into())).await,
+            WireOut::Close(why) => self.to_local(d.conn, Outbound::Close(why)).await,
         }
     }
 
-    fn to_local(&self, conn: u64, out: Outbound) {
-        let conns = self.shared.conns.lock().expect("conns lock");
-        if let Some(c) = conns.get(&conn) {
-            match c.tx.try_send(out) {
-                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {}
-                Err(flume::TrySendError::Full(_)) => c.kill.notify_one(),
-            }
+    /// Put a message in a connection's outbox. Deliveries come in bursts (up to a batch of
+    /// the owner's commands at once, or the backlog a new owner applies after a takeover),
+    /// larger than the outbox: a full outbox is given [`DELIVERY_WAIT`] for its writer to
+    /// make room. A connection that cannot take the message by then is stopped as a slow
+    /// consumer, as on one node, and takes no more deliveries.
+    async fn to_local(&self, conn: u64, out: Outbound) {
+        let target = {
+            let conns = self.shared.conns.lock().expect("conns lock");
+            conns.get(&conn).map(|c| (c.tx.clone(), c.kill.clone()))
+        };
+        let Some((tx, kill)) = target else { return };
+        let out = match tx.try_send(out) {
+            Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return,
+            Err(flume::TrySendError::Full(out)) => out,
+        };
+        if tokio::time::timeout(DELIVERY_WAIT, tx.send_async(out))
+            .await
+            .is_err()
+        {
+            self.shared.conns.lock().expect("conns lock").remove(&conn);
+            kill.notify_one();
         }
     }
 
@@ -837,11 +885,21 @@ impl RedisRouter {
         tracing::info!(appointment_id = %apt, %session_id, node = %self.shared.me, "session room opened here");
         let mut stop = self.shared.stopping.subscribe();
         let mut renew = tokio::time::interval(self.shared.lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
         // Save the whole state with the next commit (after a takeover, or Redis lost it).
         let mut save_all = true;
         let mut owner = owner;
         let mut degraded = false;
+        // When the liveness of the nodes that members are connected through is next
+        // checked (`None`: Redis does not answer).
+        let mut check_nodes_from = Some(Instant::now());
+        // What the room sent members on other nodes, not yet committed.
+        let mut unsent: Vec<(String, Vec<u8>)> = Vec::new();
+        // The command stream position moved since the last commit.
+        let mut pos_unsaved = false;
+        let mut last_try = Instant::now();
+        let mut retry_now = false;
         loop {
             let deadline = tokio::time::Instant::from_std(room.next_deadline());
             let mut replies = Vec::new();
@@ -862,32 +920,47 @@ impl RedisRouter {
                 _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
                 _ = renew.tick() => {
                     match self.renew(apt, &owner).await {
-                        Ok(true) => {
-                            // Members connected through a node that died are reconnecting.
-                            for node in room.remote_nodes() {
-                                if *node == *self.shared.me {
-                                    continue;
-                                }
-                                let mut c = self.conn();
-                                let up: redis::RedisResult<bool> =
-                                    c.exists(self.shared.keys.alive(&node)).await;
-                                if let Ok(false) = up {
-                                    tracing::info!(appointment_id = %apt, %node, "cluster: a node of this room's members is gone");
-                                    room.node_lost(&node, Instant::now());
+                        // Redis answers again: the commit below is tried at once.
+                        Ok(true) if degraded => retry_now = true,
+                        Ok(true) => match check_nodes_from {
+                            // Redis answers again: every node renews its liveness within a
+                            // lease; only then does a missing one count as gone.
+                            None => check_nodes_from = Some(Instant::now() + self.shared.lease),
+                            Some(from) if Instant::now() >= from => {
+                                // Members connected through a node that died are
+                                // reconnecting.
+                                for node in room.remote_nodes() {
+                                    if *node == *self.shared.me {
+                                        continue;
+                                    }
+                                    let mut c = self.conn();
+                                    let up: redis::RedisResult<bool> =
+                                        c.exists(self.shared.keys.alive(&node)).await;
+                                    if let Ok(false) = up {
+                                        tracing::info!(appointment_id = %apt, %node, "cluster: a node of this room's members is gone");
+                                        room.node_lost(&node, Instant::now());
+                                    }
                                 }
                             }
-                        }
+                            Some(_) => {}
+                        },
                         Ok(false) => {
                             tracing::warn!(appointment_id = %apt, "cluster: another node owns the room now; giving it up");
                             break;
                         }
-                        // Redis restarted and lost the lease: claim it again, and save
-                        // everything with the next commit.
+                        // Redis restarted and lost the lease (and every node's liveness):
+                        // claim it again, save everything with the next commit, and give
+                        // the other nodes a lease to say they are alive.
                         Err(Some(again)) => {
                             owner = again;
                             save_all = true;
+                            retry_now = true;
+                            check_nodes_from = Some(Instant::now() + self.shared.lease);
                         }
-                        Err(None) => degraded = true,
+                        Err(None) => {
+                            degraded = true;
+                            check_nodes_from = None;
+                        }
                     }
                 }
                 _ = stop.changed() => release = true,
@@ -909,7 +982,6 @@ impl RedisRouter {
             }
             record_events(&mut room, self.shared.sink.as_ref()).await;
             let finished = room.finished().is_some();
-            let mut remote: Vec<(String, Vec<u8>)> = Vec::new();
             let mut local_out: Vec<(Conn, Outbound)> = Vec::new();
             // A remote joiner learns its participant id first, then what the join sent.
             let mut local_replies = Vec::new();
@@ -918,7 +990,7 @@ impl RedisRouter {
                     Reply::Local(tx) => local_replies.push((tx, joined)),
                     Reply::Remote => {
                         if let ConnSink::Remote { node } = &conn.sink {
-                            remote.push((
+                            unsent.push((
                                 self.shared.keys.out(node),
                                 self.shared.seal.seal(&Delivery {
                                     conn: conn.id,
@@ -937,7 +1009,7 @@ impl RedisRouter {
                             Outbound::Text(t) => WireOut::Text(t.to_string()),
                             Outbound::Close(c) => WireOut::Close(c),
                         };
-                        remote.push((
+                        unsent.push((
                             self.shared.keys.out(node),
                             self.shared.seal.seal(&Delivery {
                                 conn: conn.id,
@@ -948,49 +1020,82 @@ impl RedisRouter {
                 }
             }
             // The snapshot is saved when the room changed (or the stream position moved),
-            // in the same commit as what the batch sends.
+            // in the same commit as what the batch sends. While Redis does not answer, what
+            // is for members on other nodes waits here (in order, up to UNSENT_MAX) and a
+            // commit is tried again every RETRY: members on this node are served meanwhile.
+            pos_unsaved |= moved;
             let changed = !finished && (room.take_dirty() || save_all);
-            let sealed_state = if changed || (moved && !finished) {
-                self.shared.seal.seal(&Saved {
-                    room: room.snapshot(&self.shared.me, Instant::now()),
-                    pos: pos.clone(),
-                })
-            } else {
-                Vec::new()
-            };
-            let write = changed || moved || !remote.is_empty() || finished;
+            let due = !degraded || finished || retry_now || last_try.elapsed() >= RETRY;
+            let write = (changed || pos_unsaved || !unsent.is_empty() || finished) && due;
             if write {
-                match self
-                    .commit(
-                        apt,
-                        &owner,
-                        &sealed_state,
-                        if moved { &pos } else { "" },
-                        finished,
-                        &remote,
-                    )
-                    .await
-                {
-                    Ok(true) => {
+                last_try = Instant::now();
+                retry_now = false;
+                let mut outcome = None;
+                // A lease Redis lost is claimed again, and everything committed at once.
+                for _ in 0..2 {
+                    let full = changed || pos_unsaved || save_all;
+                    let state = if finished || !full {
+                        Vec::new()
+                    } else {
+                        self.shared.seal.seal(&Saved {
+                            room: room.snapshot(&self.shared.me, Instant::now()),
+                            pos: pos.clone(),
+                        })
+                    };
+                    let r = self
+                        .commit(
+                            apt,
+                            &owner,
+                            &state,
+                            if pos_unsaved { &pos } else { "" },
+                            finished,
+                            &unsent,
+                        )
+                        .await;
+                    if let Ok(Commit::LeaseGone) = r {
+                        match self.reclaim(apt).await {
+                            Err(Some(again)) => {
+                                owner = again;
+                                save_all = true;
+                                check_nodes_from = Some(Instant::now() + self.shared.lease);
+                                continue;
+                            }
+                            Ok(_) => outcome = Some(Ok(Commit::NotOurs)),
+                            Err(None) => outcome = Some(Err(())),
+                        }
+                    } else {
+                        outcome = Some(r.map_err(|e| {
+                            if !degraded {
+                                tracing::warn!(appointment_id = %apt, error = %e, "cluster: cannot commit to Redis; serving this node's members, holding what is for others");
+                            }
+                        }));
+                    }
+                    break;
+                }
+                match outcome {
+                    Some(Ok(Commit::Done)) => {
                         save_all = false;
+                        pos_unsaved = false;
+                        unsent.clear();
                         if degraded {
                             tracing::info!(appointment_id = %apt, "cluster: Redis is back for this room");
                             degraded = false;
+                            check_nodes_from = Some(Instant::now() + self.shared.lease);
                         }
                     }
-                    Ok(false) => {
-                        tracing::warn!(appointment_id = %apt, "cluster: lost the room's lease; giving it up");
+                    Some(Ok(Commit::NotOurs)) => {
+                        tracing::warn!(appointment_id = %apt, "cluster: another node holds the room's lease; giving it up");
                         break;
                     }
-                    Err(e) => {
-                        // Redis does not answer: members on this node carry on; what was
-                        // for members elsewhere is lost, and everything is saved again once
-                        // Redis answers.
-                        if !degraded {
-                            tracing::warn!(appointment_id = %apt, error = %e, "cluster: cannot commit to Redis; serving this node's members only");
-                        }
+                    // Redis does not answer (or lost the lease twice in a row).
+                    _ => {
                         degraded = true;
                         save_all = true;
+                        if unsent.len() > UNSENT_MAX {
+                            let over = unsent.len() - UNSENT_MAX;
+                            unsent.drain(..over);
+                            tracing::warn!(appointment_id = %apt, dropped = over, "cluster: Redis is away too long; the oldest messages for members on other nodes are dropped");
+                        }
                     }
                 }
             }
@@ -1057,33 +1162,48 @@ impl RedisRouter {
     /// not answer.
     async fn renew(&self, apt: Uuid, owner: &str) -> Result<bool, Option<String>> {
         let mut c = self.conn();
-        let r: redis::RedisResult<i64> = redis::Script::new(RENEW)
-            .key(self.shared.keys.owner(apt))
-            .arg(owner)
-            .arg(ms(self.shared.lease))
-            .invoke_async(&mut c)
-            .await;
+        // The room's task waits for this: a Redis that does not answer (a partition) gets
+        // a third of a lease, not the client's whole timeout.
+        let r: redis::RedisResult<i64> = tokio::time::timeout(
+            self.shared.lease / 3,
+            redis::Script::new(RENEW)
+                .key(self.shared.keys.owner(apt))
+                .arg(owner)
+                .arg(ms(self.shared.lease))
+                .invoke_async(&mut c),
+        )
+        .await
+        .unwrap_or_else(|_| Err((redis::ErrorKind::Io, "no answer in time").into()));
         match self.ok(r) {
             Ok(1) => Ok(true),
-            Ok(-1) => {
-                let fence: redis::RedisResult<u64> = c.incr(self.shared.keys.fence(apt), 1).await;
-                let Ok(fence) = fence else { return Err(None) };
-                let value = format!("{}:{fence}", self.shared.me);
-                let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
-                    .arg(self.shared.keys.owner(apt))
-                    .arg(&value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ms(self.shared.lease))
-                    .query_async(&mut c)
-                    .await;
-                match set {
-                    Ok(Some(_)) => Err(Some(value)),
-                    Ok(None) => Ok(false),
-                    Err(_) => Err(None),
-                }
-            }
+            Ok(-1) => self.reclaim(apt).await,
             Ok(_) => Ok(false),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// The room's lease is gone from Redis (it restarted and lost it) while this node holds
+    /// the room: claim it again. `Err(Some(v))` ours again as `v`, `Ok(false)` another
+    /// node claimed it meanwhile, `Err(None)` Redis does not answer.
+    async fn reclaim(&self, apt: Uuid) -> Result<bool, Option<String>> {
+        let mut c = self.conn();
+        let fence: redis::RedisResult<u64> = c.incr(self.shared.keys.fence(apt), 1).await;
+        let Ok(fence) = fence else { return Err(None) };
+        let value = format!("{}:{fence}", self.shared.me);
+        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(self.shared.keys.owner(apt))
+            .arg(&value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(self.shared.lease))
+            .query_async(&mut c)
+            .await;
+        match set {
+            Ok(Some(_)) => {
+                tracing::info!(appointment_id = %apt, "cluster: Redis had lost the room's lease; claimed it again");
+                Err(Some(value))
+            }
+            Ok(None) => Ok(false),
             Err(_) => Err(None),
         }
     }
@@ -1097,7 +1217,7 @@ impl RedisRouter {
         pos: &str,
         finished: bool,
         remote: &[(String, Vec<u8>)],
-    ) -> redis::RedisResult<bool> {
+    ) -> redis::RedisResult<Commit> {
         let keys = &self.shared.keys;
         let script = redis::Script::new(COMMIT);
         let mut inv = script.prepare_invoke();
@@ -1117,8 +1237,21 @@ impl RedisRouter {
         }
         let mut c = self.conn();
         let r: redis::RedisResult<i64> = inv.invoke_async(&mut c).await;
-        self.ok(r).map(|n| n == 1)
+        self.ok(r).map(|n| match n {
+            1 => Commit::Done,
+            -1 => Commit::LeaseGone,
+            _ => Commit::NotOurs,
+        })
     }
+}
+
+/// What an owner's commit came to.
+enum Commit {
+    Done,
+    /// Another node holds the room's lease: this one gives the room up.
+    NotOurs,
+    /// The lease is gone from Redis (a restart): claim it again and commit everything.
+    LeaseGone,
 }
 
 /// A member's link to a room owned on another node: its command stream.
@@ -1235,16 +1368,21 @@ impl Router for RedisRouter {
                     "the servers of this service cannot reach each other right now; try again in a moment".into(),
                 ));
             }
-            match tokio::time::timeout(JOIN_WAIT, answer).await {
-                Ok(Ok(joined)) => return Ok((self.link(apt), joined)),
-                _ => {
-                    self.shared
-                        .pending
-                        .lock()
-                        .expect("pending lock")
-                        .remove(&req.conn.id);
-                }
+            // The command waits in the stream for whichever node owns the room (the owner
+            // now, or the one that takes it over if that owner died): no second attempt
+            // with this connection, which the room would take for a second tab.
+            let wait = self.shared.lease * 2 + JOIN_WAIT_EXTRA;
+            if let Ok(Ok(joined)) = tokio::time::timeout(wait, answer).await {
+                return Ok((self.link(apt), joined));
             }
+            self.shared
+                .pending
+                .lock()
+                .expect("pending lock")
+                .remove(&req.conn.id);
+            return Err(JoinFailure::Unavailable(
+                "the session's server did not answer; try again in a moment".into(),
+            ));
         }
         Err(JoinFailure::Unavailable(
             "the session's server did not answer; try again in a moment".into(),

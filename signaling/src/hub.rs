@@ -166,6 +166,18 @@ impl Hub {
                 linger(&mut ws).await;
                 return;
             }
+            Err(JoinRefusal::Unavailable(why)) => {
+                refuse(
+                    &mut ws,
+                    &cfg,
+                    ErrorCode::Unavailable,
+                    why,
+                    close::TRY_AGAIN_LATER,
+                )
+                .await;
+                linger(&mut ws).await;
+                return;
+            }
         };
         let (tx, rx) = flume::bounded(cfg.outbox);
         let kill = Arc::new(Notify::new());

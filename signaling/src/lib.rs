@@ -58,6 +58,9 @@ pub enum JoinRefusal {
     NotJoinable(String),
     /// The therapist turned this client away from the session (until they lift it).
     Denied(String),
+    /// The token could not be checked now (the database or, with several nodes, Redis does
+    /// not answer): `error unavailable`, closed with 1013, and the browser tries again.
+    Unavailable(String),
 }
 
 /// Checks join tokens; implemented by the server.

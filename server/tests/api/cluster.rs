@@ -138,18 +138,103 @@ pub struct Cluster {
     pub db: Db,
     /// This test's Redis key prefix.
     pub prefix: String,
+    /// The Redis the nodes share.
+    pub redis: String,
     _test_db: TestDb,
 }
 
+/// A Redis server of the test's own (Debian's `redis-server`, which the test command
+/// installs), on a port of its own, to kill and start again mid-session: the machine's
+/// Redis is shared by every test running at the same time.
+pub struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    pub fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = OwnRedis {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.spawn();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn answers(&self) -> bool {
+        redis::Client::open(self.url().as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs Debian's redis-server)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if self.answers() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not answer", self.port);
+    }
+
+    /// SIGKILL: Redis is gone, and with it everything it held.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Start again on the same port, empty (it keeps nothing on disk).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        self.spawn();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 impl Cluster {
-    /// Start `n` nodes (`node-a`, `node-b`, …) with the shared settings plus `env`.
+    /// Start `n` nodes (`node-a`, `node-b`, …) with the shared settings plus `env`, on the
+    /// machine's Redis.
     pub async fn start(n: usize, env: &[(&str, &str)]) -> Cluster {
+        Self::start_on(n, env, &redis_url()).await
+    }
+
+    /// [`Self::start`] on the Redis at `redis`.
+    pub async fn start_on(n: usize, env: &[(&str, &str)], redis: &str) -> Cluster {
         let test_db = TestDb::new(Backend::Postgres).await;
         let prefix = format!("alcove-t-{}", Uuid::new_v4().simple());
         let keys = KeySet::generate_pem().unwrap();
         let shared: Vec<(String, String)> = [
             ("DATABASE_URL", test_db.url.as_str()),
-            ("ALCOVE_REDIS_URL", redis_url().as_str()),
+            ("ALCOVE_REDIS_URL", redis),
             ("ALCOVE_REDIS_PREFIX", prefix.as_str()),
             ("ALCOVE_SIGNING_KEYS", keys.as_str()),
             // The address people reach the deployment at: the same on every node (it is the
@@ -184,6 +269,7 @@ impl Cluster {
             nodes,
             db,
             prefix,
+            redis: redis.to_owned(),
             _test_db: test_db,
         }
     }
@@ -221,9 +307,10 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Leave nothing of this test in the shared Redis.
         let prefix = self.prefix.clone();
+        let url = self.redis.clone();
         let _ = std::thread::spawn(move || {
-            if let Ok(client) = redis::Client::open(redis_url().as_str())
-                && let Ok(mut c) = client.get_connection()
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(1))
             {
                 let keys: Vec<String> = redis::cmd("KEYS")
                     .arg(format!("{prefix}:*"))
@@ -406,4 +493,437 @@ async fn a_therapist_on_one_node_and_a_client_on_another_meet_and_call() {
     };
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     assert_eq!(sessions[0].1, "node-a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_node_is_killed_mid_session_and_both_resume_on_a_survivor() {
+    use alcove_signaling::ServerMessage;
+    let mut cluster = Cluster::start(2, &[]).await;
+    let t = cluster.user_with_role("Dr Failover", Role::Therapist).await;
+    let c = cluster.nodes[1].client("Casey").await;
+    let id = crate::signaling::live_appointment(&cluster.nodes[1], &t, &[&c]).await;
+    // Both on node A, which owns the room.
+    let (mut th, mut cl) = {
+        let a = &cluster.nodes[0];
+        admitted_across(a, a, a, &t, &c, id).await
+    };
+    let (t_pid, c_pid) = (th.pid, cl.pid);
+
+    // Node A dies: no shutdown code runs, both signalling sockets drop.
+    cluster.nodes[0].kill9();
+    for (who, p) in [("therapist", &mut th), ("client", &mut cl)] {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), p.inbox.recv()).await {
+                Ok(Some(alcove_signaling::client::Incoming::Closed(..))) | Ok(None) => break,
+                Ok(Some(_)) => {}
+                Err(_) => panic!("{who}: the dead node's socket did not close"),
+            }
+        }
+    }
+    // Both come back through node B inside the grace period, with their resume tokens.
+    let b = &cluster.nodes[1];
+    let started = std::time::Instant::now();
+    let tw = th.resume_at(b, &t, id, Some(&b.ws_url())).await;
+    let cw = cl.resume_at(b, &c, id, Some(&b.ws_url())).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "within the grace period: {took:?}"
+    );
+    eprintln!("both resumed on node B {took:?} after node A died");
+    assert_eq!(tw["resumed"], true);
+    assert_eq!(
+        tw["participant_id"],
+        t_pid.to_string(),
+        "the same participant"
+    );
+    assert_eq!(cw["participant_id"], c_pid.to_string());
+    assert_eq!(
+        cw["peers"][0]["participant_id"],
+        t_pid.to_string(),
+        "still admitted"
+    );
+    // The peers renegotiate with an ICE restart, and talk again.
+    th.expect("peer_resumed", |m| match m {
+        ServerMessage::PeerResumed { participant_id, .. } if *participant_id == c_pid => Some(()),
+        _ => None,
+    })
+    .await;
+    renegotiate(&cluster, &th, &cl).await;
+    th.chat("still there after the failover?");
+    cl.observe("a message after the failover", |o| {
+        *o == crate::peers::Obs::DcMessage("still there after the failover?".into())
+    })
+    .await;
+    cl.chat("yes");
+    th.observe("the reply", |o| {
+        *o == crate::peers::Obs::DcMessage("yes".into())
+    })
+    .await;
+
+    // One session, carried on by node B, with a reconnect for each participant.
+    let Db::Postgres(pool) = &cluster.db else {
+        unreachable!()
+    };
+    let sessions: Vec<(Uuid, String, Option<jiff::Timestamp>)> =
+        sqlx::query_as("SELECT id, node_id, ended_at FROM video_sessions")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(
+                |(id, node, ended): (Uuid, String, Option<alcove::store::Ts>)| {
+                    (id, node, ended.map(|t| t.0))
+                },
+            )
+            .collect();
+    assert_eq!(sessions.len(), 1, "one session, not two: {sessions:?}");
+    assert_eq!(sessions[0].1, "node-b", "carried on by the survivor");
+    assert!(sessions[0].2.is_none(), "still open");
+    let reconnects: Vec<(i32,)> =
+        sqlx::query_as("SELECT reconnects FROM session_participants WHERE session_id = $1")
+            .bind(sessions[0].0)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(reconnects.len(), 2);
+    assert!(reconnects.iter().all(|r| r.0 >= 1), "{reconnects:?}");
+}
+
+/// The owner named by the room's lease in Redis (`None`: no node holds it).
+async fn owner_of(cluster: &Cluster, id: Uuid) -> Option<String> {
+    let client = redis::Client::open(cluster.redis.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let v: Option<String> =
+        redis::AsyncCommands::get(&mut c, format!("{}:room:{id}:owner", cluster.prefix))
+            .await
+            .unwrap();
+    v.map(|v| v.split(':').next().unwrap().to_owned())
+}
+
+fn count_seen(seen: &[String], kind: &str) -> usize {
+    let needle = format!("\"type\":\"{kind}\"");
+    seen.iter().filter(|s| s.contains(&needle)).count()
+}
+
+/// The last lines each node logged, for a failure's message.
+fn logs_tail(cluster: &Cluster) -> String {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let logs = n.logs.lock().unwrap();
+            let from = logs.len().saturating_sub(30);
+            format!("--- {} ---\n{}", n.name, logs[from..].join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The therapist restarts ICE: a new offer must reach the client and its answer the
+/// therapist, through the signalling of whichever nodes they are on now.
+async fn renegotiate(cluster: &Cluster, th: &crate::peers::RtcPeer, cl: &crate::peers::RtcPeer) {
+    let offers = count_seen(&cl.signals_seen.lock().await, "offer");
+    let answers = count_seen(&th.signals_seen.lock().await, "answer");
+    th.restart_ice();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = count_seen(&cl.signals_seen.lock().await, "offer");
+        let a = count_seen(&th.signals_seen.lock().await, "answer");
+        if o > offers && a > answers {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ICE restart did not cross: offers {offers} -> {o}, answers {answers} -> {a}\n{}",
+            logs_tail(cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Poll `/readyz` of `n` until `ok` accepts its answer (status, body).
+async fn readyz_until(n: &Node, what: &str, ok: impl Fn(u16, &serde_json::Value) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = n.get("/readyz", None).await;
+        let body: serde_json::Value = serde_json::from_str(&r.text).unwrap_or_default();
+        if ok(r.status.as_u16(), &body) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: /readyz never showed {what}: {} {}",
+            n.name,
+            r.status,
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_mid_session_is_reported_and_signalling_recovers_by_itself() {
+    use crate::peers::{Obs, join_token, send_hello};
+    use alcove_signaling::{ClientMessage, ErrorCode, ServerMessage, client::Incoming, close};
+    let mut redis = OwnRedis::start();
+    let cluster = Cluster::start_on(2, &[], &redis.url()).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let t = cluster.user_with_role("Dr Outage", Role::Therapist).await;
+    let c = b.client("Casey").await;
+    let id = crate::signaling::live_appointment(a, &t, &[&c]).await;
+    // The therapist on node A (which owns the room), the client on node B.
+    let (mut th, mut cl) = admitted_across(a, a, b, &t, &c, id).await;
+
+    // Redis dies (and comes back empty: it keeps nothing on disk).
+    redis.kill9();
+    for n in [a, b] {
+        readyz_until(n, "Redis down", |status, body| {
+            status == 503
+                && body["code"] == "not_ready"
+                && body["detail"].as_str().unwrap_or("").contains("redis down")
+        })
+        .await;
+    }
+    // Media and chat go on peer to peer.
+    th.chat("can you still hear me?");
+    cl.observe("chat during the outage", |o| {
+        *o == Obs::DcMessage("can you still hear me?".into())
+    })
+    .await;
+    // A signal that needs the other node gets a clear error, and the connection stays.
+    cl.send(&ClientMessage::Signal {
+        to: th.pid,
+        description: None,
+        candidate: Some(alcove_signaling::protocol::Candidate {
+            candidate: String::new(),
+            sdp_mid: None,
+            sdp_m_line_index: None,
+            username_fragment: None,
+        }),
+    })
+    .await;
+    cl.expect("error unavailable", |m| {
+        matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    // A new join gets a clear answer in time (try again later), not a hang.
+    let j = join_token(b, &c, id).await;
+    let mut late = send_hello(&b.ws_url(), j["token"].as_str().unwrap(), None, false).await;
+    let (code, _) = late
+        .wait_for(Duration::from_secs(10), |m| match m {
+            ServerMessage::Error { code, message } => Some((*code, message.clone())),
+            _ => None,
+        })
+        .await
+        .expect("an error, in time");
+    assert_eq!(code, ErrorCode::Unavailable);
+    assert!(matches!(
+        late.recv_timeout(Duration::from_secs(5)).await.unwrap(),
+        Incoming::Closed(Some(close::TRY_AGAIN_LATER), _)
+    ));
+
+    // Redis is back: ready again, and signalling across the nodes works by itself.
+    redis.restart();
+    for n in [a, b] {
+        readyz_until(n, "ready", |status, body| {
+            status == 200 && body["redis"] == "up"
+        })
+        .await;
+    }
+    renegotiate(&cluster, &th, &cl).await;
+    // Neither was taken for gone meanwhile.
+    while let Ok(m) = th.inbox.try_recv() {
+        assert!(
+            !matches!(m, Incoming::Message(ServerMessage::PeerReconnecting { .. })),
+            "the client was taken for gone: {m:?}"
+        );
+    }
+    // A new connection of the client, through node B, resumes its place.
+    cl.cut_signalling().await;
+    let w = cl.resume_at(b, &c, id, Some(&b.ws_url())).await;
+    assert_eq!(w["resumed"], true, "{w}");
+    renegotiate(&cluster, &th, &cl).await;
+    th.chat("all good again");
+    cl.observe("chat after the outage", |o| {
+        *o == Obs::DcMessage("all good again".into())
+    })
+    .await;
+    assert_eq!(owner_of(&cluster, id).await.as_deref(), Some("node-a"));
+}
+
+/// What one side of the numbered-signal test received: the numbers, in arrival order, and
+/// any error the server sent.
+async fn receive_numbers(
+    mut rx: alcove_signaling::client::SignalReceiver,
+    from: alcove_signaling::ParticipantId,
+    n: usize,
+) -> (Vec<usize>, Vec<String>) {
+    use alcove_signaling::{ServerMessage, client::Incoming};
+    let mut got = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(Incoming::Message(ServerMessage::Signal {
+                from: f,
+                candidate: Some(c),
+                ..
+            }))) if f == from => got.push(c.sdp_mid.unwrap().parse().unwrap()),
+            Ok(Ok(Incoming::Message(ServerMessage::Error { code, message }))) => {
+                errors.push(format!("{code:?}: {message}"))
+            }
+            Ok(Ok(Incoming::Closed(code, why))) => {
+                errors.push(format!("closed {code:?} {why}"));
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                errors.push(format!("socket: {e}"));
+                break;
+            }
+            Err(_) => {
+                errors.push(format!("timed out with {} received", got.len()));
+                break;
+            }
+        }
+    }
+    (got, errors)
+}
+
+/// Send candidates numbered 0..n at 45 a second (under the per-connection limit of 50),
+/// telling `halfway` after n / 2.
+async fn send_numbers(
+    mut tx: alcove_signaling::client::SignalSender,
+    to: alcove_signaling::ParticipantId,
+    n: usize,
+    halfway: Option<tokio::sync::oneshot::Sender<()>>,
+) -> alcove_signaling::client::SignalSender {
+    use alcove_signaling::{ClientMessage, protocol::Candidate};
+    let mut halfway = halfway;
+    let mut tick = tokio::time::interval(Duration::from_millis(22));
+    for i in 0..n {
+        tick.tick().await;
+        tx.send(&ClientMessage::Signal {
+            to,
+            description: None,
+            candidate: Some(Candidate {
+                candidate: format!(
+                    "candidate:{i} 1 udp 2122260223 127.0.0.1 {} typ host",
+                    10_000 + i
+                ),
+                sdp_mid: Some(i.to_string()),
+                sdp_m_line_index: Some(0),
+                username_fragment: None,
+            }),
+        })
+        .await
+        .unwrap();
+        if i + 1 == n / 2
+            && let Some(h) = halfway.take()
+        {
+            let _ = h.send(());
+        }
+    }
+    tx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_numbered_signals_each_way_cross_nodes_in_order_while_the_owner_dies() {
+    use crate::peers::{hello, join_token};
+    use alcove_signaling::{ClientMessage, ServerMessage, client::Incoming, close};
+    const N: usize = 1000;
+    let mut cluster = Cluster::start(3, &[]).await;
+    let t = cluster.user_with_role("Dr Numbers", Role::Therapist).await;
+    let c = cluster.nodes[1].client("Casey").await;
+    let id = crate::signaling::live_appointment(&cluster.nodes[1], &t, &[&c]).await;
+    let (a, b, cn) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+
+    // The therapist's first connection, on node A, opens the room there ...
+    let j = join_token(a, &t, id).await;
+    let (mut first, _) = hello(&a.ws_url(), j["token"].as_str().unwrap(), None, false).await;
+    assert_eq!(owner_of(&cluster, id).await.as_deref(), Some("node-a"));
+    // ... then the therapist moves to node B (a new tab replaces the old one), and the
+    // client comes in through node C: neither is on the owner's node.
+    let j = join_token(b, &t, id).await;
+    let (mut th, tw) = hello(&b.ws_url(), j["token"].as_str().unwrap(), None, false).await;
+    let ServerMessage::Welcome {
+        participant_id: t_pid,
+        ..
+    } = tw
+    else {
+        unreachable!()
+    };
+    first
+        .wait_for(Duration::from_secs(10), |m| {
+            matches!(m, ServerMessage::Error { .. }).then_some(())
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        first.recv_timeout(Duration::from_secs(5)).await.unwrap(),
+        Incoming::Closed(Some(close::REPLACED), _)
+    ));
+    let j = join_token(cn, &c, id).await;
+    let (mut cl, cw) = hello(&cn.ws_url(), j["token"].as_str().unwrap(), None, false).await;
+    let ServerMessage::Welcome {
+        participant_id: c_pid,
+        ..
+    } = cw
+    else {
+        unreachable!()
+    };
+    th.wait_for(Duration::from_secs(10), |m| match m {
+        ServerMessage::Lobby { waiting } if !waiting.is_empty() => Some(()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    th.send(&ClientMessage::Admit {
+        participant_id: c_pid,
+    })
+    .await
+    .unwrap();
+    cl.wait_for(Duration::from_secs(10), |m| {
+        matches!(m, ServerMessage::Admitted { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(owner_of(&cluster, id).await.as_deref(), Some("node-a"));
+
+    // A thousand numbered candidates each way; the owner is killed halfway.
+    let (ttx, trx) = th.split();
+    let (ctx, crx) = cl.split();
+    let at_client = tokio::spawn(receive_numbers(crx, t_pid, N));
+    let at_therapist = tokio::spawn(receive_numbers(trx, c_pid, N));
+    let (half_tx, half) = tokio::sync::oneshot::channel();
+    let from_therapist = tokio::spawn(send_numbers(ttx, c_pid, N, Some(half_tx)));
+    let from_client = tokio::spawn(send_numbers(ctx, t_pid, N, None));
+    half.await.unwrap();
+    cluster.nodes[0].kill9();
+    let started = std::time::Instant::now();
+    let (_ttx, _ctx) = (from_therapist.await.unwrap(), from_client.await.unwrap());
+    let (got_c, errors_c) = at_client.await.unwrap();
+    let (got_t, errors_t) = at_therapist.await.unwrap();
+    eprintln!("all received {:?} after the owner died", started.elapsed());
+    let expected: Vec<usize> = (0..N).collect();
+    assert!(errors_c.is_empty(), "the client was told: {errors_c:?}");
+    assert!(errors_t.is_empty(), "the therapist was told: {errors_t:?}");
+    assert_eq!(got_c, expected, "at the client: complete, in order, once");
+    assert_eq!(
+        got_t, expected,
+        "at the therapist: complete, in order, once"
+    );
+    let owner = owner_of(&cluster, id).await;
+    assert!(
+        matches!(owner.as_deref(), Some("node-b" | "node-c")),
+        "a survivor owns the room now: {owner:?}"
+    );
 }

@@ -173,7 +173,11 @@ fn spawn_reader(
                 Ok(other) => {
                     let _ = inbox.send(other);
                 }
-                Err(_) => break,
+                // A broken socket (the server died) is a close too.
+                Err(e) => {
+                    let _ = inbox.send(Incoming::Closed(None, e.to_string()));
+                    break;
+                }
             }
         }
     });
