@@ -212,6 +212,9 @@ impl Keys {
     fn state(&self, apt: Uuid) -> String {
         format!("{}:room:{apt}:state", self.prefix)
     }
+    fn pos(&self, apt: Uuid) -> String {
+        format!("{}:room:{apt}:pos", self.prefix)
+    }
     fn commands(&self, apt: Uuid) -> String {
         format!("{}:room:{apt}:in", self.prefix)
     }
@@ -225,10 +228,13 @@ impl Keys {
 
 // ---- scripts ---------------------------------------------------------------------------------
 
-/// The owner's commit. KEYS: owner, state, commands, rooms. ARGV: owner value, lease ms,
-/// saved state ('' = unchanged), position ('' = unchanged), finished ('1' = delete the
-/// room), apt, count, then (delivery stream, payload) pairs. 0 when the lease is another
-/// node's, -1 when it is gone (Redis restarted and lost it).
+/// The owner's commit. KEYS: owner, state, commands, rooms, position. ARGV: owner value,
+/// lease ms, saved state ('' = unchanged), position ('' = unchanged), finished ('1' = delete
+/// the room), apt, count, then (delivery stream, payload) pairs. 1 done, 0 when the lease is
+/// another node's, -1 when it is gone (Redis restarted and lost it).
+///
+/// The snapshot is saved only when the room changed; a relayed signal moves the position
+/// alone (a short key of its own), so that relaying costs no snapshot.
 const COMMIT: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false then return -1 end
@@ -238,7 +244,7 @@ for i = 0, n - 1 do
   redis.call('XADD', ARGV[8 + 2 * i], 'MAXLEN', '~', '10000', '*', 'd', ARGV[9 + 2 * i])
 end
 if ARGV[5] == '1' then
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[1])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[1], KEYS[5])
   redis.call('SREM', KEYS[4], ARGV[6])
   return 1
 end
@@ -248,9 +254,28 @@ if ARGV[3] ~= '' then
   redis.call('SADD', KEYS[4], ARGV[6])
 end
 if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[4])
   redis.call('XTRIM', KEYS[3], 'MINID', ARGV[4])
 end
 return 1
+";
+
+/// A member's command for a room owned elsewhere. KEYS: the room's command stream, its
+/// owner key. ARGV: the sealed command, the prefix of node keys, apt, the streams' length.
+/// The command waits in the room's stream for whichever node owns the room (now, or after
+/// a takeover); the owner, if there is one, is woken through its wake stream, which names
+/// the room. (The owner's key is read inside the script: Alcove uses one Redis, or a
+/// primary with replicas, not Redis Cluster.)
+const SEND: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'c', ARGV[1])
+local owner = redis.call('GET', KEYS[2])
+if owner then
+  local node = string.match(owner, '^(.*):%d+$')
+  if node then
+    redis.call('XADD', ARGV[2] .. node .. ':wake', 'MAXLEN', '~', ARGV[4], '*', 'r', ARGV[3])
+  end
+end
+return id
 ";
 
 /// Renew a lease if it is ours. KEYS: owner. ARGV: value, lease ms. 1 renewed, 0 someone
@@ -322,6 +347,9 @@ impl std::fmt::Debug for RedisRouter {
     }
 }
 
+/// How often an owner's command reader reads every room it owns, besides those it is woken
+/// for.
+const SWEEP: Duration = Duration::from_secs(2);
 /// How long a stream reader's `XREAD` blocks in Redis.
 const BLOCK: Duration = Duration::from_secs(1);
 
@@ -332,6 +360,18 @@ fn blocking_config() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(BLOCK + Duration::from_secs(2)))
+}
+
+/// Whether stream entry id `a` (`<ms>-<seq>`) comes after `b`.
+fn stream_id_after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
+    };
+    parse(a) > parse(b)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -374,19 +414,7 @@ impl RedisRouter {
         me.heartbeat().await?;
         // Deliveries addressed to this node from now on (earlier ones were for a previous
         // process of the same name, whose connections are gone).
-        let mut c = me.shared.conn.clone();
-        let last: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XREVRANGE")
-            .arg(me.shared.keys.out(&me.shared.me))
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut c)
-            .await
-            .unwrap_or_default();
-        let from = last
-            .first()
-            .map_or_else(|| "0-0".to_owned(), |e| e.0.clone());
+        let from = me.last_entry(&me.shared.keys.out(&me.shared.me)).await;
         tokio::spawn(me.clone().read_deliveries(from));
         tokio::spawn(me.clone().read_commands());
         tokio::spawn(me.clone().keep_alive());
@@ -396,6 +424,22 @@ impl RedisRouter {
 
     fn conn(&self) -> ConnectionManager {
         self.shared.conn.clone()
+    }
+
+    /// The id of a stream's last entry (`0-0` when it has none), to read what comes after.
+    async fn last_entry(&self, stream: &str) -> String {
+        let mut c = self.conn();
+        let last: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        last.first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.0.clone())
     }
 
     /// The appointments whose rooms are saved in Redis (some node carries them on).
@@ -498,7 +542,11 @@ impl RedisRouter {
         if set.is_none() {
             return Ok(false);
         }
-        let saved: Option<Vec<u8>> = self.ok(c.get(keys.state(apt)).await)?;
+        let (saved, pos): (Option<Vec<u8>>, Option<String>) = self.ok(redis::pipe()
+            .get(keys.state(apt))
+            .get(keys.pos(apt))
+            .query_async(&mut c)
+            .await)?;
         let saved: Option<Saved> = saved.and_then(|s| self.shared.seal.open(&s));
         let now = Instant::now();
         let (room, pos, restored) = match (saved, grant) {
@@ -530,7 +578,12 @@ impl RedisRouter {
                     // streams (those of this node too): one path per connection, in order.
                     reachable.then(|| Conn::remote(r.id, r.node.as_str().into()))
                 });
-                (room, saved.pos, true)
+                // The position moves on without the snapshot while the room does not
+                // change (relayed signals): the later of the two.
+                let pos = pos
+                    .filter(|p| stream_id_after(p, &saved.pos))
+                    .unwrap_or(saved.pos);
+                (room, pos, true)
             }
             (None, Some(grant)) => (Room::new(grant, &self.shared.cfg, now), "0-0".into(), false),
             (None, None) => {
@@ -565,17 +618,19 @@ impl RedisRouter {
                 read_from: pos.clone(),
             },
         );
-        // Tell this node's command reader to read this room's stream too.
+        // Tell this node's command reader to read this room's stream (a backlog may wait
+        // there after a takeover).
         let me = self.clone();
         tokio::spawn(async move {
             let mut c = me.conn();
             let _: redis::RedisResult<String> = redis::cmd("XADD")
                 .arg(me.shared.keys.wake(&me.shared.me))
                 .arg("MAXLEN")
-                .arg(10)
+                .arg("~")
+                .arg(STREAM_MAX)
                 .arg("*")
-                .arg("w")
-                .arg(1)
+                .arg("r")
+                .arg(apt.to_string())
                 .query_async(&mut c)
                 .await;
         });
@@ -585,13 +640,21 @@ impl RedisRouter {
         );
     }
 
-    /// Read the command streams of the rooms this node owns (and its wake stream), handing
-    /// entries to their rooms' tasks.
+    /// Read the command streams of the rooms this node owns, handing entries to their
+    /// rooms' tasks. The reader blocks on this node's **wake stream** alone, where every
+    /// command appended for a room this node owns names that room (see [`SEND`]); then it
+    /// reads just the rooms named. So a command costs two reads of one stream each, however
+    /// many rooms the node holds. Every [`SWEEP`] it also reads every room it owns, in case
+    /// a wake was missed (a command appended while the room was changing owner).
     async fn read_commands(self) {
         let mut stop = self.shared.stopping.subscribe();
         let mut blocking: Option<redis::aio::MultiplexedConnection> = None;
         let wake = self.shared.keys.wake(&self.shared.me);
-        let mut wake_from = "0-0".to_owned();
+        // What is appended from now on (a previous process of this node's name left the
+        // rest); the rooms this node owns are swept at once anyway.
+        let mut wake_from = self.last_entry(&wake).await;
+        let mut due: HashSet<Uuid> = HashSet::new();
+        let mut last_sweep = Instant::now() - SWEEP;
         loop {
             if *stop.borrow() {
                 break;
@@ -610,50 +673,89 @@ impl RedisRouter {
                     }
                 }
             }
-            let rooms: Vec<(Uuid, String)> = self
-                .shared
-                .owned
-                .lock()
-                .expect("owned lock")
-                .iter()
-                .map(|(apt, o)| (*apt, o.read_from.clone()))
-                .collect();
+            let c = blocking.as_mut().expect("connected");
+            if last_sweep.elapsed() >= SWEEP {
+                last_sweep = Instant::now();
+                due.extend(self.shared.owned.lock().expect("owned lock").keys());
+                // Wakes already read are of no more use.
+                let _: redis::RedisResult<i64> = redis::cmd("XTRIM")
+                    .arg(&wake)
+                    .arg("MINID")
+                    .arg(&wake_from)
+                    .query_async(c)
+                    .await;
+            }
+            if due.is_empty() {
+                // Wait for a wake.
+                let mut cmd = redis::cmd("XREAD");
+                cmd.arg("COUNT")
+                    .arg(256)
+                    .arg("BLOCK")
+                    .arg(ms(BLOCK))
+                    .arg("STREAMS")
+                    .arg(&wake)
+                    .arg(&wake_from);
+                let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::select! {
+                    r = cmd.query_async(c) => r,
+                    _ = stop.changed() => break,
+                };
+                match reply {
+                    Ok(Some(reply)) => {
+                        for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
+                            wake_from = entry.id.clone();
+                            let apt = entry
+                                .map
+                                .get("r")
+                                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                                .and_then(|r| r.parse::<Uuid>().ok());
+                            if let Some(apt) = apt {
+                                due.insert(apt);
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cluster: command reader lost Redis");
+                        blocking = None;
+                        // Whatever was appended meanwhile is read with the next sweep.
+                        last_sweep = Instant::now() - SWEEP;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                continue;
+            }
+            // Read the rooms that are due, from where each was read to.
+            let rooms: Vec<(Uuid, String)> = {
+                let owned = self.shared.owned.lock().expect("owned lock");
+                due.drain()
+                    .filter_map(|apt| owned.get(&apt).map(|o| (apt, o.read_from.clone())))
+                    .collect()
+            };
+            if rooms.is_empty() {
+                continue;
+            }
             let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT")
-                .arg(BATCH)
-                .arg("BLOCK")
-                .arg(ms(BLOCK))
-                .arg("STREAMS");
-            cmd.arg(&wake);
+            cmd.arg("COUNT").arg(BATCH).arg("STREAMS");
             for (apt, _) in &rooms {
                 cmd.arg(self.shared.keys.commands(*apt));
             }
-            cmd.arg(&wake_from);
             for (_, from) in &rooms {
                 cmd.arg(from);
             }
-            let c = blocking.as_mut().expect("connected");
-            let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::select! {
-                r = cmd.query_async(c) => r,
-                _ = stop.changed() => break,
-            };
+            let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
+                cmd.query_async(c).await;
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(error = %e, "cluster: command reader lost Redis");
                     blocking = None;
+                    due.extend(rooms.iter().map(|(apt, _)| *apt));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let Some(reply) = reply else { continue };
             for key in reply.keys {
-                if key.key == wake {
-                    if let Some(last) = key.ids.last() {
-                        wake_from = last.id.clone();
-                    }
-                    continue;
-                }
                 let Some(apt) = rooms
                     .iter()
                     .map(|(a, _)| *a)
@@ -661,6 +763,10 @@ impl RedisRouter {
                 else {
                     continue;
                 };
+                // A full batch: there may be more; read the room again at once.
+                if key.ids.len() >= BATCH {
+                    due.insert(apt);
+                }
                 let target = {
                     let mut owned = self.shared.owned.lock().expect("owned lock");
                     owned.get_mut(&apt).map(|o| {
@@ -803,18 +909,17 @@ impl RedisRouter {
         }
     }
 
-    /// Append a command to a room's command stream.
+    /// Append a command to a room's command stream, and wake the room's owner.
     async fn send_command(&self, apt: Uuid, cmd: &WireCmd) -> Result<(), LinkError> {
         let mut c = self.conn();
-        let r: redis::RedisResult<String> = redis::cmd("XADD")
-            .arg(self.shared.keys.commands(apt))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_MAX)
-            .arg("*")
-            .arg("c")
+        let r: redis::RedisResult<String> = redis::Script::new(SEND)
+            .key(self.shared.keys.commands(apt))
+            .key(self.shared.keys.owner(apt))
             .arg(self.shared.seal.seal(cmd))
-            .query_async(&mut c)
+            .arg(format!("{}:node:", self.shared.keys.prefix))
+            .arg(apt.to_string())
+            .arg(STREAM_MAX)
+            .invoke_async(&mut c)
             .await;
         self.ok(r).map(|_| ()).map_err(|_| LinkError::Unavailable)
     }
@@ -1033,7 +1138,7 @@ impl RedisRouter {
                 let mut outcome = None;
                 // A lease Redis lost is claimed again, and everything committed at once.
                 for _ in 0..2 {
-                    let full = changed || pos_unsaved || save_all;
+                    let full = changed || save_all;
                     let state = if finished || !full {
                         Vec::new()
                     } else {
@@ -1225,6 +1330,7 @@ impl RedisRouter {
             .key(keys.state(apt))
             .key(keys.commands(apt))
             .key(keys.rooms())
+            .key(keys.pos(apt))
             .arg(owner)
             .arg(ms(self.shared.lease))
             .arg(state)
