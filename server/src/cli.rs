@@ -257,6 +257,12 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub signal_grace: Option<Duration>,
 
+    /// On SIGTERM, the longest the drain takes before exiting: connections are told to
+    /// reconnect, rooms handed over, requests finished [default: 10s]
+    #[arg(long, env = "ALCOVE_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub drain_timeout: Option<Duration>,
+
     /// How long a new signalling connection has to send hello [default: 5s]
     #[arg(long, env = "ALCOVE_SIGNAL_HELLO_TIMEOUT", value_name = "DURATION", value_parser = duration::parse)]
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]

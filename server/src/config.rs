@@ -219,6 +219,10 @@ pub struct Config {
     /// How long a new signalling connection has to send `hello`.
     #[serde(with = "duration")]
     pub signal_hello_timeout: Duration,
+    /// On SIGTERM, the longest the drain takes before the process exits: connections are
+    /// told to reconnect, rooms handed over, requests in flight finished.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
     /// How often the server pings signalling connections; three missed intervals mean dead.
     #[serde(with = "duration")]
     pub signal_ping_interval: Duration,
@@ -296,6 +300,7 @@ impl Default for Config {
             join_token_ttl: Duration::from_secs(120),
             signal_grace: Duration::from_secs(30),
             signal_hello_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
             signal_ping_interval: Duration::from_secs(10),
             idle_sign_out: Duration::from_secs(15 * 60),
             node_id: "local".into(),
@@ -407,6 +412,11 @@ impl Config {
         }
         if self.signal_grace > Duration::from_secs(600) {
             bail!("ALCOVE_SIGNAL_GRACE must be at most 10m");
+        }
+        if self.drain_timeout < Duration::from_secs(1)
+            || self.drain_timeout > Duration::from_secs(600)
+        {
+            bail!("ALCOVE_DRAIN_TIMEOUT must be between 1s and 10m");
         }
         if self.signal_hello_timeout < Duration::from_millis(100)
             || self.signal_hello_timeout > Duration::from_secs(60)

@@ -181,6 +181,27 @@ impl RecordSink {
 
 #[async_trait::async_trait]
 impl EventSink for RecordSink {
+    /// Keep the rooms for the next start, without the signals held for reconnecting
+    /// members: those can carry SDP and candidates, which are never stored (the peers
+    /// renegotiate when they are back).
+    async fn hand_over(&self, rooms: Vec<alcove_signaling::room::RoomSnapshot>) {
+        let rows: Vec<(Uuid, String)> = rooms
+            .into_iter()
+            .map(|mut r| {
+                for m in &mut r.members {
+                    m.held.clear();
+                }
+                let json = serde_json::to_string(&r).expect("snapshots serialise");
+                (r.appointment_id, json)
+            })
+            .collect();
+        if let Err(e) = self.db.save_handovers(&self.node_id, &rows).await {
+            tracing::error!(error = %e, rooms = rows.len(), "could not keep the session rooms for the next start; they will be recorded as lost");
+        }
+        // The sessions stay open: this node carries them on when it starts again.
+        self.heartbeat().await;
+    }
+
     async fn adopted(&self, session_id: Uuid, appointment_id: Uuid) {
         // The record continues on this node: its heartbeat, and its end after a crash here.
         if let Err(e) = self.db.adopt_session(session_id, &self.node_id).await {

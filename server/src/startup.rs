@@ -14,11 +14,14 @@ use crate::{
 use alcove_signaling::{
     Hub, SignalingConfig,
     cluster::{ClusterConfig, RedisRouter},
+    local::LocalRouter,
+    room::RoomSnapshot,
 };
 use anyhow::Context as _;
 use std::{collections::HashSet, future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Open the configured database (the default SQLite file when none is configured).
 pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
@@ -112,10 +115,23 @@ impl Application {
                     saved,
                 )
             }
-            None => (
-                Hub::new(signaling, Arc::new(verifier), sink.clone()),
-                HashSet::new(),
-            ),
+            None => {
+                // The rooms this node handed over when it last stopped (a restart): carried
+                // on, so that the people in them resume the same sessions.
+                let router = LocalRouter::new(signaling.clone(), sink.clone());
+                let saved: Vec<RoomSnapshot> = db
+                    .take_handovers(&config.node_id)
+                    .await?
+                    .iter()
+                    .filter_map(|s| serde_json::from_str(s).ok())
+                    .collect();
+                let carried_on: HashSet<Uuid> = saved.iter().map(|r| r.appointment_id).collect();
+                router.restore(saved).await;
+                (
+                    Hub::with_router(signaling, Arc::new(verifier), Arc::new(router)),
+                    carried_on,
+                )
+            }
         };
         // Sessions this node had open when it last stopped without closing them (a crash),
         // unless another node carries their rooms on.
@@ -193,24 +209,39 @@ impl Application {
             )),
         ];
         let stop_tasks = stop.clone();
+        let drain = self.state.config.drain_timeout;
+        let draining = Arc::new(tokio::sync::Notify::new());
+        let started = draining.clone();
         let shutdown = async move {
             shutdown.await;
-            // Upgraded WebSockets are not waited for by the HTTP server: end the rooms (this
-            // waits until each has recorded its end), then stop the background tasks.
-            hub.shutdown().await;
+            started.notify_one();
+            tracing::info!(
+                "draining: telling signalling connections to reconnect, handing rooms over"
+            );
+            // Upgraded WebSockets are not waited for by the HTTP server: tell them to
+            // reconnect (they resume elsewhere or after the restart) and hand the rooms
+            // over, then stop the background tasks.
+            hub.shutdown(drain / 2).await;
             stop_tasks.cancel();
         };
         // Peer addresses reach requests only for the sign-in and registration limits, which
         // turn them into keyed hashes at once (http::extract::ClientAddr); nothing logs or
         // stores them.
-        axum::serve(
+        let serve = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
+        .with_graceful_shutdown(shutdown);
+        // Requests in flight finish, but the drain ends at its deadline whatever is left.
+        let deadline = async move {
+            draining.notified().await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            r = serve => r.context("serving HTTP")?,
+            () = deadline => tracing::warn!(?drain, "the drain reached ALCOVE_DRAIN_TIMEOUT; stopping with requests still open"),
+        }
         stop.cancel();
         for t in tasks {
             let _ = t.await;

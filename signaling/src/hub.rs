@@ -16,7 +16,10 @@ use crate::{
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use std::{
     fmt::Display,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 use tokio::sync::Notify;
@@ -39,6 +42,26 @@ struct Inner {
     cfg: SignalingConfig,
     verifier: Arc<dyn JoinVerifier>,
     router: Arc<dyn Router>,
+    /// Set when the node starts draining: every connection is told to reconnect.
+    draining: tokio::sync::watch::Sender<bool>,
+    /// Connections being served now.
+    live: AtomicUsize,
+}
+
+/// Counts a connection as live while it is served.
+struct Live<'a>(&'a AtomicUsize);
+
+impl<'a> Live<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The signalling service of this node.
@@ -77,6 +100,8 @@ impl Hub {
                 cfg,
                 verifier,
                 router,
+                draining: tokio::sync::watch::Sender::new(false),
+                live: AtomicUsize::new(0),
             }),
         }
     }
@@ -113,9 +138,28 @@ impl Hub {
             .await;
     }
 
-    /// The server is stopping: one node ends its rooms (and waits until each has recorded
-    /// its end); a cluster node hands its rooms over.
-    pub async fn shutdown(&self) {
+    /// Whether the node is draining (it answers not ready, and new connections are told to
+    /// reconnect elsewhere).
+    pub fn draining(&self) -> bool {
+        *self.inner.draining.borrow()
+    }
+
+    /// Signalling connections being served now.
+    pub fn connection_count(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// The server is stopping: **drain**. Every connection is told `reconnect` and closed
+    /// with 1012; its participant is reconnecting in its room, for the grace period. Once
+    /// they are closed (or after `wait`), the rooms are handed over, not ended: on one node
+    /// to its next start, in a cluster to the other nodes. People reconnect by themselves
+    /// and resume the same session.
+    pub async fn shutdown(&self, wait: Duration) {
+        self.inner.draining.send_replace(true);
+        let deadline = Instant::now() + wait;
+        while self.connection_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.inner.router.shutdown().await;
     }
 
@@ -125,6 +169,8 @@ impl Hub {
         S: Stream<Item = Frame> + Sink<Frame, Error = E> + Unpin + Send,
         E: Display,
     {
+        let _live = Live::new(&self.inner.live);
+        let mut drain = self.inner.draining.subscribe();
         let cfg = self.inner.cfg.clone();
         let mut limiter = Limiter::new(&cfg);
         let Some((token, resume_token, reset)) =
@@ -179,6 +225,11 @@ impl Hub {
                 return;
             }
         };
+        if *drain.borrow_and_update() {
+            // This node is going away: join through another (or after the restart).
+            restart(&mut ws, &cfg).await;
+            return;
+        }
         let (tx, rx) = flume::bounded(cfg.outbox);
         let kill = Arc::new(Notify::new());
         let conn = Conn::local(connection_id(), tx, kill.clone());
@@ -243,6 +294,10 @@ impl Hub {
                 biased;
                 _ = kill.notified() => {
                     let _ = send(&mut ws, &cfg, Frame::Close(Some((close::SLOW_CONSUMER, "slow consumer".into())))).await;
+                    break;
+                }
+                _ = drain.changed() => {
+                    restart(&mut ws, &cfg).await;
                     break;
                 }
                 out = rx.recv_async() => match out {
@@ -493,6 +548,26 @@ impl Hub {
 /// it answers the close. Dropping a socket with unread data makes the kernel send a reset,
 /// and the peer would then see a broken connection instead of the close code and the
 /// error before it (the case after a flood or an oversized frame).
+/// Tell a connection that this server is going away (`reconnect`, then close 1012), and
+/// wait a moment for its close.
+async fn restart<S, E>(ws: &mut S, cfg: &SignalingConfig)
+where
+    S: Stream<Item = Frame> + Sink<Frame, Error = E> + Unpin + Send,
+    E: Display,
+{
+    let msg = ServerMessage::Reconnect {
+        reason: "server_restart".into(),
+    };
+    let _ = send_msg(ws, cfg, &msg).await;
+    let _ = send(
+        ws,
+        cfg,
+        Frame::Close(Some((close::SERVICE_RESTART, "server restart".into()))),
+    )
+    .await;
+    linger(ws).await;
+}
+
 async fn linger<S: Stream<Item = Frame> + Unpin>(ws: &mut S) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ws.next()).await {

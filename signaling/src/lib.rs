@@ -137,9 +137,14 @@ pub struct SessionEvent {
 pub trait EventSink: Send + Sync + 'static {
     async fn record(&self, event: SessionEvent);
 
-    /// This node took a session's room over from another (that died or stopped): the
-    /// record continues the same session from here.
+    /// This node took a session's room over from another (that died or stopped), or from
+    /// its own previous run: the record continues the same session from here.
     async fn adopted(&self, _session_id: Uuid, _appointment_id: Uuid) {}
+
+    /// One node is stopping: keep these rooms until it starts again, when they are given
+    /// back to [`crate::local::LocalRouter::restore`]. A sink that cannot keep them loses
+    /// the sessions (the next start records them as lost).
+    async fn hand_over(&self, _rooms: Vec<room::RoomSnapshot>) {}
 }
 
 /// A sink that drops everything (for tools and tests that do not keep records).

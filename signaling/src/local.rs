@@ -6,7 +6,7 @@
 
 use crate::{
     EventSink, JoinGrant, SessionEvent, SignalingConfig,
-    room::{ConnSink, Effect, Joined, Room},
+    room::{ConnSink, Effect, Joined, Room, RoomSnapshot},
     router::{
         JoinCmd, JoinFailure, JoinRequest, LocalLink, Reply, RoomCmd, RoomLink, RoomTx, Router,
         apply,
@@ -62,6 +62,27 @@ impl LocalRouter {
                 closed: Mutex::new(HashMap::new()),
                 next_generation: AtomicU64::new(1),
             }),
+        }
+    }
+
+    /// Carry on the rooms this node handed over when it last stopped (see
+    /// [`EventSink::hand_over`]): their members are reconnecting until their grace periods
+    /// end, and resume with their resume tokens as after any dropped connection.
+    pub async fn restore(&self, saved: Vec<RoomSnapshot>) {
+        let now = Instant::now();
+        for snap in saved {
+            let room = Room::restore(snap, &self.inner.cfg, now, |_| None);
+            let (appointment_id, session_id) = (room.appointment_id, room.session_id);
+            let (tx, rx) = flume::bounded(ROOM_QUEUE);
+            let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .rooms
+                .lock()
+                .expect("rooms lock")
+                .insert(appointment_id, RoomEntry { tx, generation });
+            self.inner.sink.adopted(session_id, appointment_id).await;
+            tracing::info!(%appointment_id, %session_id, "session room carried on after a restart");
+            tokio::spawn(run_room(room, rx, self.inner.clone(), generation));
         }
     }
 
@@ -172,7 +193,8 @@ impl Router for LocalRouter {
         }
     }
 
-    /// End every room, and wait (up to 5 s) until each has recorded its end.
+    /// Hand every room over to the next start of this node (through the sink), without
+    /// ending it: each room records what is pending, gives its state and stops.
     async fn shutdown(&self) {
         let txs: Vec<_> = self
             .inner
@@ -182,14 +204,22 @@ impl Router for LocalRouter {
             .values()
             .map(|e| e.tx.clone())
             .collect();
+        let mut saved = Vec::with_capacity(txs.len());
         for tx in txs {
-            let _ = tx
-                .send_async(Box::new(RoomCmd::Finish("server_shutdown".into())))
-                .await;
+            let (reply, answer) = oneshot::channel();
+            if tx
+                .send_async(Box::new(RoomCmd::Handover(reply)))
+                .await
+                .is_ok()
+                && let Ok(Ok(snap)) = tokio::time::timeout(Duration::from_secs(5), answer).await
+            {
+                saved.push(snap);
+            }
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.room_count() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let n = saved.len();
+        self.inner.sink.hand_over(saved).await;
+        if n > 0 {
+            tracing::info!(rooms = n, "session rooms handed over to the next start");
         }
     }
 
@@ -226,12 +256,22 @@ async fn run_room(
     loop {
         let deadline = tokio::time::Instant::from_std(room.next_deadline());
         let mut replies = Vec::new();
+        let mut handover = None;
         tokio::select! {
             cmd = rx.recv_async() => match cmd {
-                Ok(cmd) => apply(&mut room, *cmd, &mut replies),
+                Ok(cmd) => match *cmd {
+                    RoomCmd::Handover(reply) => handover = Some(reply),
+                    cmd => apply(&mut room, cmd, &mut replies),
+                },
                 Err(flume::RecvError::Disconnected) => room.finish("server_shutdown"),
             },
             _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
+        }
+        if let Some(reply) = handover {
+            record_events(&mut room, inner.sink.as_ref()).await;
+            let _ = reply.send(room.snapshot("local", Instant::now()));
+            tracing::info!(%appointment_id, %session_id, "session room handed over");
+            break;
         }
         record_events(&mut room, inner.sink.as_ref()).await;
         for Effect::Send(conn, out) in room.take_effects() {

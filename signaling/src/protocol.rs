@@ -230,6 +230,14 @@ pub enum ServerMessage {
     Ended {
         reason: String,
     },
+    /// This server is restarting or being taken out of service (a deploy): the session goes
+    /// on. The connection is closed next with 1012; open a new one (through the same
+    /// address: the load balancer picks a server that is up) and send `hello` with a new
+    /// join token and your resume token, keeping the peer connection, within the grace
+    /// period. `reason`: `server_restart`.
+    Reconnect {
+        reason: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -480,12 +488,13 @@ impl ErrorCode {
 pub mod close {
     /// After `leave`, or `ended`.
     pub const NORMAL: u16 = 1000;
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
     /// A frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
     /// An unexpected failure on the server.
     pub const INTERNAL: u16 = 1011;
+    /// The server is restarting or draining (`reconnect` first): the session goes on;
+    /// reconnect and resume.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// The session cannot be reached right now; try again shortly (`error unavailable`
     /// first).
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -512,9 +521,9 @@ pub mod close {
     /// Every code, with its name, for the documentation test.
     pub const ALL: &[(u16, &str)] = &[
         (NORMAL, "NORMAL"),
-        (GOING_AWAY, "GOING_AWAY"),
         (TOO_BIG, "TOO_BIG"),
         (INTERNAL, "INTERNAL"),
+        (SERVICE_RESTART, "SERVICE_RESTART"),
         (TRY_AGAIN_LATER, "TRY_AGAIN_LATER"),
         (HELLO_TIMEOUT, "HELLO_TIMEOUT"),
         (INVALID_TOKEN, "INVALID_TOKEN"),

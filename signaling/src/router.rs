@@ -37,6 +37,9 @@ pub(crate) enum RoomCmd {
     SetAutoAdmit(bool),
     Remove(Uuid),
     Finish(String),
+    /// This node is stopping: give the room's state (to be carried on after the restart)
+    /// and stop without ending it. One node only.
+    Handover(oneshot::Sender<crate::room::RoomSnapshot>),
 }
 
 pub(crate) type RoomTx = flume::Sender<Box<RoomCmd>>;
@@ -170,7 +173,9 @@ pub trait Router: Send + Sync + 'static {
     /// Take an account out of an appointment's live room.
     async fn remove_account(&self, appointment_id: Uuid, user_id: Uuid);
 
-    /// The server is stopping.
+    /// The server is stopping, after its connections were told to reconnect: hand the
+    /// rooms over (one node: to the next start of this node; a cluster: to the other
+    /// nodes) rather than ending them.
     async fn shutdown(&self);
 
     /// Rooms whose state this node holds.
@@ -201,6 +206,8 @@ pub(crate) fn apply(room: &mut Room, cmd: RoomCmd, replies: &mut Vec<(Reply, Con
         RoomCmd::SetAutoAdmit(on) => room.set_auto_admit(on),
         RoomCmd::Remove(user_id) => room.remove_account(user_id),
         RoomCmd::Finish(reason) => room.finish(&reason),
+        // Taken by the room's task before it gets here.
+        RoomCmd::Handover(_) => {}
     }
 }
 

@@ -24,7 +24,7 @@ const LIVE_PHASES = ['connecting', 'waiting', 'in-call', 'reconnecting'];
 
 // Close codes (docs/signaling.md §6).
 const CLOSE = {
-  NORMAL: 1000, INVALID_TOKEN: 4001, NOT_JOINABLE: 4003, REPLACED: 4009, ENDED: 4010, DENIED: 4011,
+  NORMAL: 1000, SERVICE_RESTART: 1012, INVALID_TOKEN: 4001, NOT_JOINABLE: 4003, REPLACED: 4009, ENDED: 4010, DENIED: 4011,
 };
 
 function readRecord(id) {
@@ -82,6 +82,7 @@ export class CallSession extends EventTarget {
     this.reconnectTimer = null;
     this.admitGuess = null;
     this.needReset = false;
+    this.serverRestarting = false;
     this.appointment = null;
 
     // Local media: camera/microphone stream, screen track, and the stream we send.
@@ -208,6 +209,9 @@ export class CallSession extends EventTarget {
   onClose(ev) {
     if (this.closed) return;
     switch (ev.code) {
+      case CLOSE.SERVICE_RESTART:
+        this.serverRestarting = true;
+        break;
       case CLOSE.ENDED:
         if (this.phase !== 'ended') this.finish(this.endReason || 'ended');
         return;
@@ -341,6 +345,11 @@ export class CallSession extends EventTarget {
         this.endReason = msg.reason;
         this.finish(msg.reason);
         return undefined;
+      case 'reconnect':
+        // The server is restarting (a deploy): the session goes on. The socket closes next
+        // (1012) and we reconnect and resume, keeping the call.
+        this.serverRestarting = true;
+        return undefined;
       case 'error':
         this.lastError = msg.message;
         console.warn('signalling error', msg.code, msg.message);
@@ -361,6 +370,7 @@ export class CallSession extends EventTarget {
     this.attempts = 0;
     this.tokenFailures = 0;
     this.needReset = false;
+    this.serverRestarting = false;
     if (msg.ice_servers) this.ice = { iceServers: msg.ice_servers, iceTransportPolicy: msg.ice_transport_policy || 'all' };
     writeRecord(this.appointmentId, { resumeToken: this.resumeToken, participantId: this.participantId, startedAt: this.startedAt });
 

@@ -337,6 +337,9 @@ export async function render(ctx) {
   const drawPhase = () => {
     const phase = session.phase;
     banner.hidden = phase !== 'reconnecting';
+    banner.textContent = session.serverRestarting
+      ? 'The service is restarting. Reconnecting… You do not need to do anything.'
+      : 'Your connection dropped. Reconnecting… You do not need to do anything.';
     switch (phase) {
       case 'idle':
       case 'connecting':

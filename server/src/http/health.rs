@@ -31,8 +31,8 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// The database answers and every migration is applied, and Redis answers when several
-/// nodes share it (503 `not_ready` otherwise, saying which).
+/// The database answers and every migration is applied, Redis answers when several nodes
+/// share it, and the server is not draining (503 `not_ready` otherwise, saying which).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
@@ -50,10 +50,14 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Readiness
             }
         }
     }
-    if r.ready() && redis_down.is_none() {
+    let draining = state.hub.draining();
+    if r.ready() && redis_down.is_none() && !draining {
         return Ok(axum::Json(r));
     }
     let mut why = Vec::new();
+    if draining {
+        why.push("draining: this server is stopping".to_owned());
+    }
     if !r.ready() {
         why.push(format!(
             "database {}; migration {} applied of {} expected",

@@ -470,6 +470,52 @@ impl Db {
         Ok(())
     }
 
+    /// Keep the rooms a stopping node hands over to its next start: (appointment, snapshot
+    /// as JSON) pairs. The caller leaves relayed signals out of the snapshots.
+    pub async fn save_handovers(&self, node_id: &str, rooms: &[(Uuid, String)]) -> StoreResult<()> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        let now = Ts::now();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            for (appointment_id, snapshot) in rooms {
+                sqlx::query("DELETE FROM room_handovers WHERE appointment_id = $1")
+                    .bind(appointment_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO room_handovers (appointment_id, node_id, saved_at, snapshot) VALUES ($1, $2, $3, $4)")
+                    .bind(appointment_id)
+                    .bind(node_id)
+                    .bind(now)
+                    .bind(snapshot)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Take (and delete) the rooms this node handed over when it last stopped: their
+    /// snapshots as JSON.
+    pub async fn take_handovers(&self, node_id: &str) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> = on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let rows = sqlx::query_as("SELECT snapshot FROM room_handovers WHERE node_id = $1 ORDER BY saved_at")
+                .bind(node_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM room_handovers WHERE node_id = $1")
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            rows
+        });
+        Ok(rows.into_iter().map(|(s,)| s).collect())
+    }
+
     /// The last time these open sessions were known alive is now (heartbeat).
     /// One transaction for all of them: one commit (and one fsync on SQLite) per beat.
     pub async fn touch_sessions(&self, ids: &[Uuid], at: Ts) -> StoreResult<()> {

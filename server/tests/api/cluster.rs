@@ -601,11 +601,6 @@ async fn owner_of(cluster: &Cluster, id: Uuid) -> Option<String> {
     v.map(|v| v.split(':').next().unwrap().to_owned())
 }
 
-fn count_seen(seen: &[String], kind: &str) -> usize {
-    let needle = format!("\"type\":\"{kind}\"");
-    seen.iter().filter(|s| s.contains(&needle)).count()
-}
-
 /// The last lines each node logged, for a failure's message.
 fn logs_tail(cluster: &Cluster) -> String {
     cluster
@@ -620,26 +615,9 @@ fn logs_tail(cluster: &Cluster) -> String {
         .join("\n")
 }
 
-/// The therapist restarts ICE: a new offer must reach the client and its answer the
-/// therapist, through the signalling of whichever nodes they are on now.
+/// The therapist restarts ICE and the offer and answer cross the nodes they are on now.
 async fn renegotiate(cluster: &Cluster, th: &crate::peers::RtcPeer, cl: &crate::peers::RtcPeer) {
-    let offers = count_seen(&cl.signals_seen.lock().await, "offer");
-    let answers = count_seen(&th.signals_seen.lock().await, "answer");
-    th.restart_ice();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = count_seen(&cl.signals_seen.lock().await, "offer");
-        let a = count_seen(&th.signals_seen.lock().await, "answer");
-        if o > offers && a > answers {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ICE restart did not cross: offers {offers} -> {o}, answers {answers} -> {a}\n{}",
-            logs_tail(cluster)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::peers::renegotiate(th, cl, || logs_tail(cluster)).await;
 }
 
 /// Poll `/readyz` of `n` until `ok` accepts its answer (status, body).

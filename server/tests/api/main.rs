@@ -9,6 +9,7 @@ mod auth;
 mod binary;
 mod cluster;
 mod directory;
+mod drain;
 mod health;
 mod peers;
 mod process;

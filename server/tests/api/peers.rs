@@ -508,3 +508,30 @@ async fn negotiate(
     }
     let _ = pc.close().await;
 }
+
+fn count_seen(seen: &[String], kind: &str) -> usize {
+    let needle = format!("\"type\":\"{kind}\"");
+    seen.iter().filter(|s| s.contains(&needle)).count()
+}
+
+/// `th` restarts ICE: a new offer must reach `cl` and its answer `th`, through the
+/// signalling they are connected to now. `context` adds to the failure's message.
+pub async fn renegotiate(th: &RtcPeer, cl: &RtcPeer, context: impl Fn() -> String) {
+    let offers = count_seen(&cl.signals_seen.lock().await, "offer");
+    let answers = count_seen(&th.signals_seen.lock().await, "answer");
+    th.restart_ice();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = count_seen(&cl.signals_seen.lock().await, "offer");
+        let a = count_seen(&th.signals_seen.lock().await, "answer");
+        if o > offers && a > answers {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ICE restart did not cross: offers {offers} -> {o}, answers {answers} -> {a}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

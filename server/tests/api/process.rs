@@ -67,6 +67,43 @@ impl ServerProcess {
         }
     }
 
+    /// SIGTERM, as a service manager stops it.
+    pub fn sigterm(&self) {
+        sigterm(self.child.as_ref().expect("running").id());
+    }
+
+    /// Wait (up to `within`) for the process to exit, and return its exit status.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("the server did not exit within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The rooms the server handed over to its next start, as kept in the database.
+    pub async fn kept_rooms(&self) -> Vec<String> {
+        let rows: Vec<(String,)> = match &self.db {
+            Db::Sqlite(p) => sqlx::query_as("SELECT snapshot FROM room_handovers")
+                .fetch_all(p)
+                .await
+                .unwrap(),
+            Db::Postgres(p) => sqlx::query_as("SELECT snapshot FROM room_handovers")
+                .fetch_all(p)
+                .await
+                .unwrap(),
+        };
+        rows.into_iter().map(|(s,)| s).collect()
+    }
+
     /// Start again on the same database and data folder (and port).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "kill it first");
@@ -107,6 +144,16 @@ impl ServerProcess {
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
+}
+
+/// Send SIGTERM to `pid` (with the system's `kill`).
+pub fn sigterm(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "SIGTERM to {pid}");
 }
 
 impl Drop for ServerProcess {

@@ -947,6 +947,7 @@ fn the_protocol_document_names_every_message_error_and_close_code() {
         "signal",
         "ice_servers",
         "ended",
+        "reconnect",
         "error",
     ];
     for t in client_types.iter().chain(server_types.iter()) {
