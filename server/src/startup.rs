@@ -102,7 +102,7 @@ impl Application {
                         node: config.node_id.clone(),
                         prefix: config.redis_prefix.clone(),
                         lease: config.room_lease,
-                        secret: jwt.keys().derived_secret("alcove-relay-v1"),
+                        secrets: jwt.keys().derived_secrets("alcove-relay-v1"),
                     },
                     client.clone(),
                     conn.clone(),

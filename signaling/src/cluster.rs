@@ -53,8 +53,9 @@ pub struct ClusterConfig {
     pub prefix: String,
     /// How long a claim on a room lasts without renewal.
     pub lease: Duration,
-    /// The key that seals what goes into Redis (the same on every node).
-    pub secret: [u8; 32],
+    /// The keys that seal what goes into Redis (the same on every node): the first seals,
+    /// every one opens (a rotation adds the new one first).
+    pub secrets: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -79,8 +80,6 @@ const STREAM_MAX: usize = 10_000;
 /// How long a delivery waits for room in a connection's full outbox (see
 /// [`RedisRouter::to_local`]).
 const DELIVERY_WAIT: Duration = Duration::from_secs(1);
-/// While Redis does not answer, how often an owner tries to commit again.
-const RETRY: Duration = Duration::from_millis(250);
 /// Messages an owner holds for members on other nodes while Redis does not answer.
 const UNSENT_MAX: usize = 1024;
 /// How long closure marks are kept: longer than any join token lives.
@@ -109,11 +108,17 @@ enum WireCmd {
     SetAutoAdmit(bool),
     Remove(Uuid),
     Finish(String),
+    /// A connection the room sends to is not on its node (any more).
+    ConnGone {
+        conn_id: u64,
+    },
 }
 
 /// What an owner sends a connection on another node, on that node's delivery stream.
 #[derive(Serialize, Deserialize)]
 struct Delivery {
+    /// The room it comes from.
+    apt: Uuid,
     conn: u64,
     what: WireOut,
 }
@@ -135,53 +140,120 @@ struct Saved {
 
 // ---- sealing ---------------------------------------------------------------------------------
 
-/// ChaCha20-Poly1305 with a per-process random prefix and a counter as the nonce, so no
-/// nonce repeats under the shared key.
+/// Seals what goes into Redis: ChaCha20-Poly1305 under a key of this process's own, derived
+/// from the shared secret and a random salt, with a counter as the nonce, so that no two
+/// processes ever share a (key, nonce) pair. A sealed value names the shared secret it was
+/// sealed under (by an 8-byte id) and the salt, and is bound to where it is put (its Redis
+/// key, as associated data): moved elsewhere it does not open. Opening tries every
+/// configured secret: after a key rotation the current one seals and the older ones still
+/// open.
+///
+/// Layout: secret id (8) | salt (16) | counter (8) | ciphertext and tag.
 struct Sealer {
+    /// (id, secret) of every configured secret; the first seals.
+    secrets: Vec<([u8; 8], [u8; 32])>,
+    salt: [u8; 16],
     key: ring::aead::LessSafeKey,
-    prefix: [u8; 4],
     counter: AtomicU64,
+    /// Opening keys of the processes whose values this one has read, by (secret id, salt).
+    opening: Mutex<HashMap<SealerId, Arc<ring::aead::LessSafeKey>>>,
+}
+
+/// Which secret, and which process's salt.
+type SealerId = ([u8; 8], [u8; 16]);
+
+const SEAL_HEAD: usize = 8 + 16 + 8;
+
+fn seal_id(secret: &[u8; 32]) -> [u8; 8] {
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+        b"alcove-seal-id",
+    );
+    tag.as_ref()[..8].try_into().expect("8 bytes")
+}
+
+fn seal_key(secret: &[u8; 32], salt: &[u8; 16]) -> ring::aead::LessSafeKey {
+    let mut input = b"alcove-seal-v2".to_vec();
+    input.extend_from_slice(salt);
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+        &input,
+    );
+    let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, tag.as_ref())
+        .expect("a 32-byte key");
+    ring::aead::LessSafeKey::new(unbound)
 }
 
 impl Sealer {
-    fn new(secret: &[u8; 32]) -> Self {
-        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, secret)
-            .expect("a 32-byte key");
-        let mut prefix = [0u8; 4];
-        getrandom::fill(&mut prefix).expect("the system random source works");
+    fn new(secrets: &[[u8; 32]]) -> Self {
+        assert!(!secrets.is_empty(), "at least one secret");
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).expect("the system random source works");
         Self {
-            key: ring::aead::LessSafeKey::new(unbound),
-            prefix,
+            secrets: secrets.iter().map(|s| (seal_id(s), *s)).collect(),
+            salt,
+            key: seal_key(&secrets[0], &salt),
             counter: AtomicU64::new(0),
+            opening: Mutex::new(HashMap::new()),
         }
     }
 
-    fn seal<T: Serialize>(&self, value: &T) -> Vec<u8> {
+    /// Seal `value` for the Redis key `place`.
+    fn seal<T: Serialize>(&self, value: &T, place: &str) -> Vec<u8> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut nonce = [0u8; 12];
-        nonce[..4].copy_from_slice(&self.prefix);
-        nonce[4..].copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        let mut data = serde_json::to_vec(value).expect("wire values serialise");
-        self.key
-            .seal_in_place_append_tag(
+        nonce[4..].copy_from_slice(&n.to_be_bytes());
+        let mut out = Vec::with_capacity(SEAL_HEAD + 256);
+        out.extend_from_slice(&self.secrets[0].0);
+        out.extend_from_slice(&self.salt);
+        out.extend_from_slice(&n.to_be_bytes());
+        let body = out.len();
+        serde_json::to_writer(&mut out, value).expect("wire values serialise");
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
                 ring::aead::Nonce::assume_unique_for_key(nonce),
-                ring::aead::Aad::empty(),
-                &mut data,
+                ring::aead::Aad::from(place.as_bytes()),
+                &mut out[body..],
             )
             .expect("sealing cannot fail");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&data);
+        out.extend_from_slice(tag.as_ref());
         out
     }
 
-    fn open<T: for<'de> Deserialize<'de>>(&self, sealed: &[u8]) -> Option<T> {
-        if sealed.len() < 12 + 16 {
+    /// Open a value sealed for the Redis key `place`; `None` if it was not sealed under a
+    /// configured secret for that place, or was changed.
+    fn open<T: for<'de> Deserialize<'de>>(&self, sealed: &[u8], place: &str) -> Option<T> {
+        if sealed.len() < SEAL_HEAD + 16 {
             return None;
         }
-        let nonce = ring::aead::Nonce::try_assume_unique_for_key(&sealed[..12]).ok()?;
-        let mut data = sealed[12..].to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, ring::aead::Aad::empty(), &mut data)
+        let id: [u8; 8] = sealed[..8].try_into().ok()?;
+        let salt: [u8; 16] = sealed[8..24].try_into().ok()?;
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&sealed[24..32]);
+        let key = {
+            let mut cache = self.opening.lock().expect("opening lock");
+            match cache.get(&(id, salt)) {
+                Some(k) => k.clone(),
+                None => {
+                    let secret = self.secrets.iter().find(|(i, _)| *i == id)?.1;
+                    // Processes come and go; the cache never grows past a few thousand.
+                    if cache.len() >= 4096 {
+                        cache.clear();
+                    }
+                    let k = Arc::new(seal_key(&secret, &salt));
+                    cache.insert((id, salt), k.clone());
+                    k
+                }
+            }
+        };
+        let mut data = sealed[SEAL_HEAD..].to_vec();
+        let plain = key
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(place.as_bytes()),
+                &mut data,
+            )
             .ok()?;
         serde_json::from_slice(plain).ok()
     }
@@ -228,7 +300,7 @@ impl Keys {
 
 // ---- scripts ---------------------------------------------------------------------------------
 
-/// The owner's commit. KEYS: owner, state, commands, rooms, position. ARGV: owner value,
+/// The owner's commit. KEYS: owner, state, commands, rooms, position, fence. ARGV: owner value,
 /// lease ms, saved state ('' = unchanged), position ('' = unchanged), finished ('1' = delete
 /// the room), apt, count, then (delivery stream, payload) pairs. 1 done, 0 when the lease is
 /// another node's, -1 when it is gone (Redis restarted and lost it).
@@ -242,10 +314,12 @@ if holder ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[7])
 for i = 0, n - 1 do
   redis.call('XADD', ARGV[8 + 2 * i], 'MAXLEN', '~', '10000', '*', 'd', ARGV[9 + 2 * i])
+  redis.call('PEXPIRE', ARGV[8 + 2 * i], '600000')
 end
 if ARGV[5] == '1' then
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[1], KEYS[5])
   redis.call('SREM', KEYS[4], ARGV[6])
+  redis.call('PEXPIRE', KEYS[6], '86400000')
   return 1
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -261,21 +335,38 @@ return 1
 ";
 
 /// A member's command for a room owned elsewhere. KEYS: the room's command stream, its
-/// owner key. ARGV: the sealed command, the prefix of node keys, apt, the streams' length.
+/// owner key, its state key. ARGV: the sealed command, the prefix of node keys, apt, the
+/// streams' length, how long a node's streams outlive their last write (ms). Nil when the
+/// room has neither an owner nor a saved state (it ended, or Redis lost it).
 /// The command waits in the room's stream for whichever node owns the room (now, or after
 /// a takeover); the owner, if there is one, is woken through its wake stream, which names
 /// the room. (The owner's key is read inside the script: Alcove uses one Redis, or a
 /// primary with replicas, not Redis Cluster.)
 const SEND: &str = r"
+if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then return false end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'c', ARGV[1])
 local owner = redis.call('GET', KEYS[2])
 if owner then
   local node = string.match(owner, '^(.*):%d+$')
   if node then
-    redis.call('XADD', ARGV[2] .. node .. ':wake', 'MAXLEN', '~', ARGV[4], '*', 'r', ARGV[3])
+    local wake = ARGV[2] .. node .. ':wake'
+    redis.call('XADD', wake, 'MAXLEN', '~', ARGV[4], '*', 'r', ARGV[3])
+    redis.call('PEXPIRE', wake, ARGV[5])
   end
 end
 return id
+";
+
+/// Claim a room's lease again after it vanished, only if no other node claimed the room
+/// since this one did (the fence is still ours, or gone with a Redis restart). KEYS: owner,
+/// fence. ARGV: our fence number, this node, lease ms. The new owner value, or nil.
+const RECLAIM: &str = r"
+local f = redis.call('GET', KEYS[2])
+if f ~= false and f ~= ARGV[1] then return false end
+local n = redis.call('INCR', KEYS[2])
+local v = ARGV[2] .. ':' .. n
+if redis.call('SET', KEYS[1], v, 'NX', 'PX', ARGV[3]) then return v end
+return false
 ";
 
 /// Renew a lease if it is ours. KEYS: owner. ARGV: value, lease ms. 1 renewed, 0 someone
@@ -304,6 +395,9 @@ return 0
 struct LocalConn {
     tx: flume::Sender<Outbound>,
     kill: Arc<tokio::sync::Notify>,
+    /// Deliveries waiting for room in the outbox, in order, while a forwarding task moves
+    /// them in (a burst larger than the outbox).
+    backlog: Option<flume::Sender<Outbound>>,
 }
 
 /// A room this node owns.
@@ -329,6 +423,8 @@ struct Shared {
     owned: Mutex<HashMap<Uuid, Owned>>,
     conns: Mutex<HashMap<u64, LocalConn>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Joined>>>,
+    /// Connections already reported gone to their rooms.
+    gone: Mutex<HashSet<u64>>,
     healthy: AtomicBool,
     stopping: watch::Sender<bool>,
 }
@@ -350,6 +446,11 @@ impl std::fmt::Debug for RedisRouter {
 /// How often an owner's command reader reads every room it owns, besides those it is woken
 /// for.
 const SWEEP: Duration = Duration::from_secs(2);
+/// How long a node's delivery and wake streams outlive their last write (a node that is
+/// gone leaves nothing behind for long). The same figure is in the COMMIT script.
+const NODE_STREAM_KEEP: Duration = Duration::from_secs(600);
+/// How soon a room whose queue was full is read again.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
 /// How long a stream reader's `XREAD` blocks in Redis.
 const BLOCK: Duration = Duration::from_secs(1);
 
@@ -396,17 +497,24 @@ impl RedisRouter {
         let shared = Arc::new(Shared {
             cfg,
             sink,
-            me: cluster.node.as_str().into(),
+            // The node's name and this process's own mark: connections of an earlier
+            // process of the same name (restarted within a lease) count as gone.
+            me: {
+                let mut r = [0u8; 4];
+                getrandom::fill(&mut r).expect("the system random source works");
+                format!("{}#{:08x}", cluster.node, u32::from_be_bytes(r)).into()
+            },
             keys: Keys {
                 prefix: cluster.prefix.clone(),
             },
             lease: cluster.lease,
-            seal: Sealer::new(&cluster.secret),
+            seal: Sealer::new(&cluster.secrets),
             redis,
             conn,
             owned: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            gone: Mutex::new(HashSet::new()),
             healthy: AtomicBool::new(true),
             stopping,
         });
@@ -454,14 +562,19 @@ impl RedisRouter {
         r
     }
 
+    /// Say this node is alive, and keep its streams while it is.
     async fn heartbeat(&self) -> redis::RedisResult<()> {
         let mut c = self.conn();
-        let r: redis::RedisResult<()> = c
-            .pset_ex(
-                self.shared.keys.alive(&self.shared.me),
-                1,
-                ms(self.shared.lease),
-            )
+        let keys = &self.shared.keys;
+        let keep = ms(NODE_STREAM_KEEP) as i64;
+        let r: redis::RedisResult<()> = redis::pipe()
+            .pset_ex(keys.alive(&self.shared.me), 1, ms(self.shared.lease))
+            .ignore()
+            .pexpire(keys.out(&self.shared.me), keep)
+            .ignore()
+            .pexpire(keys.wake(&self.shared.me), keep)
+            .ignore()
+            .query_async(&mut c)
             .await;
         self.ok(r)
     }
@@ -547,7 +660,24 @@ impl RedisRouter {
             .get(keys.pos(apt))
             .query_async(&mut c)
             .await)?;
-        let saved: Option<Saved> = saved.and_then(|s| self.shared.seal.open(&s));
+        let saved: Option<Saved> = match saved {
+            None => None,
+            Some(bytes) => match self.shared.seal.open(&bytes, &keys.state(apt)) {
+                Some(saved) => Some(saved),
+                None => {
+                    // Saved under a key this node does not have (a rotation half rolled
+                    // out): not "no room", which would open a second one.
+                    let _: redis::RedisResult<i64> = redis::Script::new(RELEASE)
+                        .key(keys.owner(apt))
+                        .arg(&value)
+                        .invoke_async(&mut c)
+                        .await;
+                    anyhow::bail!(
+                        "the room's saved state does not open with this node's keys (ALCOVE_SIGNING_KEYS differ between nodes?)"
+                    );
+                }
+            },
+        };
         let now = Instant::now();
         let (room, pos, restored) = match (saved, grant) {
             (Some(saved), _) => {
@@ -654,6 +784,8 @@ impl RedisRouter {
         // rest); the rooms this node owns are swept at once anyway.
         let mut wake_from = self.last_entry(&wake).await;
         let mut due: HashSet<Uuid> = HashSet::new();
+        // Rooms whose queue was full, and when to read them again.
+        let mut busy: HashMap<Uuid, Instant> = HashMap::new();
         let mut last_sweep = Instant::now() - SWEEP;
         loop {
             if *stop.borrow() {
@@ -685,13 +817,26 @@ impl RedisRouter {
                     .query_async(c)
                     .await;
             }
+            let now = Instant::now();
+            busy.retain(|apt, at| {
+                let wait = *at > now;
+                if !wait {
+                    due.insert(*apt);
+                }
+                wait
+            });
             if due.is_empty() {
-                // Wait for a wake.
+                // Wait for a wake (not past the next busy room's turn).
+                let block = busy
+                    .values()
+                    .map(|at| at.saturating_duration_since(now))
+                    .min()
+                    .map_or(BLOCK, |d| d.clamp(Duration::from_millis(1), BLOCK));
                 let mut cmd = redis::cmd("XREAD");
                 cmd.arg("COUNT")
                     .arg(256)
                     .arg("BLOCK")
-                    .arg(ms(BLOCK))
+                    .arg(ms(block))
                     .arg("STREAMS")
                     .arg(&wake)
                     .arg(&wake_from);
@@ -767,29 +912,46 @@ impl RedisRouter {
                 if key.ids.len() >= BATCH {
                     due.insert(apt);
                 }
-                let target = {
-                    let mut owned = self.shared.owned.lock().expect("owned lock");
-                    owned.get_mut(&apt).map(|o| {
-                        if let Some(last) = key.ids.last() {
-                            o.read_from = last.id.clone();
-                        }
-                        o.stream.clone()
-                    })
+                let Some(target) = self
+                    .shared
+                    .owned
+                    .lock()
+                    .expect("owned lock")
+                    .get(&apt)
+                    .map(|o| o.stream.clone())
+                else {
+                    continue;
                 };
-                let Some(target) = target else { continue };
+                // Hand the entries to the room's task without waiting on it: a room that is
+                // busy (its queue is full) is read again from where it stopped a moment
+                // later, while the other rooms go on.
+                let mut handed = None;
                 for entry in key.ids {
+                    let id = entry.id.clone();
                     let Some(cmd) = entry
                         .map
                         .get("c")
                         .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
-                        .and_then(|b| self.shared.seal.open::<WireCmd>(&b))
+                        .and_then(|b| self.shared.seal.open::<WireCmd>(&b, &key.key))
                     else {
                         tracing::warn!(appointment_id = %apt, "cluster: an unreadable command was skipped");
+                        handed = Some(id);
                         continue;
                     };
-                    if target.send_async((entry.id, cmd)).await.is_err() {
-                        break;
+                    match target.try_send((id.clone(), cmd)) {
+                        Ok(()) => handed = Some(id),
+                        Err(flume::TrySendError::Full(_)) => {
+                            due.remove(&apt);
+                            busy.insert(apt, Instant::now() + BUSY_RETRY);
+                            break;
+                        }
+                        Err(flume::TrySendError::Disconnected(_)) => break,
                     }
+                }
+                if let Some(id) = handed
+                    && let Some(o) = self.shared.owned.lock().expect("owned lock").get_mut(&apt)
+                {
+                    o.read_from = id;
                 }
             }
         }
@@ -848,11 +1010,11 @@ impl RedisRouter {
                         .map
                         .get("d")
                         .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
-                        .and_then(|b| self.shared.seal.open::<Delivery>(&b))
+                        .and_then(|b| self.shared.seal.open::<Delivery>(&b, &key))
                     else {
                         continue;
                     };
-                    self.deliver(d).await;
+                    self.deliver(d);
                 }
             }
             // Delivered content leaves Redis at once.
@@ -867,61 +1029,128 @@ impl RedisRouter {
     }
 
     /// Hand one delivery to a connection of this node.
-    async fn deliver(&self, d: Delivery) {
-        match d.what {
+    fn deliver(&self, d: Delivery) {
+        let known = match d.what {
             WireOut::Joined(j) => {
-                if let Some(reply) = self
+                let reply = self
                     .shared
                     .pending
                     .lock()
                     .expect("pending lock")
-                    .remove(&d.conn)
-                {
-                    let _ = reply.send(j);
-                }
+                    .remove(&d.conn);
+                // A join whose wait had given up: the room must not keep a member
+                // whose connection is gone.
+                reply.is_some_and(|reply| reply.send(j).is_ok())
             }
-            WireOut::Text(t) => self.to_local(d.conn, Outbound::Text(t.into())).await,
-            WireOut::Close(why) => self.to_local(d.conn, Outbound::Close(why)).await,
+            WireOut::Text(t) => self.to_local(d.conn, Outbound::Text(t.into())),
+            // A connection being closed needs no news of its own end.
+            WireOut::Close(why) => {
+                self.to_local(d.conn, Outbound::Close(why));
+                true
+            }
+        };
+        if !known {
+            self.report_gone(d.apt, d.conn);
         }
     }
 
-    /// Put a message in a connection's outbox. Deliveries come in bursts (up to a batch of
-    /// the owner's commands at once, or the backlog a new owner applies after a takeover),
-    /// larger than the outbox: a full outbox is given [`DELIVERY_WAIT`] for its writer to
-    /// make room. A connection that cannot take the message by then is stopped as a slow
-    /// consumer, as on one node, and takes no more deliveries.
-    async fn to_local(&self, conn: u64, out: Outbound) {
-        let target = {
-            let conns = self.shared.conns.lock().expect("conns lock");
-            conns.get(&conn).map(|c| (c.tx.clone(), c.kill.clone()))
+    /// Tell a room that a connection it sends to is no longer on this node (once).
+    fn report_gone(&self, apt: Uuid, conn_id: u64) {
+        {
+            let mut gone = self.shared.gone.lock().expect("gone lock");
+            if gone.len() >= 10_000 {
+                gone.clear();
+            }
+            if !gone.insert(conn_id) {
+                return;
+            }
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _ = me.send_command(apt, &WireCmd::ConnGone { conn_id }).await;
+        });
+    }
+
+    /// Put a message in a connection's outbox; false if the connection is not on this node.
+    ///
+    /// Deliveries come in bursts (a batch of the owner's commands at once, or the backlog a
+    /// new owner applies after a takeover), sometimes larger than the outbox. Then the rest
+    /// waits in the connection's backlog (up to another outbox), in order, and a task of its
+    /// own moves it in as the connection writes: the node's reader never waits for one
+    /// connection. A connection that cannot take a message for [`DELIVERY_WAIT`], or whose
+    /// backlog fills, is stopped as a slow consumer (as on one node).
+    fn to_local(&self, conn: u64, out: Outbound) -> bool {
+        let mut conns = self.shared.conns.lock().expect("conns lock");
+        let Some(c) = conns.get_mut(&conn) else {
+            return false;
         };
-        let Some((tx, kill)) = target else { return };
-        let out = match tx.try_send(out) {
-            Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return,
+        if let Some(backlog) = &c.backlog {
+            match backlog.try_send(out) {
+                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {}
+                Err(flume::TrySendError::Full(_)) => {
+                    c.kill.notify_one();
+                    conns.remove(&conn);
+                }
+            }
+            return true;
+        }
+        let out = match c.tx.try_send(out) {
+            Ok(()) | Err(flume::TrySendError::Disconnected(_)) => return true,
             Err(flume::TrySendError::Full(out)) => out,
         };
-        if tokio::time::timeout(DELIVERY_WAIT, tx.send_async(out))
-            .await
-            .is_err()
-        {
-            self.shared.conns.lock().expect("conns lock").remove(&conn);
-            kill.notify_one();
-        }
+        let (backlog, waiting) = flume::bounded(self.shared.cfg.outbox);
+        let _ = backlog.try_send(out);
+        c.backlog = Some(backlog);
+        let (tx, kill) = (c.tx.clone(), c.kill.clone());
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = {
+                    // The reader adds to the backlog under this lock: empty here means empty.
+                    let mut conns = shared.conns.lock().expect("conns lock");
+                    match waiting.try_recv() {
+                        Ok(out) => out,
+                        Err(_) => {
+                            if let Some(c) = conns.get_mut(&conn) {
+                                c.backlog = None;
+                            }
+                            return;
+                        }
+                    }
+                };
+                if tokio::time::timeout(DELIVERY_WAIT, tx.send_async(next))
+                    .await
+                    .is_err()
+                {
+                    shared.conns.lock().expect("conns lock").remove(&conn);
+                    kill.notify_one();
+                    return;
+                }
+            }
+        });
+        true
     }
 
     /// Append a command to a room's command stream, and wake the room's owner.
     async fn send_command(&self, apt: Uuid, cmd: &WireCmd) -> Result<(), LinkError> {
         let mut c = self.conn();
-        let r: redis::RedisResult<String> = redis::Script::new(SEND)
+        let r: redis::RedisResult<Option<String>> = redis::Script::new(SEND)
             .key(self.shared.keys.commands(apt))
             .key(self.shared.keys.owner(apt))
-            .arg(self.shared.seal.seal(cmd))
+            .key(self.shared.keys.state(apt))
+            .arg(self.shared.seal.seal(cmd, &self.shared.keys.commands(apt)))
             .arg(format!("{}:node:", self.shared.keys.prefix))
             .arg(apt.to_string())
             .arg(STREAM_MAX)
+            .arg(ms(NODE_STREAM_KEEP))
             .invoke_async(&mut c)
             .await;
-        self.ok(r).map(|_| ()).map_err(|_| LinkError::Unavailable)
+        match self.ok(r) {
+            Ok(Some(_)) => Ok(()),
+            // No room to take it (ended, or Redis lost it and its owner has not claimed
+            // it again yet): not delivered.
+            Ok(None) | Err(_) => Err(LinkError::Unavailable),
+        }
     }
 
     /// Whether a join verified at `verified_ms` predates a closure of its room or account.
@@ -1003,72 +1232,78 @@ impl RedisRouter {
         let mut unsent: Vec<(String, Vec<u8>)> = Vec::new();
         // The command stream position moved since the last commit.
         let mut pos_unsaved = false;
-        let mut last_try = Instant::now();
+        // The room changed since the last commit.
+        let mut dirty_unsaved = false;
         let mut retry_now = false;
+        // Claimed while the node was already stopping: hand it on at once.
+        let mut stopping = *stop.borrow_and_update();
         loop {
             let deadline = tokio::time::Instant::from_std(room.next_deadline());
             let mut replies = Vec::new();
             let mut moved = false;
-            let mut release = false;
-            tokio::select! {
-                cmd = local.recv_async() => match cmd {
-                    Ok(cmd) => apply(&mut room, *cmd, &mut replies),
-                    Err(_) => room.finish("server_shutdown"),
-                },
-                entry = stream.recv_async() => {
-                    if let Ok((id, cmd)) = entry {
-                        self.apply_wire(&mut room, cmd, &mut replies);
-                        pos = id;
-                        moved = true;
+            let mut release = std::mem::take(&mut stopping);
+            if !release {
+                tokio::select! {
+                    cmd = local.recv_async() => match cmd {
+                        Ok(cmd) => apply(&mut room, *cmd, &mut replies),
+                        Err(_) => room.finish("server_shutdown"),
+                    },
+                    entry = stream.recv_async() => {
+                        if let Ok((id, cmd)) = entry {
+                            self.apply_wire(&mut room, cmd, &mut replies);
+                            pos = id;
+                            moved = true;
+                        }
                     }
-                }
-                _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
-                _ = renew.tick() => {
-                    match self.renew(apt, &owner).await {
-                        // Redis answers again: the commit below is tried at once.
-                        Ok(true) if degraded => retry_now = true,
-                        Ok(true) => match check_nodes_from {
-                            // Redis answers again: every node renews its liveness within a
-                            // lease; only then does a missing one count as gone.
-                            None => check_nodes_from = Some(Instant::now() + self.shared.lease),
-                            Some(from) if Instant::now() >= from => {
-                                // Members connected through a node that died are
-                                // reconnecting.
-                                for node in room.remote_nodes() {
-                                    if *node == *self.shared.me {
-                                        continue;
-                                    }
-                                    let mut c = self.conn();
-                                    let up: redis::RedisResult<bool> =
-                                        c.exists(self.shared.keys.alive(&node)).await;
-                                    if let Ok(false) = up {
-                                        tracing::info!(appointment_id = %apt, %node, "cluster: a node of this room's members is gone");
-                                        room.node_lost(&node, Instant::now());
+                    _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
+                    _ = renew.tick() => {
+                        match self.renew(apt, &owner).await {
+                            // Redis answers again: the commit below is tried at once.
+                            Ok(true) if degraded => retry_now = true,
+                            Ok(true) => match check_nodes_from {
+                                // Redis answers again: every node renews its liveness within a
+                                // lease; only then does a missing one count as gone.
+                                None => check_nodes_from = Some(Instant::now() + self.shared.lease),
+                                Some(from) if Instant::now() >= from => {
+                                    // Members connected through a node that died are
+                                    // reconnecting.
+                                    for node in room.remote_nodes() {
+                                        if *node == *self.shared.me {
+                                            continue;
+                                        }
+                                        let mut c = self.conn();
+                                        let up: redis::RedisResult<bool> =
+                                            c.exists(self.shared.keys.alive(&node)).await;
+                                        if let Ok(false) = up {
+                                            tracing::info!(appointment_id = %apt, %node, "cluster: a node of this room's members is gone");
+                                            room.node_lost(&node, Instant::now());
+                                        }
                                     }
                                 }
+                                Some(_) => {}
+                            },
+                            Ok(false) => {
+                                tracing::warn!(appointment_id = %apt, "cluster: another node owns the room now; giving it up");
+                                rejoin_local_members(&mut room);
+                                break;
                             }
-                            Some(_) => {}
-                        },
-                        Ok(false) => {
-                            tracing::warn!(appointment_id = %apt, "cluster: another node owns the room now; giving it up");
-                            break;
-                        }
-                        // Redis restarted and lost the lease (and every node's liveness):
-                        // claim it again, save everything with the next commit, and give
-                        // the other nodes a lease to say they are alive.
-                        Err(Some(again)) => {
-                            owner = again;
-                            save_all = true;
-                            retry_now = true;
-                            check_nodes_from = Some(Instant::now() + self.shared.lease);
-                        }
-                        Err(None) => {
-                            degraded = true;
-                            check_nodes_from = None;
+                            // Redis restarted and lost the lease (and every node's liveness):
+                            // claim it again, save everything with the next commit, and give
+                            // the other nodes a lease to say they are alive.
+                            Err(Some(again)) => {
+                                owner = again;
+                                save_all = true;
+                                retry_now = true;
+                                check_nodes_from = Some(Instant::now() + self.shared.lease);
+                            }
+                            Err(None) => {
+                                degraded = true;
+                                check_nodes_from = None;
+                            }
                         }
                     }
+                    _ = stop.changed() => release = true,
                 }
-                _ = stop.changed() => release = true,
             }
             // More that is already waiting goes into the same commit.
             for _ in 0..BATCH {
@@ -1095,13 +1330,16 @@ impl RedisRouter {
                     Reply::Local(tx) => local_replies.push((tx, joined)),
                     Reply::Remote => {
                         if let ConnSink::Remote { node } = &conn.sink {
-                            unsent.push((
-                                self.shared.keys.out(node),
-                                self.shared.seal.seal(&Delivery {
+                            let stream = self.shared.keys.out(node);
+                            let d = self.shared.seal.seal(
+                                &Delivery {
+                                    apt,
                                     conn: conn.id,
                                     what: WireOut::Joined(joined),
-                                }),
-                            ));
+                                },
+                                &stream,
+                            );
+                            unsent.push((stream, d));
                         }
                     }
                 }
@@ -1114,26 +1352,31 @@ impl RedisRouter {
                             Outbound::Text(t) => WireOut::Text(t.to_string()),
                             Outbound::Close(c) => WireOut::Close(c),
                         };
-                        unsent.push((
-                            self.shared.keys.out(node),
-                            self.shared.seal.seal(&Delivery {
+                        let stream = self.shared.keys.out(node);
+                        let d = self.shared.seal.seal(
+                            &Delivery {
+                                apt,
                                 conn: conn.id,
                                 what,
-                            }),
-                        ));
+                            },
+                            &stream,
+                        );
+                        unsent.push((stream, d));
                     }
                 }
             }
             // The snapshot is saved when the room changed (or the stream position moved),
             // in the same commit as what the batch sends. While Redis does not answer, what
             // is for members on other nodes waits here (in order, up to UNSENT_MAX) and a
-            // commit is tried again every RETRY: members on this node are served meanwhile.
+            // commit is tried again once a lease renewal (which waits a third of a lease at
+            // most) gets through: members on this node never wait on Redis meanwhile.
             pos_unsaved |= moved;
-            let changed = !finished && (room.take_dirty() || save_all);
-            let due = !degraded || finished || retry_now || last_try.elapsed() >= RETRY;
+            // A change not yet saved stays to be saved until a commit gets through.
+            dirty_unsaved |= room.take_dirty();
+            let changed = !finished && (dirty_unsaved || save_all);
+            let due = !degraded || finished || retry_now;
             let write = (changed || pos_unsaved || !unsent.is_empty() || finished) && due;
             if write {
-                last_try = Instant::now();
                 retry_now = false;
                 let mut outcome = None;
                 // A lease Redis lost is claimed again, and everything committed at once.
@@ -1142,10 +1385,13 @@ impl RedisRouter {
                     let state = if finished || !full {
                         Vec::new()
                     } else {
-                        self.shared.seal.seal(&Saved {
-                            room: room.snapshot(&self.shared.me, Instant::now()),
-                            pos: pos.clone(),
-                        })
+                        self.shared.seal.seal(
+                            &Saved {
+                                room: room.snapshot(&self.shared.me, Instant::now()),
+                                pos: pos.clone(),
+                            },
+                            &self.shared.keys.state(apt),
+                        )
                     };
                     let r = self
                         .commit(
@@ -1158,7 +1404,7 @@ impl RedisRouter {
                         )
                         .await;
                     if let Ok(Commit::LeaseGone) = r {
-                        match self.reclaim(apt).await {
+                        match self.reclaim(apt, &owner).await {
                             Err(Some(again)) => {
                                 owner = again;
                                 save_all = true;
@@ -1181,6 +1427,7 @@ impl RedisRouter {
                     Some(Ok(Commit::Done)) => {
                         save_all = false;
                         pos_unsaved = false;
+                        dirty_unsaved = false;
                         unsent.clear();
                         if degraded {
                             tracing::info!(appointment_id = %apt, "cluster: Redis is back for this room");
@@ -1190,6 +1437,7 @@ impl RedisRouter {
                     }
                     Some(Ok(Commit::NotOurs)) => {
                         tracing::warn!(appointment_id = %apt, "cluster: another node holds the room's lease; giving it up");
+                        rejoin_local_members(&mut room);
                         break;
                     }
                     // Redis does not answer (or lost the lease twice in a row).
@@ -1258,6 +1506,7 @@ impl RedisRouter {
             WireCmd::SetAutoAdmit(on) => RoomCmd::SetAutoAdmit(on),
             WireCmd::Remove(u) => RoomCmd::Remove(u),
             WireCmd::Finish(r) => RoomCmd::Finish(r),
+            WireCmd::ConnGone { conn_id } => RoomCmd::ConnGone(conn_id),
         };
         apply(room, cmd, replies);
     }
@@ -1281,7 +1530,7 @@ impl RedisRouter {
         .unwrap_or_else(|_| Err((redis::ErrorKind::Io, "no answer in time").into()));
         match self.ok(r) {
             Ok(1) => Ok(true),
-            Ok(-1) => self.reclaim(apt).await,
+            Ok(-1) => self.reclaim(apt, owner).await,
             Ok(_) => Ok(false),
             Err(_) => Err(None),
         }
@@ -1290,24 +1539,23 @@ impl RedisRouter {
     /// The room's lease is gone from Redis (it restarted and lost it) while this node holds
     /// the room: claim it again. `Err(Some(v))` ours again as `v`, `Ok(false)` another
     /// node claimed it meanwhile, `Err(None)` Redis does not answer.
-    async fn reclaim(&self, apt: Uuid) -> Result<bool, Option<String>> {
+    async fn reclaim(&self, apt: Uuid, owner: &str) -> Result<bool, Option<String>> {
         let mut c = self.conn();
-        let fence: redis::RedisResult<u64> = c.incr(self.shared.keys.fence(apt), 1).await;
-        let Ok(fence) = fence else { return Err(None) };
-        let value = format!("{}:{fence}", self.shared.me);
-        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(self.shared.keys.owner(apt))
-            .arg(&value)
-            .arg("NX")
-            .arg("PX")
+        let fence = owner.rsplit(':').next().unwrap_or_default();
+        let r: redis::RedisResult<Option<String>> = redis::Script::new(RECLAIM)
+            .key(self.shared.keys.owner(apt))
+            .key(self.shared.keys.fence(apt))
+            .arg(fence)
+            .arg(&*self.shared.me)
             .arg(ms(self.shared.lease))
-            .query_async(&mut c)
+            .invoke_async(&mut c)
             .await;
-        match set {
-            Ok(Some(_)) => {
-                tracing::info!(appointment_id = %apt, "cluster: Redis had lost the room's lease; claimed it again");
+        match self.ok(r) {
+            Ok(Some(value)) => {
+                tracing::info!(appointment_id = %apt, "cluster: the room's lease had vanished (Redis restarted?); claimed it again");
                 Err(Some(value))
             }
+            // Another node claimed the room meanwhile (this one stalled past its lease).
             Ok(None) => Ok(false),
             Err(_) => Err(None),
         }
@@ -1331,6 +1579,7 @@ impl RedisRouter {
             .key(keys.commands(apt))
             .key(keys.rooms())
             .key(keys.pos(apt))
+            .key(keys.fence(apt))
             .arg(owner)
             .arg(ms(self.shared.lease))
             .arg(state)
@@ -1348,6 +1597,17 @@ impl RedisRouter {
             -1 => Commit::LeaseGone,
             _ => Commit::NotOurs,
         })
+    }
+}
+
+/// A room this node gives up (another node owns it now): its members connected here are
+/// told to reconnect, and resume with the new owner.
+fn rejoin_local_members(room: &mut Room) {
+    room.take_effects();
+    for conn in room.member_conns() {
+        if let ConnSink::Local { tx, .. } = &conn.sink {
+            let _ = tx.try_send(Outbound::Close(crate::room::Closing::Rejoin));
+        }
     }
 }
 
@@ -1414,6 +1674,7 @@ impl Router for RedisRouter {
             LocalConn {
                 tx: tx.clone(),
                 kill: kill.clone(),
+                backlog: None,
             },
         );
         for _ in 0..3 {
@@ -1564,5 +1825,58 @@ impl Router for RedisRouter {
 
     fn healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_in_their_place_and_across_processes_and_a_rotation() {
+        let (old, new) = ([7u8; 32], [9u8; 32]);
+        let a = Sealer::new(&[old]);
+        let b = Sealer::new(&[old]);
+        let sealed = a.seal(&"a signal", "alcove:room:1:in");
+        assert!(!String::from_utf8_lossy(&sealed).contains("a signal"));
+        // Another process with the same secret opens it; not for another place.
+        assert_eq!(
+            b.open::<String>(&sealed, "alcove:room:1:in").as_deref(),
+            Some("a signal")
+        );
+        assert_eq!(b.open::<String>(&sealed, "alcove:room:2:in"), None);
+        // Changed, it does not open.
+        let mut bad = sealed.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(b.open::<String>(&bad, "alcove:room:1:in"), None);
+        // Two processes never seal with the same key and nonce.
+        let (x, y) = (a.seal(&1, "p"), b.seal(&1, "p"));
+        assert_ne!(x[8..24], y[8..24], "each process has its own salt");
+        // A rotation: the new secret seals, the old still opens.
+        let rotated = Sealer::new(&[new, old]);
+        assert_eq!(
+            rotated
+                .open::<String>(&sealed, "alcove:room:1:in")
+                .as_deref(),
+            Some("a signal")
+        );
+        let fresh = rotated.seal(&"after", "p");
+        assert_eq!(
+            a.open::<String>(&fresh, "p"),
+            None,
+            "the old key alone cannot"
+        );
+        assert_eq!(
+            Sealer::new(&[new]).open::<String>(&fresh, "p").as_deref(),
+            Some("after")
+        );
+    }
+
+    #[test]
+    fn stream_ids_compare_by_time_then_sequence() {
+        assert!(stream_id_after("1700000000001-0", "1700000000000-5"));
+        assert!(stream_id_after("1700000000000-6", "1700000000000-5"));
+        assert!(!stream_id_after("1700000000000-5", "1700000000000-5"));
+        assert!(!stream_id_after("0-0", "1-0"));
     }
 }

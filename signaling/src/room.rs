@@ -48,6 +48,9 @@ pub enum Closing {
     Left,
     /// The session ended.
     Ended,
+    /// This connection is no longer the member's (its node was taken for lost): reconnect
+    /// and resume.
+    Rejoin,
 }
 
 impl Closing {
@@ -58,6 +61,7 @@ impl Closing {
             Closing::Denied => close::DENIED,
             Closing::Removed | Closing::Ended => close::ENDED,
             Closing::Left => close::NORMAL,
+            Closing::Rejoin => close::SERVICE_RESTART,
         }
     }
 
@@ -69,6 +73,7 @@ impl Closing {
             Closing::Removed => "removed",
             Closing::Left => "left",
             Closing::Ended => "ended",
+            Closing::Rejoin => "reconnect",
         }
     }
 }
@@ -344,22 +349,55 @@ impl Room {
     }
 
     /// Every member connected through `node` lost its connection (that node is gone):
-    /// they are reconnecting from `now`, and the others are told.
+    /// they are reconnecting from `now`, and the others are told. Should the node only have
+    /// lost touch with Redis, its connections are told to reconnect when it reads again.
     pub fn node_lost(&mut self, node: &str, now: Instant) {
-        let lost: Vec<(ParticipantId, u64)> = self
+        let lost: Vec<(ParticipantId, Conn)> = self
             .members
             .iter()
             .filter_map(|m| match &m.conn {
-                Some(Conn {
-                    id,
-                    sink: ConnSink::Remote { node: n },
-                }) if &**n == node => Some((m.pid, *id)),
+                Some(
+                    c @ Conn {
+                        sink: ConnSink::Remote { node: n },
+                        ..
+                    },
+                ) if &**n == node => Some((m.pid, c.clone())),
                 _ => None,
             })
             .collect();
-        for (pid, conn_id) in lost {
+        for (pid, conn) in lost {
+            self.tell_to_rejoin(&conn);
+            self.disconnected(pid, conn.id, now);
+        }
+    }
+
+    /// A connection the room sends to is gone from its node: its member is reconnecting.
+    pub fn conn_gone(&mut self, conn_id: u64, now: Instant) {
+        let pid = self
+            .members
+            .iter()
+            .find(|m| m.conn.as_ref().is_some_and(|c| c.id == conn_id))
+            .map(|m| m.pid);
+        if let Some(pid) = pid {
             self.disconnected(pid, conn_id, now);
         }
+    }
+
+    /// The members' current connections.
+    pub fn member_conns(&self) -> Vec<Conn> {
+        self.members.iter().filter_map(|m| m.conn.clone()).collect()
+    }
+
+    /// Whether `conn_id` is `pid`'s current connection.
+    pub fn is_current(&self, pid: ParticipantId, conn_id: u64) -> bool {
+        self.caller(pid, conn_id).is_some()
+    }
+
+    /// Close a connection the room no longer counts as its member's, asking it to
+    /// reconnect (and resume).
+    pub fn tell_to_rejoin(&mut self, conn: &Conn) {
+        self.effects
+            .push(Effect::Send(conn.clone(), Outbound::Close(Closing::Rejoin)));
     }
 
     /// The nodes other than this one that members are connected through.
@@ -1559,6 +1597,95 @@ mod tests {
         assert_eq!(got.len(), 1 + 32);
         assert_eq!(got[32]["candidate"]["candidate"], "candidate:199");
         w.room.check_invariants();
+    }
+
+    #[test]
+    fn a_member_whose_node_is_lost_or_whose_connection_is_gone_reconnects() {
+        use crate::router::{RoomCmd, apply};
+        let mut w = World::new();
+        let mut t = w.join_as(Uuid::new_v4(), PeerRole::Therapist, None, false);
+        // A client connected through node B, admitted.
+        let on_b = Conn::remote(99, "node-b#1".into());
+        let c_user = Uuid::new_v4();
+        let c = w.room.join(
+            &grant(c_user, PeerRole::Client, w.appointment),
+            on_b.clone(),
+            None,
+            false,
+        );
+        let welcome_to = |effects: Vec<Effect>, id: u64| -> serde_json::Value {
+            effects
+                .into_iter()
+                .find_map(|Effect::Send(to, o)| match o {
+                    Outbound::Text(t) if to.id == id && t.contains("\"welcome\"") => {
+                        Some(serde_json::from_str(&t).unwrap())
+                    }
+                    _ => None,
+                })
+                .expect("a welcome")
+        };
+        let resume_token = welcome_to(w.room.take_effects(), 99)["resume_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        w.room.admit(t.pid, &t.conn, c.participant_id);
+        w.flush();
+        drain(&mut t);
+
+        // Node B is taken for lost: the client is reconnecting, and its connection (should
+        // it still be there, cut off from Redis) is told to reconnect.
+        w.room.node_lost("node-b#1", Instant::now());
+        let effects = w.room.take_effects();
+        assert!(
+            effects
+                .iter()
+                .any(|Effect::Send(to, o)| to.id == 99
+                    && matches!(o, Outbound::Close(Closing::Rejoin))),
+            "told to reconnect"
+        );
+        for Effect::Send(to, o) in effects {
+            if let ConnSink::Local { tx, .. } = &to.sink {
+                let _ = tx.try_send(o);
+            }
+        }
+        assert!(types(&drain(&mut t)).contains(&"peer_reconnecting".to_owned()));
+        assert_eq!(Closing::Rejoin.code(), close::SERVICE_RESTART);
+
+        // What the old connection still sends gets the same answer, and nothing else.
+        let mut replies = Vec::new();
+        apply(
+            &mut w.room,
+            RoomCmd::Msg {
+                pid: c.participant_id,
+                conn: on_b.clone(),
+                msg: crate::protocol::ClientMessage::Leave,
+            },
+            &mut replies,
+        );
+        let effects = w.room.take_effects();
+        assert_eq!(effects.len(), 1);
+        assert!(matches!(
+            &effects[0],
+            Effect::Send(to, Outbound::Close(Closing::Rejoin)) if to.id == 99
+        ));
+        assert!(w.room.idx(c.participant_id).is_some(), "its place is kept");
+
+        // Back through node C; then that connection turns out gone from its node.
+        let on_c = Conn::remote(100, "node-c#1".into());
+        let back = w.room.join(
+            &grant(c_user, PeerRole::Client, w.appointment),
+            on_c,
+            Some(resume_hash(&resume_token)),
+            false,
+        );
+        assert_eq!(back.participant_id, c.participant_id);
+        assert_eq!(welcome_to(w.room.take_effects(), 100)["resumed"], true);
+        w.flush();
+        drain(&mut t);
+        w.room.conn_gone(100, Instant::now());
+        w.flush();
+        assert!(types(&drain(&mut t)).contains(&"peer_reconnecting".to_owned()));
+        assert!(!w.room.is_current(c.participant_id, 100));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub(crate) enum RoomCmd {
     SetAutoAdmit(bool),
     Remove(Uuid),
     Finish(String),
+    /// A connection the room sends to is gone from its node (several nodes).
+    ConnGone(u64),
     /// This node is stopping: give the room's state (to be carried on after the restart)
     /// and stop without ending it. One node only.
     Handover(oneshot::Sender<crate::room::RoomSnapshot>),
@@ -206,12 +208,19 @@ pub(crate) fn apply(room: &mut Room, cmd: RoomCmd, replies: &mut Vec<(Reply, Con
         RoomCmd::SetAutoAdmit(on) => room.set_auto_admit(on),
         RoomCmd::Remove(user_id) => room.remove_account(user_id),
         RoomCmd::Finish(reason) => room.finish(&reason),
+        RoomCmd::ConnGone(conn_id) => room.conn_gone(conn_id, Instant::now()),
         // Taken by the room's task before it gets here.
         RoomCmd::Handover(_) => {}
     }
 }
 
 fn apply_msg(room: &mut Room, pid: ParticipantId, conn: &Conn, msg: ClientMessage) {
+    // A connection the room no longer counts as its member's (taken for lost with its
+    // node, or replaced): told to reconnect, rather than ignored.
+    if !room.is_current(pid, conn.id) {
+        room.tell_to_rejoin(conn);
+        return;
+    }
     match msg {
         ClientMessage::Admit { participant_id } => room.admit(pid, conn, participant_id),
         ClientMessage::Deny { participant_id } => room.deny(pid, conn, participant_id),

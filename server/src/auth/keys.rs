@@ -215,6 +215,22 @@ impl KeySet {
         mac.finalize().into_bytes().into()
     }
 
+    /// [`Self::derived_secret`] for every key, the signing key's first: what one key seals,
+    /// any node that has that key opens, while a rotation rolls out.
+    pub fn derived_secrets(&self, purpose: &str) -> Vec<[u8; 32]> {
+        use hmac::{Hmac, KeyInit as _, Mac as _};
+        let mut kids: Vec<&String> = self.keys.keys().filter(|k| **k != self.current).collect();
+        kids.insert(0, &self.current);
+        kids.into_iter()
+            .map(|kid| {
+                let mut mac = Hmac::<Sha256>::new_from_slice(&self.keys[kid].seed)
+                    .expect("HMAC takes any key");
+                mac.update(purpose.as_bytes());
+                mac.finalize().into_bytes().into()
+            })
+            .collect()
+    }
+
     /// Add a key and make it the signing key; returns its kid.
     pub fn rotate(dir: &Path) -> anyhow::Result<String> {
         create_dir_private(dir)?;

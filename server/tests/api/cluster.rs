@@ -598,7 +598,8 @@ async fn owner_of(cluster: &Cluster, id: Uuid) -> Option<String> {
         redis::AsyncCommands::get(&mut c, format!("{}:room:{id}:owner", cluster.prefix))
             .await
             .unwrap();
-    v.map(|v| v.split(':').next().unwrap().to_owned())
+    // `<node>#<process>:<fence>`
+    v.map(|v| v.split(['#', ':']).next().unwrap().to_owned())
 }
 
 /// The last lines each node logged, for a failure's message.
