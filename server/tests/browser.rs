@@ -120,14 +120,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Start the server (embedded web client, SQLite) and return it with its base URL.
-fn start_server(dir: &Path) -> (Proc, String) {
+/// Start the server (embedded web client, SQLite, data in `dir`) on `port` (0: any) and
+/// return it with its base URL.
+fn start_server(dir: &Path, port: u16) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_alcove"))
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info")
-        .env("ALCOVE_LISTEN", "127.0.0.1:0")
+        .env("ALCOVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("ALCOVE_MIN_NOTICE", "0s")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -422,7 +423,7 @@ async fn check_verification(client: &Client, therapist: &Client, shown: &str) {
 
 async fn scenario() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, base) = start_server(dir.path());
+    let (server, base) = start_server(dir.path(), 0);
     let (_driver, driver_port) = start_chromedriver();
 
     // A therapist with a profile and open hours all day, every day.
@@ -655,6 +656,68 @@ async fn scenario() {
     .await;
     check_verification(&client, &therapist, code_c.as_str().unwrap()).await;
 
+    // The server restarts mid-call (a deploy, SIGTERM): both are told to reconnect, show
+    // that the service is restarting, and come back into the same call by themselves, in
+    // the same page (no reload).
+    let ids = {
+        let mut ids = Vec::new();
+        for b in [&client, &therapist] {
+            b.execute("window.__samePage = true;", vec![]).await.unwrap();
+            ids.push(
+                b.execute("return window.alcoveCall.state().participantId", vec![])
+                    .await
+                    .unwrap(),
+            );
+        }
+        ids
+    };
+    let mut server = server;
+    let ok = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "SIGTERM to the server");
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "the server exits 0 after its drain: {status}");
+    for (who, b) in [("client", &client), ("therapist", &therapist)] {
+        wait_js(
+            b,
+            &format!("{who}: the restart banner"),
+            "window.alcoveCall.state().phase === 'reconnecting' && window.alcoveCall.state().serverRestarting && !document.querySelector('#reconnecting-banner').hidden && document.querySelector('#reconnecting-banner').textContent.includes('restarting')",
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let (server, again) = start_server(dir.path(), port);
+    assert_eq!(again, base);
+    for ((who, b), id) in [("client", &client), ("therapist", &therapist)]
+        .into_iter()
+        .zip(&ids)
+    {
+        wait_js(
+            b,
+            &format!("{who}: back in the same call, in the same page"),
+            &format!(
+                "window.__samePage === true && window.alcoveCall.state().phase === 'in-call' && window.alcoveCall.state().participantId === {id} && document.querySelector('#reconnecting-banner').hidden"
+            ),
+            Duration::from_secs(45),
+        )
+        .await;
+    }
+    video_flows(&client, "client after the server restart").await;
+    video_flows(&therapist, "therapist after the server restart").await;
+    fill(&client, "#chat-input", "Still here after the restart").await;
+    click(&client, "#chat-send").await;
+    wait_js(
+        &therapist,
+        "the chat message after the restart",
+        "[...document.querySelectorAll('#chat-log .chat-message.remote')].some(m => m.textContent.includes('Still here after the restart'))",
+        Duration::from_secs(20),
+    )
+    .await;
+
     // The therapist ends the session for everyone.
     click(&therapist, "#end-session-button").await;
     wait_visible(&client, "#call-duration", Duration::from_secs(30)).await;
@@ -671,6 +734,11 @@ async fn scenario() {
         None,
     )
     .await;
+    assert_eq!(
+        sessions.as_array().unwrap().len(),
+        1,
+        "one session, through a reload and a server restart: {sessions}"
+    );
     let last = sessions.as_array().unwrap().last().unwrap();
     assert_eq!(last["end_reason"], "ended_by_therapist", "{sessions}");
     let c = last["participants"]
@@ -686,4 +754,5 @@ async fn scenario() {
 
     let _ = client.close().await;
     let _ = therapist.close().await;
+    drop(server);
 }

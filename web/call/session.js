@@ -718,6 +718,7 @@ export class CallSession extends EventTarget {
       role: this.role,
       position: this.position,
       endReason: this.endReason,
+      serverRestarting: this.serverRestarting,
       failure: this.failure ? this.failure.code : null,
       lobby: this.lobby.map((w) => ({ participantId: w.participant_id, displayName: w.display_name })),
       peers: [...this.peers.values()].map((l) => ({
