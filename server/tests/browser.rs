@@ -662,7 +662,9 @@ async fn scenario() {
     let ids = {
         let mut ids = Vec::new();
         for b in [&client, &therapist] {
-            b.execute("window.__samePage = true;", vec![]).await.unwrap();
+            b.execute("window.__samePage = true;", vec![])
+                .await
+                .unwrap();
             ids.push(
                 b.execute("return window.alcoveCall.state().participantId", vec![])
                     .await
@@ -679,7 +681,10 @@ async fn scenario() {
         .success();
     assert!(ok, "SIGTERM to the server");
     let status = server.0.wait().unwrap();
-    assert!(status.success(), "the server exits 0 after its drain: {status}");
+    assert!(
+        status.success(),
+        "the server exits 0 after its drain: {status}"
+    );
     for (who, b) in [("client", &client), ("therapist", &therapist)] {
         wait_js(
             b,

@@ -61,6 +61,24 @@ impl Node {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// SIGTERM (a deploy stops it), and wait for the exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        crate::process::sigterm(c.id());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not exit",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn spawn(&mut self, port: Option<&str>) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_alcove"));
         cmd.current_dir(self.dir.path())
@@ -904,5 +922,95 @@ async fn a_thousand_numbered_signals_each_way_cross_nodes_in_order_while_the_own
     assert!(
         matches!(owner.as_deref(), Some("node-b" | "node-c")),
         "a survivor owns the room now: {owner:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_node_drained_by_sigterm_hands_the_session_to_a_survivor() {
+    use alcove_signaling::{ServerMessage, client::Incoming, close};
+    let mut cluster = Cluster::start(2, &[]).await;
+    let t = cluster.user_with_role("Dr Deploy", Role::Therapist).await;
+    let c = cluster.nodes[1].client("Casey").await;
+    let id = crate::signaling::live_appointment(&cluster.nodes[1], &t, &[&c]).await;
+    // Both on node A, which owns the room.
+    let (mut th, mut cl) = {
+        let a = &cluster.nodes[0];
+        admitted_across(a, a, a, &t, &c, id).await
+    };
+    let (t_pid, c_pid) = (th.pid, cl.pid);
+    assert_eq!(owner_of(&cluster, id).await.as_deref(), Some("node-a"));
+
+    // A deploy stops node A: both are told to reconnect, and it exits 0.
+    let status = {
+        let a = &mut cluster.nodes[0];
+        let stopping = a.terminate();
+        let (status, ()) = tokio::join!(stopping, async {
+            for (who, p) in [("therapist", &mut th), ("client", &mut cl)] {
+                let mut told = false;
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(10), p.inbox.recv()).await {
+                        Ok(Some(Incoming::Message(ServerMessage::Reconnect { .. }))) => told = true,
+                        Ok(Some(Incoming::Closed(code, _))) => {
+                            assert!(told, "{who}: `reconnect` first");
+                            assert_eq!(code, Some(close::SERVICE_RESTART), "{who}");
+                            break;
+                        }
+                        Ok(Some(Incoming::Message(ServerMessage::Ended { reason }))) => {
+                            panic!("{who}: ended ({reason}) instead of handed over")
+                        }
+                        Ok(Some(_)) => {}
+                        _ => panic!("{who}: not told to reconnect"),
+                    }
+                }
+            }
+        });
+        status
+    };
+    assert!(status.success(), "node A exits 0: {status}");
+    // Node B carries the room on at once (its lease was released, not left to lapse).
+    let b = &cluster.nodes[1];
+    let started = std::time::Instant::now();
+    let tw = th.resume_at(b, &t, id, Some(&b.ws_url())).await;
+    let cw = cl.resume_at(b, &c, id, Some(&b.ws_url())).await;
+    eprintln!(
+        "both resumed on node B {:?} after node A stopped",
+        started.elapsed()
+    );
+    assert_eq!(tw["resumed"], true, "{tw}");
+    assert_eq!(tw["participant_id"], t_pid.to_string());
+    assert_eq!(cw["participant_id"], c_pid.to_string());
+    assert_eq!(
+        cw["peers"][0]["participant_id"],
+        t_pid.to_string(),
+        "still admitted"
+    );
+    assert_eq!(owner_of(&cluster, id).await.as_deref(), Some("node-b"));
+    renegotiate(&cluster, &th, &cl).await;
+    th.chat("after the deploy");
+    cl.observe("chat after the deploy", |o| {
+        *o == crate::peers::Obs::DcMessage("after the deploy".into())
+    })
+    .await;
+    // One session, open, carried on by node B, with a reconnect each.
+    let Db::Postgres(pool) = &cluster.db else {
+        unreachable!()
+    };
+    let sessions: Vec<(Uuid, String, Option<alcove::store::Ts>)> =
+        sqlx::query_as("SELECT id, node_id, ended_at FROM video_sessions")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].1, "node-b");
+    assert!(sessions[0].2.is_none(), "still open");
+    let reconnects: Vec<(i32,)> =
+        sqlx::query_as("SELECT reconnects FROM session_participants WHERE session_id = $1")
+            .bind(sessions[0].0)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert!(
+        reconnects.len() == 2 && reconnects.iter().all(|r| r.0 >= 1),
+        "{reconnects:?}"
     );
 }
