@@ -257,6 +257,11 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub signal_grace: Option<Duration>,
 
+    /// Serve /metrics on this address only, not on the public listener (e.g. 127.0.0.1:9090)
+    #[arg(long, env = "ALCOVE_METRICS_LISTEN", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// On SIGTERM, the longest the drain takes before exiting: connections are told to
     /// reconnect, rooms handed over, requests finished [default: 10s]
     #[arg(long, env = "ALCOVE_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = duration::parse)]

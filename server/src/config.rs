@@ -219,6 +219,8 @@ pub struct Config {
     /// How long a new signalling connection has to send `hello`.
     #[serde(with = "duration")]
     pub signal_hello_timeout: Duration,
+    /// Serve `/metrics` on this address only (not on the public listener).
+    pub metrics_listen: Option<SocketAddr>,
     /// On SIGTERM, the longest the drain takes before the process exits: connections are
     /// told to reconnect, rooms handed over, requests in flight finished.
     #[serde(with = "duration")]
@@ -301,6 +303,7 @@ impl Default for Config {
             signal_grace: Duration::from_secs(30),
             signal_hello_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            metrics_listen: None,
             signal_ping_interval: Duration::from_secs(10),
             idle_sign_out: Duration::from_secs(15 * 60),
             node_id: "local".into(),

@@ -197,6 +197,8 @@ pub fn problem_response(
     let mut res = (status, Json(body)).into_response();
     res.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    res.extensions_mut()
+        .insert(crate::metrics::ProblemCode(code.to_owned()));
     res
 }
 

@@ -26,6 +26,7 @@ pub mod domain;
 pub mod error;
 pub mod expiring;
 pub mod http;
+pub mod metrics;
 pub mod records;
 pub mod redis_store;
 pub mod signal;

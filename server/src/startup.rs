@@ -6,6 +6,7 @@ use crate::{
     config::{Config, display_path},
     expiring::{Expiring, KeyedHash, MemoryExpiring},
     http,
+    metrics::{Metrics, ObservedSink},
     records::{self, RecordSink},
     signal::{IceMinter, UsedTokens, Verifier},
     state::AppState,
@@ -38,6 +39,7 @@ pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
 /// A server that is built and bound, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     router: axum::Router,
     state: AppState,
     sink: Arc<RecordSink>,
@@ -84,6 +86,12 @@ impl Application {
             ice: ice.clone(),
         };
         let sink = Arc::new(RecordSink::new(db.clone(), &config));
+        let metrics = Metrics::new();
+        // Room events go to the session record, with the metrics watching.
+        let observed: Arc<ObservedSink<RecordSink>> = Arc::new(ObservedSink {
+            inner: sink.clone(),
+            metrics: metrics.clone(),
+        });
         let ping = config.signal_ping_interval;
         let signaling = SignalingConfig {
             hello_timeout: config.signal_hello_timeout,
@@ -97,7 +105,7 @@ impl Application {
             Some((client, conn)) => {
                 let router = RedisRouter::start(
                     signaling.clone(),
-                    sink.clone(),
+                    observed.clone(),
                     ClusterConfig {
                         node: config.node_id.clone(),
                         prefix: config.redis_prefix.clone(),
@@ -118,7 +126,7 @@ impl Application {
             None => {
                 // The rooms this node handed over when it last stopped (a restart): carried
                 // on, so that the people in them resume the same sessions.
-                let router = LocalRouter::new(signaling.clone(), sink.clone());
+                let router = LocalRouter::new(signaling.clone(), observed.clone());
                 let saved: Vec<RoomSnapshot> = db
                     .take_handovers(&config.node_id)
                     .await?
@@ -142,7 +150,23 @@ impl Application {
                 "closed sessions left open by a crash as server_lost"
             );
         }
+        metrics.finish(
+            hub.clone(),
+            db.clone(),
+            config.db_max_connections,
+            redis.is_some(),
+        );
+        // `/metrics` on a listener of its own when one is configured.
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("ALCOVE_METRICS_LISTEN: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let state = AppState {
+            metrics,
             db,
             jwt,
             hub,
@@ -173,6 +197,7 @@ impl Application {
         let router = http::router(state.clone());
         Ok(Self {
             listener,
+            metrics_listener,
             router,
             state,
             sink,
@@ -227,6 +252,17 @@ impl Application {
         // Peer addresses reach requests only for the sign-in and registration limits, which
         // turn them into keyed hashes at once (http::extract::ClientAddr); nothing logs or
         // stores them.
+        if let Some(listener) = self.metrics_listener {
+            let app = axum::Router::new()
+                .route("/metrics", axum::routing::get(crate::metrics::serve))
+                .with_state(self.state.metrics.clone());
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+            });
+        }
         let serve = axum::serve(
             self.listener,
             self.router

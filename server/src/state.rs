@@ -30,6 +30,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// The signalling service (rooms of this node).
     pub hub: alcove_signaling::Hub,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Mints ICE servers and TURN credentials.
     pub ice: crate::signal::IceMinter,
 }

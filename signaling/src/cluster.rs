@@ -30,6 +30,7 @@ use crate::{
         JoinCmd, JoinFailure, JoinRequest, LinkError, LocalLink, RemoteLink, Reply, RoomCmd,
         RoomLink, RoomTx, Router, apply,
     },
+    stats,
 };
 use redis::{AsyncCommands as _, aio::ConnectionManager};
 use serde::{Deserialize, Serialize};
@@ -559,6 +560,9 @@ impl RedisRouter {
 
     fn ok<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
         self.shared.healthy.store(r.is_ok(), Ordering::Relaxed);
+        if r.is_err() {
+            stats::add(&stats::STATS.bus.errors, 1);
+        }
         r
     }
 
@@ -729,6 +733,7 @@ impl RedisRouter {
         };
         if restored {
             tracing::info!(appointment_id = %apt, session_id = %room.session_id, "cluster: took the room over");
+            stats::add(&stats::STATS.bus.takeovers, 1);
             self.shared.sink.adopted(room.session_id, apt).await;
         }
         self.own(room, value, pos);
@@ -939,7 +944,10 @@ impl RedisRouter {
                         continue;
                     };
                     match target.try_send((id.clone(), cmd)) {
-                        Ok(()) => handed = Some(id),
+                        Ok(()) => {
+                            stats::add(&stats::STATS.bus.commands_read, 1);
+                            handed = Some(id);
+                        }
                         Err(flume::TrySendError::Full(_)) => {
                             due.remove(&apt);
                             busy.insert(apt, Instant::now() + BUSY_RETRY);
@@ -1014,6 +1022,7 @@ impl RedisRouter {
                     else {
                         continue;
                     };
+                    stats::add(&stats::STATS.bus.deliveries_read, 1);
                     self.deliver(d);
                 }
             }
@@ -1134,6 +1143,7 @@ impl RedisRouter {
     /// Append a command to a room's command stream, and wake the room's owner.
     async fn send_command(&self, apt: Uuid, cmd: &WireCmd) -> Result<(), LinkError> {
         let mut c = self.conn();
+        let started = Instant::now();
         let r: redis::RedisResult<Option<String>> = redis::Script::new(SEND)
             .key(self.shared.keys.commands(apt))
             .key(self.shared.keys.owner(apt))
@@ -1146,7 +1156,12 @@ impl RedisRouter {
             .invoke_async(&mut c)
             .await;
         match self.ok(r) {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(_)) => {
+                let bus = &stats::STATS.bus;
+                bus.send_seconds.observe(started.elapsed());
+                stats::add(&bus.commands_sent, 1);
+                Ok(())
+            }
             // No room to take it (ended, or Redis lost it and its owner has not claimed
             // it again yet): not delivered.
             Ok(None) | Err(_) => Err(LinkError::Unavailable),
@@ -1591,7 +1606,14 @@ impl RedisRouter {
             inv.arg(stream).arg(payload.as_slice());
         }
         let mut c = self.conn();
+        let started = Instant::now();
         let r: redis::RedisResult<i64> = inv.invoke_async(&mut c).await;
+        if r.is_ok() {
+            let bus = &stats::STATS.bus;
+            bus.commit_seconds.observe(started.elapsed());
+            stats::add(&bus.commits, 1);
+            stats::add(&bus.deliveries_sent, remote.len() as u64);
+        }
         self.ok(r).map(|n| match n {
             1 => Commit::Done,
             -1 => Commit::LeaseGone,

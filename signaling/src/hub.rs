@@ -616,12 +616,14 @@ fn parse(text: &str) -> Result<ClientMessage, validate::Refusal> {
             format!("unknown message type {kind:?}"),
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
+    let msg = serde_json::from_value(value).map_err(|e| {
         (
             ErrorCode::MalformedMessage,
             format!("bad {kind} message: {e}"),
         )
-    })
+    })?;
+    crate::stats::message(&kind);
+    Ok(msg)
 }
 
 async fn send<S, E>(ws: &mut S, cfg: &SignalingConfig, frame: Frame) -> Result<(), ()>
@@ -654,6 +656,7 @@ where
     S: Sink<Frame, Error = E> + Unpin,
     E: Display,
 {
+    crate::stats::error(code);
     send_msg(
         ws,
         cfg,

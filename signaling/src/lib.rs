@@ -23,6 +23,7 @@ pub mod local;
 pub mod protocol;
 pub mod room;
 pub mod router;
+pub mod stats;
 pub mod validate;
 
 pub use hub::{Frame, Hub};

@@ -459,6 +459,7 @@ impl Room {
     }
 
     fn error(&mut self, conn: &Conn, code: ErrorCode, message: impl Into<String>) {
+        crate::stats::error(code);
         self.send(
             conn,
             &ServerMessage::Error {

@@ -118,7 +118,12 @@ pub fn router(state: AppState) -> Router {
             }
         }),
     )
+    .merge(metrics_route(&state))
     .fallback(web::serve)
+    .layer(middleware::from_fn_with_state(
+        state.metrics.clone(),
+        crate::metrics::track,
+    ))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .layer(middleware::from_fn(errors_as_problems))
     .layer(middleware::from_fn(security_headers))
@@ -168,6 +173,17 @@ pub fn router(state: AppState) -> Router {
     ]))
     .layer(middleware::from_fn(request_id))
     .with_state(state)
+}
+
+/// `GET /metrics` on the public listener, unless it has a listener of its own.
+fn metrics_route(state: &AppState) -> Router<AppState> {
+    if state.config.metrics_listen.is_some() {
+        return Router::new();
+    }
+    Router::new().route(
+        "/metrics",
+        get(crate::metrics::serve).with_state(state.metrics.clone()),
+    )
 }
 
 /// The id of a request, in its extensions.

@@ -253,6 +253,11 @@ impl Db {
         }
     }
 
+    /// The connection pool: (connections open, of which idle).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        on_pool!(self, pool => (pool.size(), pool.num_idle()))
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite(_) => Backend::Sqlite,

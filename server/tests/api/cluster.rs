@@ -511,6 +511,30 @@ async fn a_therapist_on_one_node_and_a_client_on_another_meet_and_call() {
     };
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     assert_eq!(sessions[0].1, "node-a");
+    // The bus between the nodes is in each node's metrics, without any id.
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    let ma = a.get("/metrics", None).await.text;
+    let mb = b.get("/metrics", None).await.text;
+    assert!(value(&ma, "alcove_bus_commits_total") >= 1.0);
+    assert!(value(&ma, "alcove_bus_commands_read_total") >= 1.0);
+    assert!(value(&ma, "alcove_bus_deliveries_sent_total") >= 1.0);
+    assert!(value(&ma, "alcove_bus_commit_seconds_count") >= 1.0);
+    assert!(value(&mb, "alcove_bus_commands_sent_total") >= 1.0);
+    assert!(value(&mb, "alcove_bus_deliveries_read_total") >= 1.0);
+    assert!(value(&mb, "alcove_bus_send_seconds_count") >= 1.0);
+    assert_eq!(value(&ma, "alcove_redis_up"), 1.0);
+    assert_eq!(value(&ma, "alcove_rooms{state=\"in_call\"}"), 1.0);
+    for m in [&ma, &mb] {
+        for secret in [id.to_string(), t.id.to_string(), c.id.to_string(), c.email.clone()] {
+            assert!(!m.contains(secret.as_str()), "{secret} in /metrics");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

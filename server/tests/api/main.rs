@@ -11,6 +11,7 @@ mod cluster;
 mod directory;
 mod drain;
 mod health;
+mod metrics;
 mod peers;
 mod process;
 mod records;
