@@ -37,6 +37,26 @@ pub enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Check a configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Make a consistent copy of the SQLite database while the server runs (PostgreSQL:
+    /// use pg_dump). Copy the signing keys (<data dir>/keys) beside it: tokens need them.
+    Backup {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Where to write the copy (a new file)
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Load the configuration as the server would (file, flags, environment), check it,
+    /// and print the effective value of every option, secrets masked. Exit status 1, with
+    /// the reason, when it is invalid.
+    Check(Box<ServeCmd>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,6 +432,18 @@ pub enum UserCmd {
         common: CommonArgs,
         #[arg(long)]
         email: String,
+    },
+    /// List accounts, newest first: id, role, state (active or disabled), created, email,
+    /// name. Never a password hash.
+    List {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Only this role: client, therapist or admin
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        /// One JSON object per line instead of columns
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -112,6 +112,59 @@ pub async fn user(cmd: UserCmd) -> anyhow::Result<()> {
             );
             db.close().await;
         }
+        UserCmd::List { common, role, json } => {
+            let (_, db) = migrated_db(&common).await?;
+            let mut offset = 0;
+            let mut rows = Vec::new();
+            loop {
+                let (page, total) = db.list_users(role, 500, offset).await?;
+                offset += page.len() as i64;
+                let done = page.is_empty() || offset >= total;
+                rows.extend(page);
+                if done {
+                    break;
+                }
+            }
+            db.close().await;
+            let state = |u: &crate::store::User| if u.disabled { "disabled" } else { "active" };
+            if json {
+                for u in &rows {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": u.id,
+                            "role": u.role().as_str(),
+                            "state": state(u),
+                            "created_at": u.created_at.get().to_string(),
+                            "email": u.email,
+                            "display_name": u.display_name,
+                        })
+                    );
+                }
+            } else {
+                println!(
+                    "{:<36}  {:<9}  {:<8}  {:<20}  {:<32}  NAME",
+                    "ID", "ROLE", "STATE", "CREATED", "EMAIL"
+                );
+                for u in &rows {
+                    let created = u
+                        .created_at
+                        .get()
+                        .strftime("%Y-%m-%d %H:%M UTC")
+                        .to_string();
+                    println!(
+                        "{:<36}  {:<9}  {:<8}  {:<20}  {:<32}  {}",
+                        u.id,
+                        u.role().as_str(),
+                        state(u),
+                        created,
+                        u.email,
+                        u.display_name
+                    );
+                }
+                eprintln!("{} account(s)", rows.len());
+            }
+        }
         UserCmd::Disable { common, email } => set_disabled(&common, &email, true).await?,
         UserCmd::Enable { common, email } => set_disabled(&common, &email, false).await?,
     }
@@ -177,4 +230,100 @@ pub async fn audit_verify(common: &CommonArgs) -> anyhow::Result<()> {
             bail!("audit trail broken at entry {seq}: {why}")
         }
     }
+}
+
+/// `alcove config check`: the effective configuration, secrets masked.
+pub fn config_check(cmd: &crate::cli::ServeCmd) -> anyhow::Result<()> {
+    let config = Config::load(&cmd.common, Some(&cmd.serve))?;
+    let mut v = serde_json::to_value(&config).context("serialising the configuration")?;
+    let obj = v.as_object_mut().expect("an object");
+    let set = |present: bool| serde_json::json!(if present { "(set, hidden)" } else { "(none)" });
+    obj.insert(
+        "database_url".into(),
+        serde_json::json!(config.database_url.as_ref().map_or_else(
+            || format!(
+                "sqlite://{} (default)",
+                crate::config::display_path(&config.default_sqlite_path())
+            ),
+            |u| u.redacted()
+        )),
+    );
+    obj.insert(
+        "redis_url".into(),
+        config
+            .redis_url
+            .as_ref()
+            .map_or(serde_json::Value::Null, |u| serde_json::json!(u.redacted())),
+    );
+    obj.insert("turn_secret".into(), set(config.turn_secret.is_some()));
+    obj.insert(
+        "webhook_secret".into(),
+        set(config.webhook_secret.is_some()),
+    );
+    obj.insert("signing_keys".into(), set(config.signing_keys.is_some()));
+    let mut keys: Vec<&String> = obj.keys().collect();
+    keys.sort();
+    println!("# the configuration is valid; effective values (secrets hidden):");
+    for k in keys {
+        let value = match &obj[k] {
+            serde_json::Value::Null => "(none)".to_owned(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!("{k} = {value}");
+    }
+    Ok(())
+}
+
+/// `alcove backup`: a consistent copy of the SQLite database (`VACUUM INTO`), made while
+/// the server may be running, then checked.
+pub async fn backup(common: &CommonArgs, to: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(common, None)?;
+    if to.exists() {
+        bail!("--to: {} exists already; give a new file", to.display());
+    }
+    let db = open_db(&config).await?;
+    let Db::Sqlite(pool) = &db else {
+        db.close().await;
+        bail!(
+            "the database is PostgreSQL: back it up with its own tools (pg_dump, or continuous archiving); see deploy/README.md"
+        );
+    };
+    let target = to
+        .to_str()
+        .context("--to: the path must be valid UTF-8")?
+        .to_owned();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "VACUUM INTO '{}'",
+        target.replace('\'', "''")
+    )))
+    .execute(pool)
+    .await
+    .with_context(|| format!("writing the copy to {}", to.display()))?;
+    db.close().await;
+    // The copy opens and is whole.
+    let copy = sqlx::SqlitePool::connect(&format!("sqlite://{target}?mode=ro"))
+        .await
+        .context("opening the copy")?;
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&copy)
+        .await?;
+    let accounts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&copy)
+        .await?;
+    copy.close().await;
+    if check != "ok" {
+        bail!("the copy failed its integrity check: {check}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))?;
+    }
+    println!(
+        "backed up to {} ({accounts} accounts, integrity ok); keep a copy of {} with it: the signing keys",
+        to.display(),
+        crate::config::display_path(&config.keys_dir())
+    );
+    Ok(())
 }

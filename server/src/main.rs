@@ -12,7 +12,20 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // A bad option value is an invalid configuration: 1, as for every other
+            // configuration error; other usage errors keep clap's 2 (help: 0).
+            return match e.kind() {
+                clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation => {
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::from(e.exit_code().clamp(0, 255) as u8),
+            };
+        }
+    };
     let common = match &cli.command {
         None => &cli.serve.common,
         Some(Command::Serve(s)) => &s.common,
@@ -21,13 +34,16 @@ async fn main() -> ExitCode {
             alcove::cli::UserCmd::Create { common, .. }
             | alcove::cli::UserCmd::SetPassword { common, .. }
             | alcove::cli::UserCmd::Disable { common, .. }
-            | alcove::cli::UserCmd::Enable { common, .. } => common,
+            | alcove::cli::UserCmd::Enable { common, .. }
+            | alcove::cli::UserCmd::List { common, .. } => common,
         },
         Some(Command::Keys(k)) => match k {
             alcove::cli::KeysCmd::Rotate(c) | alcove::cli::KeysCmd::List(c) => c,
             alcove::cli::KeysCmd::Generate => &cli.serve.common,
         },
         Some(Command::Audit(alcove::cli::AuditCmd::Verify(c))) => c,
+        Some(Command::Config(alcove::cli::ConfigCmd::Check(s))) => &s.common,
+        Some(Command::Backup { common, .. }) => common,
     };
     if let Err(e) = telemetry::init(common.log_format.unwrap_or(LogFormat::Text)) {
         eprintln!("alcove: cannot set up logging: {e}");
@@ -44,6 +60,8 @@ async fn main() -> ExitCode {
         Some(Command::User(u)) => commands::user(u).await,
         Some(Command::Keys(k)) => commands::keys(k),
         Some(Command::Audit(alcove::cli::AuditCmd::Verify(c))) => commands::audit_verify(&c).await,
+        Some(Command::Config(alcove::cli::ConfigCmd::Check(s))) => commands::config_check(&s),
+        Some(Command::Backup { common, to }) => commands::backup(&common, &to).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,7 +22,10 @@ fn alcove(cwd: &Path) -> Command {
     c
 }
 
-on_both_backends!(user_create_makes_a_therapist_who_can_sign_in);
+on_both_backends!(
+    user_create_makes_a_therapist_who_can_sign_in,
+    user_list_shows_roles_and_states_and_never_a_hash
+);
 
 #[tokio::test]
 async fn starts_with_no_setup_and_creates_its_database() {
@@ -161,7 +164,9 @@ fn help_documents_every_option() {
             "{var} is not in --help"
         );
     }
-    for cmd in ["serve", "migrate", "user", "keys"] {
+    for cmd in [
+        "serve", "migrate", "user", "keys", "config", "backup", "audit",
+    ] {
         assert!(top.contains(cmd), "{cmd} in alcove --help");
     }
 }
@@ -226,4 +231,183 @@ fn keys_rotate_and_list() {
         "{out}"
     );
     assert_eq!(out.matches("(current)").count(), 1);
+}
+
+async fn user_list_shows_roles_and_states_and_never_a_hash(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cwd = db.dir().to_owned();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut c = alcove(&cwd);
+        c.env("DATABASE_URL", &db.url).args(args);
+        run(c, stdin)
+    };
+    for (email, role) in [
+        ("ada@example.com", "admin"),
+        ("rivers@example.com", "therapist"),
+        ("casey@example.com", "client"),
+    ] {
+        let (ok, out) = cli(
+            &[
+                "user", "create", "--email", email, "--name", "Some One", "--role", role,
+            ],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = cli(&["user", "disable", "--email", "casey@example.com"], None);
+    assert!(ok, "{out}");
+
+    let (ok, out) = cli(&["user", "list"], None);
+    assert!(ok, "{out}");
+    let line = |email: &str| {
+        out.lines()
+            .find(|l| l.contains(email))
+            .unwrap_or_else(|| panic!("{email} not listed: {out}"))
+            .to_owned()
+    };
+    assert!(
+        line("ada@example.com").contains("admin") && line("ada@example.com").contains("active")
+    );
+    assert!(line("rivers@example.com").contains("therapist"));
+    assert!(
+        line("casey@example.com").contains("client")
+            && line("casey@example.com").contains("disabled")
+    );
+    assert!(out.contains("3 account(s)"), "{out}");
+    assert!(!out.contains("$argon2"), "no password hash: {out}");
+    assert!(!out.contains(PASSWORD));
+
+    let (ok, out) = cli(&["user", "list", "--role", "therapist", "--json"], None);
+    assert!(ok, "{out}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["email"], "rivers@example.com");
+    assert_eq!(rows[0]["state"], "active");
+    assert!(rows[0].get("password_hash").is_none());
+}
+
+#[test]
+fn config_check_prints_the_effective_values_with_secrets_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = alcove(dir.path());
+    c.args(["config", "check"])
+        .env(
+            "DATABASE_URL",
+            "postgres://alcove:s3cret-db-pw@db.internal:5432/alcove",
+        )
+        .env(
+            "ALCOVE_REDIS_URL",
+            "redis://:s3cret-redis-pw@redis.internal:6379",
+        )
+        .env("ALCOVE_TURN_URLS", "turn:turn.example.org:3478")
+        .env("ALCOVE_TURN_SECRET", "s3cret-turn")
+        .env("ALCOVE_WEBHOOK_URLS", "https://hooks.example.org/alcove")
+        .env("ALCOVE_WEBHOOK_SECRET", "s3cret-hook")
+        .env("ALCOVE_SIGNAL_GRACE", "45s")
+        .args(["--listen", "0.0.0.0:9000"]);
+    let (ok, out) = run(c, None);
+    assert!(ok, "{out}");
+    for expect in [
+        "listen = 0.0.0.0:9000",
+        "signal_grace = 45s",
+        "database_url = postgres://alcove:***@db.internal:5432/alcove",
+        "redis_url = redis://:***@redis.internal:6379",
+        "turn_secret = (set, hidden)",
+        "webhook_secret = (set, hidden)",
+        "signing_keys = (none)",
+        "relay_only = false",
+    ] {
+        assert!(out.contains(expect), "{expect} in: {out}");
+    }
+    assert!(!out.contains("s3cret"), "a secret shown: {out}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "checking creates nothing"
+    );
+
+    // Invalid: exit status 1, naming the option.
+    let mut c = alcove(dir.path());
+    c.args(["config", "check"]).env("ALCOVE_RELAY_ONLY", "true");
+    let (ok, out) = run(c, None);
+    assert!(!ok, "{out}");
+    assert!(out.contains("ALCOVE_RELAY_ONLY"), "{out}");
+    let mut c = alcove(dir.path());
+    c.args(["config", "check"])
+        .env("ALCOVE_SIGNAL_GRACE", "soon");
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_makes_a_consistent_copy_while_the_server_runs() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let cwd = db.dir().to_owned();
+    let url = db.url.clone();
+    let app = spawn_app_on(db, |_| {}).await;
+    app.client("Casey Backup").await;
+    let copy = cwd.join("alcove-backup.db");
+    let mut c = alcove(&cwd);
+    c.env("DATABASE_URL", &url)
+        .args(["backup", "--to", copy.to_str().unwrap()]);
+    let (ok, out) = run(c, None);
+    assert!(ok, "{out}");
+    assert!(out.contains("integrity ok"), "{out}");
+    // The server kept running; the copy holds the account and opens as a database of its own.
+    app.get("/healthz", None).await.expect(200);
+    let restored = alcove::store::Db::connect(&format!("sqlite://{}", copy.display()), 1)
+        .await
+        .unwrap();
+    let alcove::store::Db::Sqlite(pool) = &restored else {
+        unreachable!()
+    };
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE display_name = 'Casey Backup'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(n, 1);
+    // Never over an existing file.
+    let mut c = alcove(&cwd);
+    c.env("DATABASE_URL", &url)
+        .args(["backup", "--to", copy.to_str().unwrap()]);
+    let (ok, out) = run(c, None);
+    assert!(!ok && out.contains("exists already"), "{out}");
+    // PostgreSQL: its own tools.
+    let pg = TestDb::new(Backend::Postgres).await;
+    let mut c = alcove(&cwd);
+    c.env("DATABASE_URL", &pg.url)
+        .args(["backup", "--to", cwd.join("pg.db").to_str().unwrap()]);
+    let (ok, out) = run(c, None);
+    assert!(!ok && out.contains("pg_dump"), "{out}");
+}
+
+/// Every option in the code (each environment variable of the command line, each key of
+/// the configuration) is in docs/configuration.md.
+#[test]
+fn the_configuration_reference_lists_every_option() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .unwrap();
+    for var in alcove::cli::known_env_vars() {
+        assert!(
+            doc.contains(&format!("`{var}`")),
+            "{var} is not in docs/configuration.md"
+        );
+    }
+    let config = serde_json::to_value(alcove::config::Config::default()).unwrap();
+    let mut keys: Vec<String> = config.as_object().unwrap().keys().cloned().collect();
+    // Secrets are not serialised; they are options all the same.
+    keys.extend(["turn_secret", "webhook_secret", "signing_keys"].map(String::from));
+    for key in keys {
+        assert!(
+            doc.contains(&format!("| `{key}` |")),
+            "configuration key {key} is not in docs/configuration.md"
+        );
+    }
 }

@@ -531,7 +531,12 @@ async fn a_therapist_on_one_node_and_a_client_on_another_meet_and_call() {
     assert_eq!(value(&ma, "alcove_redis_up"), 1.0);
     assert_eq!(value(&ma, "alcove_rooms{state=\"in_call\"}"), 1.0);
     for m in [&ma, &mb] {
-        for secret in [id.to_string(), t.id.to_string(), c.id.to_string(), c.email.clone()] {
+        for secret in [
+            id.to_string(),
+            t.id.to_string(),
+            c.id.to_string(),
+            c.email.clone(),
+        ] {
             assert!(!m.contains(secret.as_str()), "{secret} in /metrics");
         }
     }
