@@ -40,6 +40,10 @@ pub enum Command {
     /// Check a configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Ask the server on this machine whether it is up (GET /healthz on its listen
+    /// address): exit status 0 if it answers 200 within 3 s, 1 otherwise. For container
+    /// HEALTHCHECKs and service managers; the image needs no curl.
+    Healthcheck(Box<HealthcheckCmd>),
     /// Make a consistent copy of the SQLite database while the server runs (PostgreSQL:
     /// use pg_dump). Copy the signing keys (<data dir>/keys) beside it: tokens need them.
     Backup {
@@ -49,6 +53,16 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
+}
+
+/// `alcove healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckCmd {
+    #[command(flatten)]
+    pub serve: ServeCmd,
+    /// What to ask instead of this configuration's /healthz (e.g. http://127.0.0.1:8080/readyz)
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

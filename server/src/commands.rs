@@ -327,3 +327,36 @@ pub async fn backup(common: &CommonArgs, to: &std::path::Path) -> anyhow::Result
     );
     Ok(())
 }
+
+/// `alcove healthcheck`: GET this server's `/healthz` (or `--url`), 200 within 3 s or fail.
+pub async fn healthcheck(cmd: &crate::cli::HealthcheckCmd) -> anyhow::Result<()> {
+    let url = match &cmd.url {
+        Some(u) => u.clone(),
+        None => {
+            let config = Config::load(&cmd.serve.common, Some(&cmd.serve.serve))?;
+            let mut addr = config.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            format!("http://{addr}/healthz")
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?;
+    let status = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} does not answer"))?
+        .status();
+    if !status.is_success() {
+        bail!("{url} answered {status}");
+    }
+    println!("{url}: {status}");
+    Ok(())
+}

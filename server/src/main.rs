@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         Some(Command::Audit(alcove::cli::AuditCmd::Verify(c))) => c,
         Some(Command::Config(alcove::cli::ConfigCmd::Check(s))) => &s.common,
         Some(Command::Backup { common, .. }) => common,
+        Some(Command::Healthcheck(h)) => &h.serve.common,
     };
     if let Err(e) = telemetry::init(common.log_format.unwrap_or(LogFormat::Text)) {
         eprintln!("alcove: cannot set up logging: {e}");
@@ -62,6 +63,7 @@ async fn main() -> ExitCode {
         Some(Command::Audit(alcove::cli::AuditCmd::Verify(c))) => commands::audit_verify(&c).await,
         Some(Command::Config(alcove::cli::ConfigCmd::Check(s))) => commands::config_check(&s),
         Some(Command::Backup { common, to }) => commands::backup(&common, &to).await,
+        Some(Command::Healthcheck(h)) => commands::healthcheck(&h).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,6 +157,70 @@ async fn two_webrtc_peers_meet_through_the_waiting_room(backend: Backend) {
     );
 }
 
+/// The deployed coturn configuration denies relaying to internal addresses (the class of
+/// CVE-2020-26262): two relay-only peers whose relayed addresses are on loopback cannot be
+/// connected through it, and coturn says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_turn_relay_refuses_to_reach_loopback_peers() {
+    let turn = Coturn::start_as_deployed();
+    let app = signalling_app(Backend::Sqlite, |c| {
+        c.turn_urls = vec![turn.url()];
+        c.turn_secret = Some(turn.secret.clone().into());
+        c.relay_only = true;
+    })
+    .await;
+    let (t, c, id) = pair(&app).await;
+    let mut th = RtcPeer::join(&app, &t, id).await;
+    let mut cl = RtcPeer::join(&app, &c, id).await;
+    th.expect("the client in the lobby", |m| match m {
+        ServerMessage::Lobby { waiting } if !waiting.is_empty() => Some(()),
+        _ => None,
+    })
+    .await;
+    th.send(&ClientMessage::Admit {
+        participant_id: cl.pid,
+    })
+    .await;
+    cl.expect("admitted", |m| {
+        matches!(m, ServerMessage::Admitted { .. }).then_some(())
+    })
+    .await;
+    cl.call(th.pid);
+    // Relay candidates are gathered (allocation works) but never connect.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    loop {
+        match tokio::time::timeout_at(deadline, cl.obs.recv()).await {
+            Ok(Some(Obs::State(RTCPeerConnectionState::Connected))) => {
+                panic!("connected through a relay to a loopback peer")
+            }
+            Ok(Some(Obs::State(RTCPeerConnectionState::Failed))) | Err(_) | Ok(None) => break,
+            Ok(Some(_)) => {}
+        }
+    }
+    let log = turn.log();
+    assert!(
+        log.contains("ALLOCATE processed, success"),
+        "relays were allocated: {log}"
+    );
+    let types = cl.candidate_types.lock().unwrap().clone();
+    assert!(
+        !types.is_empty() && types.iter().all(|t| *t == RTCIceCandidateType::Relay),
+        "{types:?}"
+    );
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("CREATE_PERMISSION") || l.contains("CHANNEL_BIND"))
+        .collect::<Vec<_>>();
+    assert!(
+        !refused.is_empty() && refused.iter().all(|l| !l.contains("success")),
+        "permissions to the loopback peer refused: {refused:#?}\n{log}"
+    );
+    assert!(
+        refused.iter().any(|l| l.contains("403") || l.contains("Forbidden")),
+        "refused as forbidden: {refused:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_only_call_through_a_real_coturn() {
     let turn = Coturn::start();

@@ -1,5 +1,6 @@
-//! A real coturn (Debian's `turnserver`) on loopback for one test, with a static auth
-//! secret. `allow-loopback-peers` is for tests only: deployments must not set it.
+//! A real coturn (Debian's `turnserver`) on loopback for one test, run with the deployment's
+//! configuration file (deploy/coturn/turnserver.conf). `allow-loopback-peers` and
+//! `allowed-peer-ip=127.0.0.1` are for tests only: deployments must not set them.
 
 use std::{
     net::{TcpListener, TcpStream, UdpSocket},
@@ -25,7 +26,17 @@ fn free_port() -> u16 {
 }
 
 impl Coturn {
+    /// coturn as deployed, but letting tests relay between peers on loopback.
     pub fn start() -> Coturn {
+        Self::start_with(true)
+    }
+
+    /// coturn exactly as deployed: no relaying to loopback or private addresses.
+    pub fn start_as_deployed() -> Coturn {
+        Self::start_with(false)
+    }
+
+    fn start_with(allow_loopback_peers: bool) -> Coturn {
         let bin = which("turnserver").expect(
             "coturn is required for the TURN tests and is not installed: apt-get install coturn (scripts/test installs it)",
         );
@@ -33,19 +44,39 @@ impl Coturn {
         let port = free_port();
         let secret = format!("test-secret-{}", uuid::Uuid::new_v4().simple());
         let base = 20000 + (u32::from(port) * 7 % 40000) as u16;
-        let conf = format!(
-            "listening-ip=127.0.0.1\nrelay-ip=127.0.0.1\nlistening-port={port}\nmin-port={base}\nmax-port={}\n\
-             realm=alcove-test\nuse-auth-secret\nstatic-auth-secret={secret}\nfingerprint\n\
-             allow-loopback-peers\nno-multicast-peers\nno-tls\nno-dtls\nno-cli\n\
-             userdb={d}/turndb\npidfile={d}/turnserver.pid\nlog-file={d}/turn.log\nsimple-log\nverbose\n",
-            base + 200,
-            d = dir.path().display()
+        // The deployment's own configuration (deploy/coturn/turnserver.conf), with only what
+        // a test on loopback needs changed on the command line (which coturn lets override
+        // the file): addresses and ports, the secret, no TLS, files in the test's folder,
+        // and loopback peers allowed (the deployment denies them: tests relay between two
+        // peers on 127.0.0.1).
+        let conf_path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/coturn/turnserver.conf"
         );
-        let conf_path = dir.path().join("turnserver.conf");
-        std::fs::write(&conf_path, conf).unwrap();
+        let d = dir.path().display();
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&conf_path)
+            .arg(conf_path)
+            .args([
+                "--listening-ip=127.0.0.1".to_owned(),
+                "--relay-ip=127.0.0.1".to_owned(),
+                format!("--listening-port={port}"),
+                format!("--min-port={base}"),
+                format!("--max-port={}", base + 200),
+                "--realm=alcove-test".to_owned(),
+                format!("--static-auth-secret={secret}"),
+                "--no-tls".to_owned(),
+                "--no-dtls".to_owned(),
+                format!("--userdb={d}/turndb"),
+                format!("--pidfile={d}/turnserver.pid"),
+                format!("--log-file={d}/turn.log"),
+                "--verbose".to_owned(),
+            ])
+            .args(if allow_loopback_peers {
+                &["--allow-loopback-peers", "--allowed-peer-ip=127.0.0.1"][..]
+            } else {
+                &[][..]
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
