@@ -100,8 +100,21 @@ mod therapists;
 mod ts;
 mod users;
 
-static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+/// The embedded migrations. Every migration only adds to the schema, so a binary one
+/// version behind runs on a database another node already migrated (a rolling upgrade):
+/// migrations applied but unknown to this binary are not an error.
+static SQLITE_MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
+    std::sync::LazyLock::new(|| {
+        let mut m = sqlx::migrate!("../migrations/sqlite");
+        m.set_ignore_missing(true);
+        m
+    });
+static POSTGRES_MIGRATOR: std::sync::LazyLock<sqlx::migrate::Migrator> =
+    std::sync::LazyLock::new(|| {
+        let mut m = sqlx::migrate!("../migrations/postgres");
+        m.set_ignore_missing(true);
+        m
+    });
 
 /// A connection pool to one of the two supported databases.
 #[derive(Clone, Debug)]
@@ -206,8 +219,13 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// The database answers and carries at least every migration this binary expects (a
+    /// newer node may have applied more during a rolling upgrade).
     pub fn ready(&self) -> bool {
-        self.applied_migration == Some(self.expected_migration)
+        self.database == "up"
+            && self
+                .applied_migration
+                .is_some_and(|v| v >= self.expected_migration)
     }
 }
 

@@ -6,7 +6,55 @@ use crate::on_both_backends;
 use reqwest::Method;
 use serde_json::Value;
 
-on_both_backends!(health_and_readiness);
+on_both_backends!(
+    health_and_readiness,
+    a_binary_one_version_behind_runs_on_a_database_a_newer_one_migrated
+);
+
+/// A rolling upgrade: a newer node migrated the database while this (older) one runs or
+/// restarts. It stays ready, and starts.
+async fn a_binary_one_version_behind_runs_on_a_database_a_newer_one_migrated(backend: Backend) {
+    let db = crate::helpers::TestDb::new(backend).await;
+    let url = db.url.clone();
+    let dir = db.dir().to_owned();
+    let app = crate::helpers::spawn_app_on(db, |_| {}).await;
+    let newer: i64 = 209_912_310_001;
+    let sql = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ($1, 'from a newer version', TRUE, $2, 0)";
+    match app.store() {
+        alcove::store::Db::Sqlite(p) => {
+            sqlx::query(sql)
+                .bind(newer)
+                .bind(vec![0u8; 48])
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        alcove::store::Db::Postgres(p) => {
+            sqlx::query(sql)
+                .bind(newer)
+                .bind(vec![0u8; 48])
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+    let r = app.get("/readyz", None).await.expect(200);
+    assert_eq!(r["applied_migration"], newer);
+    // The older binary starts on it (its migrations are there; the newer one is not its).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alcove"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &url)
+        .env("ALCOVE_DATA_DIR", dir.join("data"))
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 async fn health_and_readiness(backend: Backend) {
     let app = spawn_app(backend).await;

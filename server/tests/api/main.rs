@@ -8,6 +8,7 @@ mod appointments;
 mod auth;
 mod binary;
 mod cluster;
+mod deploy;
 mod directory;
 mod drain;
 mod health;

@@ -216,7 +216,9 @@ async fn the_deployed_turn_relay_refuses_to_reach_loopback_peers() {
         "permissions to the loopback peer refused: {refused:#?}\n{log}"
     );
     assert!(
-        refused.iter().any(|l| l.contains("403") || l.contains("Forbidden")),
+        refused
+            .iter()
+            .any(|l| l.contains("403") || l.contains("Forbidden")),
         "refused as forbidden: {refused:#?}"
     );
 }
