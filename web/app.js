@@ -6,6 +6,7 @@
 // cleanup function that runs when the route changes.
 
 import { h, replace, focusHeading, announce } from './lib/dom.js';
+import { onServiceTrouble } from './lib/http.js';
 import { currentUser, onAuthChange, logout, setIdleLimit } from './lib/auth.js';
 import { loadConfig, getConfig } from './lib/config.js';
 import { startIdleWatch } from './lib/idle.js';
@@ -184,6 +185,18 @@ async function signOut(reason = null) {
   navigate('/signin');
 }
 
+// ---- banner: the service away --------------------------------------------------------------
+
+function watchServiceTrouble() {
+  const el = h('div', { id: 'service-banner', class: 'global-banner service-banner', role: 'alert', hidden: true },
+    'We can\u2019t reach the service right now. Retrying\u2026 You do not need to do anything.');
+  document.body.prepend(el);
+  onServiceTrouble((on) => {
+    el.hidden = !on;
+    if (!on) announce('The service is back.');
+  });
+}
+
 // ---- banner: back to the call / someone is waiting ---------------------------------------
 
 function updateBanner() {
@@ -215,6 +228,7 @@ function updateBanner() {
 // ---- boot -----------------------------------------------------------------------------------
 
 async function boot() {
+  watchServiceTrouble();
   await loadConfig();
   const config = getConfig();
   setIdleLimit(config.idle_sign_out_seconds);

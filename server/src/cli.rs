@@ -291,6 +291,11 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub signal_grace: Option<Duration>,
 
+    /// Longest a request may take before it is answered 503 (a slow database) [default: 30s]
+    #[arg(long, env = "ALCOVE_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub request_timeout: Option<Duration>,
+
     /// Serve /metrics on this address only, not on the public listener (e.g. 127.0.0.1:9090)
     #[arg(long, env = "ALCOVE_METRICS_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]

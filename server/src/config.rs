@@ -219,6 +219,9 @@ pub struct Config {
     /// How long a new signalling connection has to send `hello`.
     #[serde(with = "duration")]
     pub signal_hello_timeout: Duration,
+    /// Longest a request may take before it is answered 503 `timeout`.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
     /// Serve `/metrics` on this address only (not on the public listener).
     pub metrics_listen: Option<SocketAddr>,
     /// On SIGTERM, the longest the drain takes before the process exits: connections are
@@ -304,6 +307,7 @@ impl Default for Config {
             signal_hello_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             metrics_listen: None,
+            request_timeout: Duration::from_secs(30),
             signal_ping_interval: Duration::from_secs(10),
             idle_sign_out: Duration::from_secs(15 * 60),
             node_id: "local".into(),
@@ -543,6 +547,25 @@ impl Config {
     /// The SQLite file used when no `DATABASE_URL` is given.
     pub fn default_sqlite_path(&self) -> PathBuf {
         self.data_dir.join("alcove.db")
+    }
+
+    /// The folder holding the SQLite database (its disk is watched for free space).
+    pub fn default_sqlite_dir(&self) -> PathBuf {
+        let file = match &self.database_url {
+            Some(url) => {
+                let u = url.expose();
+                let path = u
+                    .strip_prefix("sqlite://")
+                    .or_else(|| u.strip_prefix("sqlite:"))
+                    .unwrap_or(u);
+                PathBuf::from(path.split('?').next().unwrap_or(path))
+            }
+            None => self.default_sqlite_path(),
+        };
+        match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        }
     }
 
     pub fn keys_dir(&self) -> PathBuf {

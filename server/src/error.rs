@@ -157,13 +157,38 @@ impl ApiError {
 
     /// 500; `source` is logged, the client sees a generic message and the request id.
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        let source = source.into();
+        // The database failing is not a bug: a clear "unavailable, retry" (503).
+        if let Some(fault) = crate::store::fault_in(source.as_ref()) {
+            tracing::warn!(error = %source, "the database failed");
+            return Self::database(fault);
+        }
         let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "something went wrong on our side; the request id identifies it in our logs",
         );
-        e.source = Some(source.into());
+        e.source = Some(source);
         e
+    }
+
+    /// 503 for the database failing: `database_unavailable` (retry in 2 s) or
+    /// `storage_full` (nothing was written; reads still work).
+    pub fn database(fault: crate::store::Fault) -> Self {
+        match fault {
+            crate::store::Fault::Unavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the service cannot reach its database right now; nothing was changed; try again in a moment",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("2")),
+            crate::store::Fault::Full => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                "the service has run out of storage space; nothing was changed; reading still works, and the operators have been warned",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("60")),
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -233,6 +258,14 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(what) => {
                 tracing::debug!(constraint = %what, "write refused by a constraint");
                 ApiError::conflict("conflict", "the change conflicts with existing data")
+            }
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                ApiError::database(crate::store::Fault::Unavailable)
+            }
+            StoreError::Full(e) => {
+                tracing::error!(error = %e, "the database's disk is full");
+                ApiError::database(crate::store::Fault::Full)
             }
             StoreError::Sqlx(e) => ApiError::internal(e),
         }

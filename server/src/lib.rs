@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod db_health;
 pub mod domain;
 pub mod error;
 pub mod expiring;

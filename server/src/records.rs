@@ -4,15 +4,19 @@
 
 use crate::{
     config::Config,
-    store::{AuditEntry, Db, NewDelivery, QualityRecord, RecordEvent, Ts},
+    db_health::DbHealth,
+    store::{AuditEntry, Db, NewDelivery, QualityRecord, RecordEvent, StoreError, Ts},
 };
 use alcove_signaling::{EventKind, EventSink, PeerRole, SessionEvent, Stats};
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use jiff::{SignedDuration, Timestamp};
 use secrecy::ExposeSecret as _;
 use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 use tokio::sync::Notify;
@@ -100,7 +104,30 @@ pub struct RecordSink {
     paths: Mutex<HashMap<(Uuid, Uuid), String>>,
     /// Wakes the webhook dispatcher.
     pub webhooks_due: Arc<Notify>,
+    /// Whether the database answers.
+    health: Arc<DbHealth>,
+    /// Events that could not be written (the database away), oldest first, written when
+    /// it is back; while any wait here, new ones queue behind them, in order.
+    backlog: Mutex<VecDeque<Pending>>,
+    /// The backlog is being written now (new events still queue).
+    flushing: AtomicBool,
+    /// Events lost: the backlog was full.
+    lost: AtomicU64,
 }
+
+/// A session-record event waiting to be written.
+#[derive(Debug, Clone)]
+struct Pending {
+    session_id: Uuid,
+    at: Ts,
+    event: RecordEvent,
+    audit: AuditEntry,
+    hooks: Vec<NewDelivery>,
+}
+
+/// Events kept while the database is away: a few hours of a busy node's rooms opening,
+/// admitting and ending. Past this, new events are lost (and counted, and logged).
+const BACKLOG_MAX: usize = 10_000;
 
 impl std::fmt::Debug for RecordSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,8 +138,12 @@ impl std::fmt::Debug for RecordSink {
 }
 
 impl RecordSink {
-    pub fn new(db: Db, config: &Config) -> Self {
+    pub fn new(db: Db, config: &Config, health: Arc<DbHealth>) -> Self {
         Self {
+            health,
+            backlog: Mutex::new(VecDeque::new()),
+            flushing: AtomicBool::new(false),
+            lost: AtomicU64::new(0),
             db,
             node_id: config.node_id.clone(),
             webhook_urls: config.webhook_urls.clone(),
@@ -403,27 +434,126 @@ impl EventSink for RecordSink {
                 )
             }
         };
-        let has_hooks = !hooks.is_empty();
-        // A write that fails (the database busy or briefly away) is tried again a few times;
-        // the session itself goes on either way: people in a call come before the record.
+        self.write_or_keep(Pending {
+            session_id,
+            at,
+            event,
+            audit: entry,
+            hooks,
+        })
+        .await;
+    }
+}
+
+impl RecordSink {
+    /// Write an event, or keep it for when the database is back. A write that fails for
+    /// another reason is tried again a few times; the session goes on either way: people
+    /// in a call come before the record.
+    async fn write_or_keep(&self, p: Pending) {
+        if self.health.is_down()
+            || self.flushing.load(Ordering::Acquire)
+            || !self.backlog.lock().expect("backlog lock").is_empty()
+        {
+            self.keep(p);
+            return;
+        }
         for attempt in 1..=3 {
-            match self
-                .db
-                .record_session_event(session_id, at, &event, Some(&entry), &hooks)
-                .await
-            {
-                Ok(()) => break,
+            match self.write(&p).await {
+                Ok(()) => return,
+                Err(StoreError::Unavailable(_) | StoreError::Full(_)) => {
+                    self.health.mark_down();
+                    self.keep(p);
+                    return;
+                }
                 Err(err) if attempt < 3 => {
-                    tracing::warn!(error = %err, %session_id, attempt, "writing the session record failed; retrying");
+                    tracing::warn!(error = %err, session_id = %p.session_id, attempt, "writing the session record failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, %session_id, "writing the session record failed; the event is lost");
+                    tracing::error!(error = %err, session_id = %p.session_id, "writing the session record failed; the event is lost");
                 }
             }
         }
-        if has_hooks {
+    }
+
+    async fn write(&self, p: &Pending) -> Result<(), StoreError> {
+        self.db
+            .record_session_event(p.session_id, p.at, &p.event, Some(&p.audit), &p.hooks)
+            .await?;
+        if !p.hooks.is_empty() {
             self.webhooks_due.notify_one();
+        }
+        Ok(())
+    }
+
+    fn keep(&self, p: Pending) {
+        let mut backlog = self.backlog.lock().expect("backlog lock");
+        if backlog.len() >= BACKLOG_MAX {
+            let n = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == 1 || n.is_power_of_two() {
+                tracing::error!(lost = n, session_id = %p.session_id, "the database has been away too long: session-record events are being lost");
+            }
+            return;
+        }
+        if backlog.is_empty() {
+            tracing::warn!(session_id = %p.session_id, "the database is away: session-record events are kept in memory until it is back");
+        }
+        backlog.push_back(p);
+    }
+
+    /// Events waiting for the database.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.lock().expect("backlog lock").len()
+    }
+
+    /// Write what waits, in order, while the database answers.
+    async fn flush_backlog(&self) {
+        if self.health.is_down() || self.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut written = 0;
+        loop {
+            let Some(p) = self.backlog.lock().expect("backlog lock").pop_front() else {
+                break;
+            };
+            match self.write(&p).await {
+                Ok(()) => written += 1,
+                Err(StoreError::Unavailable(_) | StoreError::Full(_)) => {
+                    self.backlog.lock().expect("backlog lock").push_front(p);
+                    self.health.mark_down();
+                    break;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, session_id = %p.session_id, "writing a kept session-record event failed; it is lost");
+                }
+            }
+        }
+        self.flushing.store(false, Ordering::Release);
+        if written > 0 {
+            tracing::info!(
+                events = written,
+                waiting = self.backlog_len(),
+                "session-record events kept during the database's absence are written"
+            );
+        }
+    }
+}
+
+/// Write the events kept while the database was away, as soon as it is back.
+pub async fn run_backlog(sink: Arc<RecordSink>, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                // A last try (a drain with the database back).
+                sink.flush_backlog().await;
+                let left = sink.backlog_len();
+                if left > 0 {
+                    tracing::error!(events = left, "stopping with session-record events the database never took: they are lost");
+                }
+                return;
+            }
+            _ = tick.tick() => sink.flush_backlog().await,
         }
     }
 }

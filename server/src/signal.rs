@@ -227,6 +227,7 @@ pub fn joinable(
 /// The server's [`JoinVerifier`]: checks join tokens against keys and the database.
 pub struct Verifier {
     pub db: Db,
+    pub db_health: Arc<crate::db_health::DbHealth>,
     pub jwt: Jwt,
     pub config: Arc<Config>,
     pub used: UsedTokens,
@@ -263,6 +264,11 @@ impl JoinVerifier for Verifier {
             .jwt
             .verify(token, SIGNAL_AUDIENCE)
             .map_err(|e| JoinRefusal::InvalidToken(e.to_string()))?;
+        // A database known to be down: a clear "try again" at once (before the token is
+        // spent), never a wait.
+        if self.db_health.is_down() {
+            return Err(JoinRefusal::Unavailable(TRY_AGAIN.into()));
+        }
         let first = self
             .used
             .first_use(claims.jti, claims.exp)

@@ -4,6 +4,7 @@
 use crate::{
     auth::{Jwt, KeySet, LoginThrottle, Passwords, throttle::Limits},
     config::{Config, display_path},
+    db_health::DbHealth,
     expiring::{Expiring, KeyedHash, MemoryExpiring},
     http,
     metrics::{Metrics, ObservedSink},
@@ -78,14 +79,16 @@ impl Application {
             ),
             None => (Arc::new(MemoryExpiring::default()), KeyedHash::random()?),
         };
+        let db_health = DbHealth::new();
         let verifier = Verifier {
+            db_health: db_health.clone(),
             db: db.clone(),
             jwt: jwt.clone(),
             config: config.clone(),
             used: UsedTokens::new(expiring.clone()),
             ice: ice.clone(),
         };
-        let sink = Arc::new(RecordSink::new(db.clone(), &config));
+        let sink = Arc::new(RecordSink::new(db.clone(), &config, db_health.clone()));
         let metrics = Metrics::new();
         // Room events go to the session record, with the metrics watching.
         let observed: Arc<ObservedSink<RecordSink>> = Arc::new(ObservedSink {
@@ -167,6 +170,7 @@ impl Application {
         };
         let state = AppState {
             metrics,
+            db_health,
             db,
             jwt,
             hub,
@@ -223,7 +227,18 @@ impl Application {
         let hub = self.state.hub.clone();
         let config = self.state.config.clone();
         let stop = CancellationToken::new();
+        let sqlite_dir = match &db {
+            crate::store::Db::Sqlite(_) => Some(self.state.config.default_sqlite_dir()),
+            crate::store::Db::Postgres(_) => None,
+        };
         let tasks = [
+            tokio::spawn(
+                self.state
+                    .db_health
+                    .clone()
+                    .run(db.clone(), sqlite_dir, stop.clone()),
+            ),
+            tokio::spawn(records::run_backlog(self.sink.clone(), stop.clone())),
             tokio::spawn(records::run_heartbeat(self.sink.clone(), stop.clone())),
             tokio::spawn(records::run_purge(db.clone(), config.clone(), stop.clone())),
             tokio::spawn(records::run_webhooks(

@@ -32,6 +32,8 @@ pub struct AppState {
     pub hub: alcove_signaling::Hub,
     /// What `/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the database answers (watched all the time), and the disk under SQLite.
+    pub db_health: Arc<crate::db_health::DbHealth>,
     /// Mints ICE servers and TURN credentials.
     pub ice: crate::signal::IceMinter,
 }

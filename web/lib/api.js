@@ -47,6 +47,12 @@ export async function download(path, filename) {
 export function describeError(err) {
   if (!(err instanceof ApiError)) return 'Something went wrong. Please try again.';
   if (err.code === 'network') return err.detail;
+  if (err.code === 'database_unavailable' || err.code === 'timeout' || err.code === 'server_busy') {
+    return 'We can\u2019t reach the service right now. Nothing was changed. Please try again in a moment.';
+  }
+  if (err.code === 'storage_full') {
+    return 'The service cannot save anything right now. Nothing was changed. Please try again later; we have been told.';
+  }
   if (err.status >= 500) {
     return `Something went wrong on our side. Please try again in a moment.${err.requestId ? ` (Reference: ${err.requestId})` : ''}`;
   }

@@ -26,11 +26,69 @@ export class ApiError extends Error {
   }
 }
 
+// ---- the service being away ------------------------------------------------------------
+// When the service cannot answer (its database away, a restart, the network), requests
+// that only read are tried again by themselves, and the page says so meanwhile; a change
+// (POST, PUT, …) is never sent twice by itself: the person is told and tries again.
+
+/** Problem codes that mean "the service is away for a moment; try again". */
+const TRANSIENT = new Set(['database_unavailable', 'timeout', 'server_busy', 'storage_full', 'network']);
+/** Delays between tries of a read (ms), at least the server's Retry-After. */
+const RETRY_DELAYS = [500, 1000, 2000, 4000, 8000, 8000];
+
+const troubleListeners = new Set();
+let inTrouble = false;
+
+/** Call `fn(true)` when the service stops answering and `fn(false)` when it is back. */
+export function onServiceTrouble(fn) {
+  troubleListeners.add(fn);
+  return () => troubleListeners.delete(fn);
+}
+
+function setTrouble(on) {
+  if (on === inTrouble) return;
+  inTrouble = on;
+  for (const fn of troubleListeners) {
+    try { fn(on); } catch { /* a listener's failure is its own */ }
+  }
+}
+
+/** Whether an error means the service is away for a moment. */
+export function isTransient(err) {
+  return err instanceof ApiError && TRANSIENT.has(err.code);
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
 /**
  * Send a request. `body` is sent as JSON; `token` adds the bearer header; `raw: true`
- * returns the Response (for downloads). Resolves to parsed JSON, or null for 204.
+ * returns the Response (for downloads). Resolves to parsed JSON, or null for 204. A read
+ * (GET, HEAD) that meets a service away for a moment is tried again by itself (about 20 s
+ * in all); a change is not (`retries: 0` turns retrying off for a read too).
  */
-export async function request(path, { method = 'GET', body, token, raw = false, signal, query } = {}) {
+export async function request(path, opts = {}) {
+  const method = (opts.method || 'GET').toUpperCase();
+  const reads = method === 'GET' || method === 'HEAD';
+  const retries = opts.retries ?? (reads ? RETRY_DELAYS.length : 0);
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      const out = await requestOnce(path, opts);
+      setTrouble(false);
+      return out;
+    } catch (err) {
+      if (!isTransient(err)) {
+        if (err instanceof ApiError && err.status > 0 && err.status < 500) setTrouble(false);
+        throw err;
+      }
+      setTrouble(true);
+      if (attempt >= retries || (opts.signal && opts.signal.aborted)) throw err;
+      const asked = Number(err.retryAfter) * 1000;
+      await sleep(Math.max(RETRY_DELAYS[Math.min(attempt, RETRY_DELAYS.length - 1)], Number.isFinite(asked) ? Math.min(asked, 8000) : 0));
+    }
+  }
+}
+
+async function requestOnce(path, { method = 'GET', body, token, raw = false, signal, query } = {}) {
   let url = path.startsWith('/api/') || path.startsWith('http') ? path : `${API}${path}`;
   if (query) {
     const params = new URLSearchParams();

@@ -109,7 +109,14 @@ impl FromRequestParts<AppState> for AuthUser {
             jiff::Timestamp::now() - jiff::SignedDuration::try_from(touch).unwrap_or_default(),
         );
         if su.last_used_at < unless_after {
-            state.db.touch_session(claims.sid, unless_after).await?;
+            match state.db.touch_session(claims.sid, unless_after).await {
+                Ok(_) => {}
+                // Noting the use is bookkeeping: a full disk must not stop reads.
+                Err(crate::store::StoreError::Full(e)) => {
+                    tracing::warn!(error = %e, "could not note a sign-in's use: the disk is full");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(AuthUser {
             id: su.user.id,

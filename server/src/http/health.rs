@@ -39,7 +39,27 @@ async fn healthz() -> axum::Json<Health> {
         (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Readiness>> {
-    let mut r = state.db.readiness().await;
+    let mut r = if state.db_health.is_down() {
+        // Known down: say so at once, without waiting on the pool.
+        Readiness {
+            database: "down",
+            applied_migration: None,
+            expected_migration: 0,
+            redis: None,
+            disk_free_bytes: None,
+            disk: None,
+        }
+    } else {
+        state.db.readiness().await
+    };
+    if let Some(free) = state.db_health.free_bytes() {
+        r.disk_free_bytes = Some(free);
+        r.disk = Some(if state.db_health.disk_low() {
+            "low"
+        } else {
+            "ok"
+        });
+    }
     let mut redis_down = None;
     if let Some(conn) = &state.redis {
         match crate::redis_store::ping(conn).await {
@@ -58,7 +78,9 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Readiness
     if draining {
         why.push("draining: this server is stopping".to_owned());
     }
-    if !r.ready() {
+    if r.database == "down" {
+        why.push("database down".to_owned());
+    } else if !r.ready() {
         why.push(format!(
             "database {}; migration {} applied of {} expected",
             r.database,

@@ -43,9 +43,6 @@ use utoipa_axum::router::OpenApiRouter;
 /// Largest JSON body the API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Longest a request may take before it is answered 503.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -121,6 +118,10 @@ pub fn router(state: AppState) -> Router {
     .merge(metrics_route(&state))
     .fallback(web::serve)
     .layer(middleware::from_fn_with_state(
+        state.db_health.clone(),
+        crate::db_health::gate,
+    ))
+    .layer(middleware::from_fn_with_state(
         state.metrics.clone(),
         crate::metrics::track,
     ))
@@ -138,7 +139,7 @@ pub fn router(state: AppState) -> Router {
     }))
     .layer(TimeoutLayer::with_status_code(
         StatusCode::SERVICE_UNAVAILABLE,
-        REQUEST_TIMEOUT,
+        state.config.request_timeout,
     ))
     .layer(
         TraceLayer::new_for_http()
@@ -270,6 +271,10 @@ async fn errors_as_problems(req: Request, next: Next) -> Response {
         _ => ("bad_request", "the request could not be processed"),
     };
     let mut out = problem_response(status, code, detail.into(), Vec::new());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        out.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    }
     for (name, value) in res.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());

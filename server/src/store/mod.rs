@@ -149,12 +149,89 @@ pub enum StoreError {
     Conflict(String),
     #[error("not found")]
     NotFound,
+    /// The database cannot be reached or answer now (down, restarting, too slow, busy).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    /// The disk under the database is full: writes fail, reads work.
+    #[error("the database's disk is full: {0}")]
+    Full(sqlx::Error),
     #[error(transparent)]
     Sqlx(sqlx::Error),
 }
 
+/// A failure of the database itself rather than of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Down, restarting, unreachable, too slow or too busy: try again shortly.
+    Unavailable,
+    /// No space left for writes.
+    Full,
+}
+
+/// Whether `e` is the database failing (rather than the query): which way.
+pub fn fault_of(e: &sqlx::Error) -> Option<Fault> {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => Some(Fault::Unavailable),
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLite's extended result code; the primary code is its low byte.
+                let n: i32 = code.parse().ok()?;
+                return match n & 0xff {
+                    13 => Some(Fault::Full),                // SQLITE_FULL
+                    5 | 6 | 10 => Some(Fault::Unavailable), // BUSY, LOCKED, IOERR
+                    _ => None,
+                };
+            }
+            // PostgreSQL SQLSTATE: connection exceptions, the server shutting down or
+            // refusing connections, out of resources.
+            match &*code {
+                "53100" => Some(Fault::Full), // disk_full
+                "53000" | "53200" | "53300" | "57P01" | "57P02" | "57P03" | "57014" => {
+                    Some(Fault::Unavailable)
+                }
+                c if c.starts_with("08") => Some(Fault::Unavailable),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The fault, if any error in `e`'s chain is the database failing.
+pub fn fault_in(e: &(dyn std::error::Error + 'static)) -> Option<Fault> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(s) = err.downcast_ref::<StoreError>() {
+            match s {
+                StoreError::Unavailable(_) => return Some(Fault::Unavailable),
+                StoreError::Full(_) => return Some(Fault::Full),
+                StoreError::Sqlx(e) => return fault_of(e),
+                _ => {}
+            }
+        }
+        if let Some(e) = err.downcast_ref::<sqlx::Error>()
+            && let Some(f) = fault_of(e)
+        {
+            return Some(f);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        match fault_of(&e) {
+            Some(Fault::Unavailable) => return StoreError::Unavailable(e),
+            Some(Fault::Full) => return StoreError::Full(e),
+            None => {}
+        }
         if let Some(db) = e.as_database_error() {
             use sqlx::error::ErrorKind::*;
             if matches!(db.kind(), UniqueViolation | ExclusionViolation) {
@@ -216,6 +293,13 @@ pub struct Readiness {
     /// `up` or `down` when several nodes share Redis; absent on a single node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<&'static str>,
+    /// SQLite: free bytes on the disk under the database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    /// SQLite: `ok`, or `low` under 64 MiB free (writes will fail when it runs out; the
+    /// server stays ready: reads work).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<&'static str>,
 }
 
 impl Readiness {
@@ -251,6 +335,12 @@ impl Db {
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(20))
+                // A COMMIT that failed (a full disk) can leave a connection that believes
+                // it is still in a transaction (SQLite rolled it back by itself): such a
+                // connection is closed rather than handed out again.
+                .before_acquire(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
                 .connect_with(opts)
                 .await
                 .context("opening the SQLite database")?;
@@ -259,9 +349,14 @@ impl Db {
             let opts = PgConnectOptions::from_str(url)
                 .context("DATABASE_URL: not a valid postgres:// URL")?
                 .application_name("alcove");
+            // A database that went away costs a request one second at most (then 503
+            // database_unavailable; see db_health), never the pool's default half minute.
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(Duration::from_secs(1))
+                .before_acquire(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
                 .connect_with(opts)
                 .await
                 .context("connecting to PostgreSQL")?;
@@ -269,6 +364,11 @@ impl Db {
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite:// or postgres://")
         }
+    }
+
+    /// One trivial query: the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }
 
     /// The connection pool: (connections open, of which idle).
@@ -321,6 +421,8 @@ impl Db {
             applied_migration,
             expected_migration: expected,
             redis: None,
+            disk_free_bytes: None,
+            disk: None,
         }
     }
 

@@ -703,6 +703,7 @@ async fn redis_lost_mid_session_is_reported_and_signalling_recovers_by_itself() 
 
     // Redis dies (and comes back empty: it keeps nothing on disk).
     redis.kill9();
+    let died = std::time::Instant::now();
     for n in [a, b] {
         readyz_until(n, "Redis down", |status, body| {
             status == 503
@@ -711,6 +712,7 @@ async fn redis_lost_mid_session_is_reported_and_signalling_recovers_by_itself() 
         })
         .await;
     }
+    let noticed = died.elapsed();
     // Media and chat go on peer to peer.
     th.chat("can you still hear me?");
     cl.observe("chat during the outage", |o| {
@@ -758,13 +760,19 @@ async fn redis_lost_mid_session_is_reported_and_signalling_recovers_by_itself() 
 
     // Redis is back: ready again, and signalling across the nodes works by itself.
     redis.restart();
+    let back = std::time::Instant::now();
     for n in [a, b] {
         readyz_until(n, "ready", |status, body| {
             status == 200 && body["redis"] == "up"
         })
         .await;
     }
+    let ready = back.elapsed();
     renegotiate(&cluster, &th, &cl).await;
+    eprintln!(
+        "Redis lost: both nodes' /readyz said so within {noticed:?}; ready {ready:?} after it was back, an ICE restart across the nodes done {:?} after",
+        back.elapsed()
+    );
     // Neither was taken for gone meanwhile.
     while let Ok(m) = th.inbox.try_recv() {
         assert!(

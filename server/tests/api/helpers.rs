@@ -77,6 +77,15 @@ impl TestDb {
         }
     }
 
+    /// A database somewhere else (a test's own server): used as it is, never dropped.
+    pub fn at(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            pg_name: None,
+            _dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
     pub fn dir(&self) -> &std::path::Path {
         self._dir.path()
     }

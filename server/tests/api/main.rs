@@ -11,6 +11,7 @@ mod cluster;
 mod deploy;
 mod directory;
 mod drain;
+mod faults;
 mod health;
 mod metrics;
 mod peers;

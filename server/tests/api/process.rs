@@ -38,7 +38,11 @@ impl Api for ServerProcess {
 impl ServerProcess {
     /// Start `alcove` on a fresh database of `backend` at the most verbose log level.
     pub async fn start(backend: Backend, env: &[(&str, &str)]) -> ServerProcess {
-        let test_db = TestDb::new(backend).await;
+        Self::start_on(TestDb::new(backend).await, env).await
+    }
+
+    /// Start `alcove` on the given database.
+    pub async fn start_on(test_db: TestDb, env: &[(&str, &str)]) -> ServerProcess {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
