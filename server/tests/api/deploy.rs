@@ -1,9 +1,8 @@
 //! The files of `deploy/`, checked by what runs here: the YAML parses, every command and
 //! environment variable they give the server is one the binary knows and accepts (through
 //! `alcove config check`), probes and timeouts fit the drain, `systemd-analyze` verifies
-//! the unit, Caddy validates its configuration. (The coturn file is the one the TURN tests
-//! run: see turn.rs.) A container engine cannot run here, so the Dockerfile is checked
-//! statically.
+//! the unit, Caddy validates its configuration, and the image is built and run by a Docker
+//! daemon of the test's own. (The coturn file is the one the TURN tests run: see turn.rs.)
 
 use clap::Parser as _;
 use serde::Deserialize as _;
@@ -453,4 +452,256 @@ fn the_dockerfile_builds_the_binary_and_runs_it_unprivileged() {
         .unwrap()
         .trim();
     assert!(env["ALCOVE_LISTEN"].ends_with(&format!(":{exposed}")));
+}
+
+/// A Docker daemon of the test's own (Debian's docker.io): its own data folder and socket,
+/// no bridge and no iptables rules (it touches nothing of the host's networking), stopped
+/// by its pid.
+struct Dockerd {
+    child: std::process::Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let uid = Command::new("id").arg("-u").output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&uid.stdout).trim(),
+            "0",
+            "the image test runs a Docker daemon: it needs root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let child = Command::new("dockerd")
+            .args(["--iptables=false", "--ip-forward=false", "--bridge=none"])
+            .args(["--storage-driver=vfs", "--data-root"])
+            .arg(dir.path().join("root"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("docker.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dockerd runs (Debian's docker.io; scripts/test installs it)");
+        let d = Dockerd {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !d.docker(&["info"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dockerd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("the docker client runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status, if it answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Debian bookworm (minbase) as a tarball, made with debootstrap from Debian's mirror
+/// once per machine (registries of images are not reachable here; Debian's is).
+fn debian_base() -> PathBuf {
+    let cache = Path::new("/var/cache/alcove-tests");
+    let tar = cache.join("debian-bookworm-minbase.tar");
+    if tar.is_file() {
+        return tar;
+    }
+    std::fs::create_dir_all(cache).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(root.path())
+        .arg("http://deb.debian.org/debian")
+        .output()
+        .expect("debootstrap runs (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "debootstrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let part = cache.join(format!(
+        "debian-bookworm-minbase.tar.{}",
+        std::process::id()
+    ));
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .arg("-cf")
+        .arg(&part)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tar of the Debian base");
+    std::fs::rename(&part, &tar).unwrap();
+    tar
+}
+
+/// The image, built and run for real: the Dockerfile's run stage, verbatim, on a Debian
+/// base made here (its `FROM debian:bookworm-slim` resolves to it), with the binary just
+/// built standing in for its build stage (which needs the Rust image from Docker Hub, not
+/// reachable here). It runs as uid 10001, serves, turns healthy through its HEALTHCHECK,
+/// and `docker stop` drains it to exit status 0.
+#[test]
+fn the_image_builds_and_runs_unprivileged_healthy_and_drains_on_stop() {
+    let docker = Dockerd::start();
+    let base = debian_base();
+    docker.ok(&["import", base.to_str().unwrap(), "debian:bookworm-slim"]);
+    let ctx = tempfile::tempdir().unwrap();
+    let ok = Command::new("strip")
+        .arg("-o")
+        .arg(ctx.path().join("alcove"))
+        .arg(env!("CARGO_BIN_EXE_alcove"))
+        .status()
+        .expect("strip (binutils) runs")
+        .success();
+    assert!(ok, "strip");
+    let dockerfile = read("Dockerfile");
+    let lines: Vec<&str> = dockerfile.lines().collect();
+    let run_stage = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("FROM "))
+        .nth(1)
+        .expect("a run stage")
+        .0;
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM scratch AS build\nCOPY alcove /alcove\n\n{}\n",
+            lines[run_stage..].join("\n")
+        ),
+    )
+    .unwrap();
+    docker.ok(&[
+        "build",
+        "--network",
+        "host",
+        "-t",
+        "alcove-image-test",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        docker.ok(&[
+            "inspect",
+            "--format",
+            "{{.Config.User}}",
+            "alcove-image-test"
+        ]),
+        "10001:10001"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let name = format!("alcove-image-test-{}", std::process::id());
+    docker.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--name",
+        &name,
+        "-e",
+        &format!("ALCOVE_LISTEN=127.0.0.1:{port}"),
+        "alcove-image-test",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = http_status(port, "/healthz") {
+            assert_eq!(status, 200);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container does not answer: {}",
+            docker.ok(&["logs", &name])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        docker.ok(&["exec", &name, "id", "-u"]) == "10001",
+        "not root inside"
+    );
+    // Its HEALTHCHECK (`alcove healthcheck`) turns it healthy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = docker.ok(&["inspect", "--format", "{{.State.Health.Status}}", &name]);
+        if status == "healthy" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "health: {status}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // `docker stop` (SIGTERM) drains it: exit status 0.
+    docker.ok(&["stop", "-t", "30", &name]);
+    assert_eq!(
+        docker.ok(&["inspect", "--format", "{{.State.ExitCode}}", &name]),
+        "0"
+    );
+    let logs = docker.docker(&["logs", &name]);
+    let logs =
+        String::from_utf8_lossy(&logs.stdout).to_string() + &String::from_utf8_lossy(&logs.stderr);
+    assert!(logs.contains("draining"), "{logs}");
+    docker.ok(&["rm", &name]);
 }
