@@ -1713,7 +1713,7 @@ impl Router for RedisRouter {
                 if room.send_async(cmd).await.is_ok()
                     && let Ok(joined) = answer.await
                 {
-                    return Ok((RoomLink::Local(LocalLink(room)), joined));
+                    return Ok((RoomLink::Local(LocalLink::new(room)), joined));
                 }
                 continue;
             }
@@ -1780,7 +1780,7 @@ impl Router for RedisRouter {
 
     async fn relink(&self, appointment_id: Uuid) -> Option<RoomLink> {
         if let Some(tx) = self.owned_tx(appointment_id) {
-            return Some(RoomLink::Local(LocalLink(tx)));
+            return Some(RoomLink::Local(LocalLink::new(tx)));
         }
         self.room_exists(appointment_id)
             .await

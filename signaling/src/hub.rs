@@ -288,29 +288,36 @@ impl Hub {
             ice_expires.map(|at| start + refresh_delay(at, cfg.ice_refresh_margin));
         let timer = tokio::time::sleep_until(earliest(next_ping, next_refresh));
         tokio::pin!(timer);
+        // Made once and polled on every turn of the loop (not made anew each turn: each
+        // would register and unregister a waiter per message).
+        let killed = kill.notified();
+        tokio::pin!(killed);
+        let draining = drain.changed();
+        tokio::pin!(draining);
+        let mut outbox = rx.stream();
 
         loop {
             tokio::select! {
                 biased;
-                _ = kill.notified() => {
+                _ = &mut killed => {
                     let _ = send(&mut ws, &cfg, Frame::Close(Some((close::SLOW_CONSUMER, "slow consumer".into())))).await;
                     break;
                 }
-                _ = drain.changed() => {
+                _ = &mut draining => {
                     restart(&mut ws, &cfg).await;
                     break;
                 }
-                out = rx.recv_async() => match out {
-                    Ok(Outbound::Text(t)) => {
+                out = outbox.next() => match out {
+                    Some(Outbound::Text(t)) => {
                         if send(&mut ws, &cfg, Frame::Text(t.to_string())).await.is_err() {
                             break;
                         }
                     }
-                    Ok(Outbound::Close(why)) => {
+                    Some(Outbound::Close(why)) => {
                         let _ = send(&mut ws, &cfg, Frame::Close(Some((why.code(), why.reason().into())))).await;
                         break;
                     }
-                    Err(_) => break,
+                    None => break,
                 },
                 frame = ws.next() => {
                     last_seen = Instant::now();
@@ -510,9 +517,9 @@ impl Hub {
             let _ = send_error(ws, cfg, code, message).await;
             return Ok(());
         }
-        match room.message(pid, conn, msg.clone()).await {
+        match room.message(pid, conn, msg).await {
             Ok(()) => Ok(()),
-            Err(LinkError::Unavailable) => {
+            Err((LinkError::Unavailable, _)) => {
                 let _ = send_error(
                     ws,
                     cfg,
@@ -522,7 +529,7 @@ impl Hub {
                 .await;
                 Ok(())
             }
-            Err(LinkError::Gone) => {
+            Err((LinkError::Gone, msg)) => {
                 // The room may have moved to another node: once more, through its new link.
                 if let Some(next) = self.inner.router.relink(appointment_id).await {
                     *room = next;
@@ -598,6 +605,11 @@ const TYPES: &[&str] = &[
 
 /// Parse a text frame into a message, or say why not.
 fn parse(text: &str) -> Result<ClientMessage, validate::Refusal> {
+    // The usual case in one pass; what does not parse is looked at again, to say why.
+    if let Ok(msg) = serde_json::from_str::<ClientMessage>(text) {
+        crate::stats::message(msg.kind());
+        return Ok(msg);
+    }
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|_| (ErrorCode::MalformedMessage, "not a JSON object".to_owned()))?;
     let Some(kind) = value

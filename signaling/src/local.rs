@@ -8,8 +8,8 @@ use crate::{
     EventSink, JoinGrant, SessionEvent, SignalingConfig,
     room::{ConnSink, Effect, Joined, Room, RoomSnapshot},
     router::{
-        JoinCmd, JoinFailure, JoinRequest, LocalLink, Reply, RoomCmd, RoomLink, RoomTx, Router,
-        apply,
+        JoinCmd, JoinFailure, JoinRequest, LocalLink, Relay, Reply, RoomCmd, RoomLink, RoomTx,
+        Router, apply,
     },
 };
 use std::{
@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 struct RoomEntry {
     tx: RoomTx,
+    relay: Arc<Relay>,
     generation: u64,
 }
 
@@ -74,15 +75,19 @@ impl LocalRouter {
             let room = Room::restore(snap, &self.inner.cfg, now, |_| None);
             let (appointment_id, session_id) = (room.appointment_id, room.session_id);
             let (tx, rx) = flume::bounded(ROOM_QUEUE);
+            let relay = Arc::new(Relay::new(room.relay_max_queued()));
             let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
-            self.inner
-                .rooms
-                .lock()
-                .expect("rooms lock")
-                .insert(appointment_id, RoomEntry { tx, generation });
+            self.inner.rooms.lock().expect("rooms lock").insert(
+                appointment_id,
+                RoomEntry {
+                    tx,
+                    relay: relay.clone(),
+                    generation,
+                },
+            );
             self.inner.sink.adopted(session_id, appointment_id).await;
             tracing::info!(%appointment_id, %session_id, "session room carried on after a restart");
-            tokio::spawn(run_room(room, rx, self.inner.clone(), generation));
+            tokio::spawn(run_room(room, rx, relay, self.inner.clone(), generation));
         }
     }
 
@@ -115,7 +120,7 @@ impl LocalRouter {
     /// `verified`) predates the room's closure. The check is made under the rooms lock, and
     /// `end_room` marks the closure before it looks for the room, so a join racing a cancel
     /// either sees the mark or reaches a room that the cancel then ends.
-    fn room_for(&self, grant: &JoinGrant, verified: Instant) -> Option<RoomTx> {
+    fn room_for(&self, grant: &JoinGrant, verified: Instant) -> Option<LocalLink> {
         let mut rooms = self.inner.rooms.lock().expect("rooms lock");
         if self.closed_since(grant, verified) {
             return None;
@@ -123,20 +128,28 @@ impl LocalRouter {
         if let Some(e) = rooms.get(&grant.appointment_id)
             && !e.tx.is_disconnected()
         {
-            return Some(e.tx.clone());
+            return Some(LocalLink::with_relay(e.tx.clone(), e.relay.clone()));
         }
         let (tx, rx) = flume::bounded(ROOM_QUEUE);
         let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
         let room = Room::new(grant, &self.inner.cfg, Instant::now());
+        let relay = Arc::new(Relay::new(room.relay_max_queued()));
         rooms.insert(
             grant.appointment_id,
             RoomEntry {
                 tx: tx.clone(),
+                relay: relay.clone(),
                 generation,
             },
         );
-        tokio::spawn(run_room(room, rx, self.inner.clone(), generation));
-        Some(tx)
+        tokio::spawn(run_room(
+            room,
+            rx,
+            relay.clone(),
+            self.inner.clone(),
+            generation,
+        ));
+        Some(LocalLink::with_relay(tx, relay))
     }
 }
 
@@ -145,7 +158,7 @@ impl Router for LocalRouter {
     async fn join(&self, req: JoinRequest) -> Result<(RoomLink, Joined), JoinFailure> {
         // Twice: the room may finish between lookup and join; the second try opens anew.
         for _ in 0..2 {
-            let tx = self
+            let link = self
                 .room_for(&req.grant, req.verified)
                 .ok_or(JoinFailure::Closed)?;
             let (reply, answer) = oneshot::channel();
@@ -156,11 +169,11 @@ impl Router for LocalRouter {
                 reset: req.reset,
                 reply: Reply::Local(reply),
             }));
-            if tx.send_async(cmd).await.is_err() {
+            if link.tx.send_async(cmd).await.is_err() {
                 continue;
             }
             if let Ok(joined) = answer.await {
-                return Ok((RoomLink::Local(LocalLink(tx)), joined));
+                return Ok((RoomLink::Local(link), joined));
             }
         }
         Err(JoinFailure::Closed)
@@ -247,6 +260,7 @@ pub(crate) async fn record_events(room: &mut Room, sink: &dyn EventSink) {
 async fn run_room(
     mut room: Room,
     rx: flume::Receiver<Box<RoomCmd>>,
+    relay: Arc<Relay>,
     inner: Arc<Inner>,
     generation: u64,
 ) {
@@ -257,10 +271,15 @@ async fn run_room(
         let deadline = tokio::time::Instant::from_std(room.next_deadline());
         let mut replies = Vec::new();
         let mut handover = None;
+        let mut ack = None;
         tokio::select! {
             cmd = rx.recv_async() => match cmd {
                 Ok(cmd) => match *cmd {
                     RoomCmd::Handover(reply) => handover = Some(reply),
+                    RoomCmd::Acked(cmd, pending) => {
+                        ack = Some(pending);
+                        apply(&mut room, *cmd, &mut replies);
+                    }
                     cmd => apply(&mut room, cmd, &mut replies),
                 },
                 Err(flume::RecvError::Disconnected) => room.finish("server_shutdown"),
@@ -268,6 +287,7 @@ async fn run_room(
             _ = tokio::time::sleep_until(deadline) => room.tick(Instant::now()),
         }
         if let Some(reply) = handover {
+            relay.publish(Vec::new());
             record_events(&mut room, inner.sink.as_ref()).await;
             let _ = reply.send(room.snapshot("local", Instant::now()));
             tracing::info!(%appointment_id, %session_id, "session room handed over");
@@ -289,6 +309,12 @@ async fn run_room(
             if let Reply::Local(reply) = reply {
                 let _ = reply.send(joined);
             }
+        }
+        // Only now, with everything the command caused on its way: who can relay signals
+        // without the room, and that this connection's command is done.
+        relay.publish(room.relay_peers());
+        if let Some(pending) = ack {
+            pending.fetch_sub(1, Ordering::AcqRel);
         }
         if let Some(f) = room.finished() {
             tracing::info!(%appointment_id, %session_id, reason = ?f, "session room closed");

@@ -247,6 +247,22 @@ pub enum ServerMessage {
 // Debug output that never shows what must stay out of logs: tokens, credentials, SDP,
 // candidates (addresses) and what people wrote. A `?message` in a log line is then safe.
 
+impl ClientMessage {
+    /// The message's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Hello { .. } => "hello",
+            ClientMessage::Admit { .. } => "admit",
+            ClientMessage::Deny { .. } => "deny",
+            ClientMessage::Notice { .. } => "notice",
+            ClientMessage::Signal { .. } => "signal",
+            ClientMessage::Stats(_) => "stats",
+            ClientMessage::Leave => "leave",
+            ClientMessage::End => "end",
+        }
+    }
+}
+
 /// Stands for a hidden value in `Debug` output.
 struct Hidden(&'static str);
 

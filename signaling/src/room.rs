@@ -335,6 +335,37 @@ impl Room {
         self.finished.as_ref()
     }
 
+    /// Queued messages in a recipient's outbox past which signals to it are refused.
+    pub(crate) fn relay_max_queued(&self) -> usize {
+        self.relay_max_queued
+    }
+
+    /// The admitted members connected to this process, when two or more are: those between
+    /// whom signals can be relayed without the room's task (see [`crate::router::Relay`]).
+    pub(crate) fn relay_peers(&self) -> Vec<crate::router::RelayPeer> {
+        if self.finished.is_some() {
+            return Vec::new();
+        }
+        let peers: Vec<_> = self
+            .members
+            .iter()
+            .filter(|m| m.admitted())
+            .filter_map(|m| match &m.conn {
+                Some(Conn {
+                    id,
+                    sink: ConnSink::Local { tx, kill },
+                }) => Some(crate::router::RelayPeer {
+                    pid: m.pid,
+                    conn_id: *id,
+                    tx: tx.clone(),
+                    kill: kill.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        if peers.len() < 2 { Vec::new() } else { peers }
+    }
+
     pub fn take_effects(&mut self) -> Vec<Effect> {
         std::mem::take(&mut self.effects)
     }

@@ -13,11 +13,17 @@
 
 use crate::{
     JoinGrant,
-    protocol::{ClientMessage, ParticipantId},
-    room::{Conn, Joined, Room},
+    protocol::{ClientMessage, ParticipantId, ServerMessage},
+    room::{Conn, Joined, Outbound, Room},
 };
-use std::{sync::Arc, time::Instant};
-use tokio::sync::oneshot;
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Instant,
+};
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 /// A command for a room's task. Commands travel boxed: a channel's buffer keeps the capacity
@@ -42,6 +48,9 @@ pub(crate) enum RoomCmd {
     /// This node is stopping: give the room's state (to be carried on after the restart)
     /// and stop without ending it. One node only.
     Handover(oneshot::Sender<crate::room::RoomSnapshot>),
+    /// A command from a connection that relays its signals by [`Relay`]: once it is applied
+    /// and what it caused is sent, the count is taken down (one node only).
+    Acked(Box<RoomCmd>, Arc<AtomicU32>),
 }
 
 pub(crate) type RoomTx = flume::Sender<Box<RoomCmd>>;
@@ -105,9 +114,137 @@ pub enum RoomLink {
     Remote(Arc<dyn RemoteLink>),
 }
 
-/// The channel to a room's task in this process.
+/// The channel to a room's task in this process, and (one node) the short way for signals.
 #[derive(Clone)]
-pub struct LocalLink(pub(crate) RoomTx);
+pub struct LocalLink {
+    pub(crate) tx: RoomTx,
+    pub(crate) fast: Option<Fast>,
+}
+
+impl LocalLink {
+    /// A link whose every message goes through the room's task (a cluster's owned rooms).
+    pub(crate) fn new(tx: RoomTx) -> Self {
+        Self { tx, fast: None }
+    }
+
+    /// A link that relays signals by `relay` when it can (one node).
+    pub(crate) fn with_relay(tx: RoomTx, relay: Arc<Relay>) -> Self {
+        Self {
+            tx,
+            fast: Some(Fast {
+                relay,
+                pending: Arc::default(),
+            }),
+        }
+    }
+}
+
+/// One connection's short way: the room's relay table, and how many of this connection's
+/// commands the room's task has not finished yet.
+#[derive(Clone)]
+pub(crate) struct Fast {
+    relay: Arc<Relay>,
+    pending: Arc<AtomicU32>,
+}
+
+/// Who of a room is admitted and connected to this process, published by the room's task,
+/// so that a signal between two of them goes from the sender's connection task straight
+/// to the recipient's outbox, without a hop through the room's task (the hop that cost
+/// as much CPU as the rest of the relay; docs/BENCHMARKS.md).
+///
+/// The room still decides everything: its task publishes the table only after it has
+/// sent what its last command caused (a welcome, an admission, a replay of held signals
+/// comes first), a connection takes the short way only when the room has finished every
+/// command it sent before (so its own messages never overtake each other), and anything
+/// the table cannot settle (the sender in the waiting room, an unknown or reconnecting
+/// recipient, a recipient not keeping up) goes to the room, which answers as before.
+pub(crate) struct Relay {
+    peers: RwLock<Vec<RelayPeer>>,
+    max_queued: usize,
+}
+
+/// An admitted member with a connection on this node.
+#[derive(Clone)]
+pub(crate) struct RelayPeer {
+    pub pid: ParticipantId,
+    pub conn_id: u64,
+    pub tx: flume::Sender<Outbound>,
+    pub kill: Arc<Notify>,
+}
+
+impl Relay {
+    pub(crate) fn new(max_queued: usize) -> Self {
+        Self {
+            peers: RwLock::new(Vec::new()),
+            max_queued,
+        }
+    }
+
+    /// Replace the table if who is in it changed.
+    pub(crate) fn publish(&self, peers: Vec<RelayPeer>) {
+        let same = |a: &[RelayPeer]| {
+            a.len() == peers.len()
+                && a.iter()
+                    .zip(&peers)
+                    .all(|(x, y)| x.pid == y.pid && x.conn_id == y.conn_id)
+        };
+        if same(&self.peers.read().expect("relay lock")) {
+            return;
+        }
+        *self.peers.write().expect("relay lock") = peers;
+    }
+
+    /// Relay a signal if the table settles it (`None`); otherwise give it back for the room.
+    fn forward(
+        &self,
+        pid: ParticipantId,
+        conn_id: u64,
+        msg: ClientMessage,
+    ) -> Option<ClientMessage> {
+        let ClientMessage::Signal {
+            to,
+            description,
+            candidate,
+        } = msg
+        else {
+            return Some(msg);
+        };
+        let peers = self.peers.read().expect("relay lock");
+        let target = peers
+            .iter()
+            .any(|p| p.pid == pid && p.conn_id == conn_id)
+            .then(|| peers.iter().find(|p| p.pid == to && p.pid != pid))
+            .flatten()
+            .filter(|t| t.tx.len() < self.max_queued);
+        let Some(t) = target else {
+            return Some(ClientMessage::Signal {
+                to,
+                description,
+                candidate,
+            });
+        };
+        tracing::trace!(
+            from = %pid,
+            to = %to,
+            kind = description.as_ref().map_or("candidate", |d| d.kind.as_str()),
+            "signal relayed"
+        );
+        let text = serde_json::to_string(&ServerMessage::Signal {
+            from: pid,
+            description,
+            candidate,
+        })
+        .expect("server messages serialise");
+        match t.tx.try_send(Outbound::Text(text.into())) {
+            Ok(()) => {}
+            // As from the room: an outbox that is full stops its connection.
+            Err(flume::TrySendError::Full(_)) => t.kill.notify_one(),
+            // Gone since the table was published; the room learns it next.
+            Err(flume::TrySendError::Disconnected(_)) => {}
+        }
+        None
+    }
+}
 
 /// Sends a member's commands to a room owned elsewhere.
 #[async_trait::async_trait]
@@ -122,28 +259,58 @@ pub trait RemoteLink: Send + Sync {
 }
 
 impl RoomLink {
+    /// Send a member's message to its room; on failure the message comes back, to be sent
+    /// again through another link.
     pub(crate) async fn message(
         &self,
         pid: ParticipantId,
         conn: &Conn,
         msg: ClientMessage,
-    ) -> Result<(), LinkError> {
+    ) -> Result<(), (LinkError, ClientMessage)> {
         match self {
-            RoomLink::Local(LocalLink(tx)) => tx
-                .send_async(Box::new(RoomCmd::Msg {
+            RoomLink::Local(LocalLink { tx, fast }) => {
+                let mut msg = msg;
+                let mut ack = None;
+                if let Some(f) = fast {
+                    if f.pending.load(Ordering::Acquire) == 0 {
+                        match f.relay.forward(pid, conn.id, msg) {
+                            None => return Ok(()),
+                            Some(m) => msg = m,
+                        }
+                    }
+                    f.pending.fetch_add(1, Ordering::AcqRel);
+                    ack = Some(f.pending.clone());
+                }
+                let cmd = RoomCmd::Msg {
                     pid,
                     conn: conn.clone(),
                     msg,
-                }))
-                .await
-                .map_err(|_| LinkError::Gone),
-            RoomLink::Remote(r) => r.message(pid, conn, &msg).await,
+                };
+                let cmd = match ack {
+                    Some(pending) => RoomCmd::Acked(Box::new(cmd), pending),
+                    None => cmd,
+                };
+                tx.send_async(Box::new(cmd)).await.map_err(|e| {
+                    let cmd = match *e.into_inner() {
+                        RoomCmd::Acked(cmd, pending) => {
+                            pending.fetch_sub(1, Ordering::AcqRel);
+                            *cmd
+                        }
+                        cmd => cmd,
+                    };
+                    match cmd {
+                        RoomCmd::Msg { msg, .. } => (LinkError::Gone, msg),
+                        _ => unreachable!("a message was sent"),
+                    }
+                })
+            }
+            RoomLink::Remote(r) => r.message(pid, conn, &msg).await.map_err(|e| (e, msg)),
         }
     }
 
     pub(crate) async fn disconnected(&self, pid: ParticipantId, conn_id: u64) {
         let _ = match self {
-            RoomLink::Local(LocalLink(tx)) => tx
+            RoomLink::Local(LocalLink { tx, .. }) => tx
                 .send_async(Box::new(RoomCmd::Disconnected { pid, conn_id }))
                 .await
                 .map_err(|_| LinkError::Gone),
@@ -211,6 +378,12 @@ pub(crate) fn apply(room: &mut Room, cmd: RoomCmd, replies: &mut Vec<(Reply, Con
         RoomCmd::ConnGone(conn_id) => room.conn_gone(conn_id, Instant::now()),
         // Taken by the room's task before it gets here.
         RoomCmd::Handover(_) => {}
+        // Taken apart by the room's task, which counts it down once its effects are sent;
+        // anywhere else, once applied.
+        RoomCmd::Acked(cmd, pending) => {
+            apply(room, *cmd, replies);
+            pending.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
