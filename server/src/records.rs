@@ -5,7 +5,9 @@
 use crate::{
     config::Config,
     db_health::DbHealth,
-    store::{AuditEntry, Db, NewDelivery, QualityRecord, RecordEvent, StoreError, Ts},
+    store::{
+        AuditEntry, Db, NewDelivery, QualityRecord, RecordEvent, SessionWrite, StoreError, Ts,
+    },
 };
 use alcove_signaling::{EventKind, EventSink, PeerRole, SessionEvent, Stats};
 use hmac::{Hmac, KeyInit as _, Mac as _};
@@ -113,6 +115,116 @@ pub struct RecordSink {
     flushing: AtomicBool,
     /// Events lost: the backlog was full.
     lost: AtomicU64,
+    /// Events on their way to the committer.
+    commits: flume::Sender<Commit>,
+}
+
+/// Events waiting for the committer; a room that raises more waits its turn.
+const COMMIT_QUEUE: usize = 4096;
+/// Events written in one transaction at most.
+const COMMIT_BATCH: usize = 256;
+
+/// An event for the committer, and who waits for it.
+struct Commit {
+    p: Pending,
+    done: tokio::sync::oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// Why an event was not written.
+#[derive(Debug)]
+enum WriteError {
+    /// The database is away or full: keep the event for later.
+    Fault,
+    Other(String),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Fault => f.write_str("the database is unavailable or full"),
+            WriteError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+fn write_error(e: StoreError) -> WriteError {
+    match e {
+        StoreError::Unavailable(_) | StoreError::Full(_) => WriteError::Fault,
+        other => WriteError::Other(other.to_string()),
+    }
+}
+
+/// Group commit: take every event waiting (up to [`COMMIT_BATCH`]) and write them in one
+/// transaction, then tell each room its event is recorded. While one batch commits the next
+/// gathers, so many rooms opening at once cost a few commits, not one each; a lone event
+/// costs one commit, as before. Should a batch fail for a reason of its own (not the
+/// database), its events are written one by one, so that one bad event fails alone.
+async fn run_committer(db: Db, queue: flume::Receiver<Commit>, webhooks_due: Arc<Notify>) {
+    while let Ok(first) = queue.recv_async().await {
+        let mut batch = vec![first];
+        while batch.len() < COMMIT_BATCH {
+            match queue.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let writes: Vec<SessionWrite<'_>> = batch
+            .iter()
+            .map(|c| SessionWrite {
+                session_id: c.p.session_id,
+                at: c.p.at,
+                event: &c.p.event,
+                audit: Some(&c.p.audit),
+                deliveries: &c.p.hooks,
+            })
+            .collect();
+        let hooks = batch.iter().any(|c| !c.p.hooks.is_empty());
+        match db.record_session_events(&writes).await {
+            Ok(()) => {
+                drop(writes);
+                for c in batch {
+                    let _ = c.done.send(Ok(()));
+                }
+                if hooks {
+                    webhooks_due.notify_one();
+                }
+            }
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Full(_))) => {
+                drop(writes);
+                tracing::warn!(error = %e, events = batch.len(), "writing session records failed: the database is away");
+                for c in batch {
+                    let _ = c.done.send(Err(WriteError::Fault));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                drop(writes);
+                for c in batch {
+                    let _ = c.done.send(Err(WriteError::Other(e.to_string())));
+                }
+            }
+            Err(e) => {
+                drop(writes);
+                tracing::warn!(error = %e, events = batch.len(), "a batch of session records failed; writing them one by one");
+                for c in batch {
+                    let p = &c.p;
+                    let r = db
+                        .record_session_event(
+                            p.session_id,
+                            p.at,
+                            &p.event,
+                            Some(&p.audit),
+                            &p.hooks,
+                        )
+                        .await
+                        .map_err(write_error);
+                    if r.is_ok() && !p.hooks.is_empty() {
+                        webhooks_due.notify_one();
+                    }
+                    let _ = c.done.send(r);
+                }
+            }
+        }
+    }
 }
 
 /// A session-record event waiting to be written.
@@ -139,7 +251,11 @@ impl std::fmt::Debug for RecordSink {
 
 impl RecordSink {
     pub fn new(db: Db, config: &Config, health: Arc<DbHealth>) -> Self {
+        let (commits, queue) = flume::bounded(COMMIT_QUEUE);
+        let webhooks_due = Arc::new(Notify::new());
+        tokio::spawn(run_committer(db.clone(), queue, webhooks_due.clone()));
         Self {
+            commits,
             health,
             backlog: Mutex::new(VecDeque::new()),
             flushing: AtomicBool::new(false),
@@ -150,7 +266,7 @@ impl RecordSink {
             open: Mutex::new(HashSet::new()),
             quality: Mutex::new(HashMap::new()),
             paths: Mutex::new(HashMap::new()),
-            webhooks_due: Arc::new(Notify::new()),
+            webhooks_due,
         }
     }
 
@@ -460,7 +576,7 @@ impl RecordSink {
         for attempt in 1..=3 {
             match self.write(&p).await {
                 Ok(()) => return,
-                Err(StoreError::Unavailable(_) | StoreError::Full(_)) => {
+                Err(WriteError::Fault) => {
                     self.health.mark_down();
                     self.keep(p);
                     return;
@@ -476,14 +592,17 @@ impl RecordSink {
         }
     }
 
-    async fn write(&self, p: &Pending) -> Result<(), StoreError> {
-        self.db
-            .record_session_event(p.session_id, p.at, &p.event, Some(&p.audit), &p.hooks)
-            .await?;
-        if !p.hooks.is_empty() {
-            self.webhooks_due.notify_one();
-        }
-        Ok(())
+    /// Write one event through the committer, which writes what many rooms raise at once
+    /// in one transaction (group commit), and wait until it is committed.
+    async fn write(&self, p: &Pending) -> Result<(), WriteError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.commits
+            .send_async(Commit { p: p.clone(), done })
+            .await
+            .map_err(|_| WriteError::Other("the record writer stopped".into()))?;
+        result
+            .await
+            .map_err(|_| WriteError::Other("the record writer stopped".into()))?
     }
 
     fn keep(&self, p: Pending) {
@@ -518,7 +637,7 @@ impl RecordSink {
             };
             match self.write(&p).await {
                 Ok(()) => written += 1,
-                Err(StoreError::Unavailable(_) | StoreError::Full(_)) => {
+                Err(WriteError::Fault) => {
                     self.backlog.lock().expect("backlog lock").push_front(p);
                     self.health.mark_down();
                     break;

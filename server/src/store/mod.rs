@@ -16,6 +16,7 @@ pub use care::CareClient;
 pub use records::{
     Actor, AuditEntry, AuditFilter, AuditLink, AuditRow, AuditVerdict, DueDelivery, IntervalRecord,
     NewDelivery, ParticipantRecord, Purged, QualityRecord, RecordEvent, SessionRecord, SessionRow,
+    SessionWrite,
 };
 pub use sessions::{RefreshOutcome, SessionUser};
 pub use therapists::{DirectoryFilter, ProfileUpdate, TherapistProfile};

@@ -8,6 +8,16 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use uuid::Uuid;
 
+/// One event to write with [`Db::record_session_events`].
+#[derive(Debug, Clone, Copy)]
+pub struct SessionWrite<'a> {
+    pub session_id: Uuid,
+    pub at: Ts,
+    pub event: &'a RecordEvent,
+    pub audit: Option<&'a AuditEntry>,
+    pub deliveries: &'a [NewDelivery],
+}
+
 /// What happened in a session, as the record keeps it.
 #[derive(Debug, Clone)]
 pub enum RecordEvent {
@@ -279,191 +289,211 @@ impl Db {
         audit: Option<&AuditEntry>,
         deliveries: &[NewDelivery],
     ) -> StoreResult<()> {
+        self.record_session_events(&[SessionWrite {
+            session_id,
+            at,
+            event,
+            audit,
+            deliveries,
+        }])
+        .await
+    }
+
+    /// Write several session events (of any sessions), each with its audit entry and
+    /// webhook deliveries, in one transaction: one commit (one fsync) for many rooms'
+    /// events at once, when many rooms open together. All or none.
+    pub async fn record_session_events(&self, writes: &[SessionWrite<'_>]) -> StoreResult<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            match event {
-                RecordEvent::Started { appointment_id, node_id } => {
-                    sqlx::query(
-                        "INSERT INTO video_sessions (id, appointment_id, node_id, started_at, last_seen_at)
-                         VALUES ($1, $2, $3, $4, $4)",
-                    )
-                    .bind(session_id)
-                    .bind(appointment_id)
-                    .bind(node_id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                RecordEvent::Knocked { participant_id, user_id, role } => {
-                    sqlx::query(
-                        "INSERT INTO session_participants (session_id, participant_id, user_id, role, knocked_at)
-                         VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (session_id, participant_id) DO UPDATE SET knocked_at = excluded.knocked_at",
-                    )
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .bind(user_id)
-                    .bind(*role)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                RecordEvent::Admitted { participant_id, by } => {
-                    sqlx::query(
-                        "UPDATE session_participants SET admitted_at = $1, admitted_by = $2
-                         WHERE session_id = $3 AND participant_id = $4",
-                    )
-                    .bind(at)
-                    .bind(by)
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                RecordEvent::Denied { participant_id, by } => {
-                    sqlx::query(
-                        "UPDATE session_participants SET denied_at = $1 WHERE session_id = $2 AND participant_id = $3",
-                    )
-                    .bind(at)
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    // Remembered for the appointment, not only this session's record: the
-                    // client cannot knock again (here or on another node) until the
-                    // therapist lets them.
-                    sqlx::query(
-                        "UPDATE appointment_participants SET denied_at = $1, denied_by = $2
-                         WHERE appointment_id = (SELECT appointment_id FROM video_sessions WHERE id = $3)
-                           AND user_id = (SELECT user_id FROM session_participants
-                                          WHERE session_id = $3 AND participant_id = $4)
-                           AND role = 'client'",
-                    )
-                    .bind(at)
-                    .bind(by)
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                RecordEvent::Connected { participant_id, user_id, role, resumed } => {
-                    // A therapist, or a client let in automatically, never knocked: the
-                    // first connection creates the row (admitted at once for therapists).
-                    let admitted = (*role == "therapist").then_some(at);
-                    sqlx::query(
-                        "INSERT INTO session_participants (session_id, participant_id, user_id, role, admitted_at)
-                         VALUES ($1, $2, $3, $4, $5)
-                         ON CONFLICT (session_id, participant_id) DO UPDATE
-                         SET reconnects = session_participants.reconnects + $6, left_at = NULL, left_reason = NULL",
-                    )
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .bind(user_id)
-                    .bind(*role)
-                    .bind(admitted)
-                    .bind(if *resumed { 1_i32 } else { 0 })
-                    .execute(&mut *tx)
-                    .await?;
-                    // A takeover opens a new interval without a disconnect first: close any.
-                    sqlx::query(
-                        "UPDATE session_intervals SET disconnected_at = $1
-                         WHERE session_id = $2 AND participant_id = $3 AND disconnected_at IS NULL",
-                    )
-                    .bind(at)
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO session_intervals (session_id, participant_id, connected_at) VALUES ($1, $2, $3)
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                RecordEvent::Disconnected { participant_id } => {
-                    sqlx::query(
-                        "UPDATE session_intervals SET disconnected_at = $1
-                         WHERE session_id = $2 AND participant_id = $3 AND disconnected_at IS NULL",
-                    )
-                    .bind(at)
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                RecordEvent::Left { participant_id, reason } => {
-                    sqlx::query(
-                        "UPDATE session_intervals SET disconnected_at = $1
-                         WHERE session_id = $2 AND participant_id = $3 AND disconnected_at IS NULL",
-                    )
-                    .bind(at)
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE session_participants SET left_at = $1, left_reason = $2
-                         WHERE session_id = $3 AND participant_id = $4",
-                    )
-                    .bind(at)
-                    .bind(reason)
-                    .bind(session_id)
-                    .bind(participant_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                RecordEvent::Ended { reason } => {
-                    sqlx::query(
-                        "UPDATE session_intervals SET disconnected_at = $1 WHERE session_id = $2 AND disconnected_at IS NULL",
-                    )
-                    .bind(at)
-                    .bind(session_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    // Those still in the room leave with it: `server_lost` when it was lost.
-                    let left = if reason == "server_lost" { "server_lost" } else { "ended" };
-                    sqlx::query(
-                        "UPDATE session_participants SET left_at = $1, left_reason = $2
-                         WHERE session_id = $3 AND left_at IS NULL AND denied_at IS NULL",
-                    )
-                    .bind(at)
-                    .bind(left)
-                    .bind(session_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("UPDATE video_sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL")
+            for w in writes {
+                let SessionWrite { session_id, at, event, audit, deliveries } = *w;
+                match event {
+                    RecordEvent::Started { appointment_id, node_id } => {
+                        sqlx::query(
+                            "INSERT INTO video_sessions (id, appointment_id, node_id, started_at, last_seen_at)
+                             VALUES ($1, $2, $3, $4, $4)",
+                        )
+                        .bind(session_id)
+                        .bind(appointment_id)
+                        .bind(node_id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    RecordEvent::Knocked { participant_id, user_id, role } => {
+                        sqlx::query(
+                            "INSERT INTO session_participants (session_id, participant_id, user_id, role, knocked_at)
+                             VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (session_id, participant_id) DO UPDATE SET knocked_at = excluded.knocked_at",
+                        )
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .bind(user_id)
+                        .bind(*role)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    RecordEvent::Admitted { participant_id, by } => {
+                        sqlx::query(
+                            "UPDATE session_participants SET admitted_at = $1, admitted_by = $2
+                             WHERE session_id = $3 AND participant_id = $4",
+                        )
+                        .bind(at)
+                        .bind(by)
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    RecordEvent::Denied { participant_id, by } => {
+                        sqlx::query(
+                            "UPDATE session_participants SET denied_at = $1 WHERE session_id = $2 AND participant_id = $3",
+                        )
+                        .bind(at)
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        // Remembered for the appointment, not only this session's record: the
+                        // client cannot knock again (here or on another node) until the
+                        // therapist lets them.
+                        sqlx::query(
+                            "UPDATE appointment_participants SET denied_at = $1, denied_by = $2
+                             WHERE appointment_id = (SELECT appointment_id FROM video_sessions WHERE id = $3)
+                               AND user_id = (SELECT user_id FROM session_participants
+                                              WHERE session_id = $3 AND participant_id = $4)
+                               AND role = 'client'",
+                        )
+                        .bind(at)
+                        .bind(by)
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    RecordEvent::Connected { participant_id, user_id, role, resumed } => {
+                        // A therapist, or a client let in automatically, never knocked: the
+                        // first connection creates the row (admitted at once for therapists).
+                        let admitted = (*role == "therapist").then_some(at);
+                        sqlx::query(
+                            "INSERT INTO session_participants (session_id, participant_id, user_id, role, admitted_at)
+                             VALUES ($1, $2, $3, $4, $5)
+                             ON CONFLICT (session_id, participant_id) DO UPDATE
+                             SET reconnects = session_participants.reconnects + $6, left_at = NULL, left_reason = NULL",
+                        )
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .bind(user_id)
+                        .bind(*role)
+                        .bind(admitted)
+                        .bind(if *resumed { 1_i32 } else { 0 })
+                        .execute(&mut *tx)
+                        .await?;
+                        // A takeover opens a new interval without a disconnect first: close any.
+                        sqlx::query(
+                            "UPDATE session_intervals SET disconnected_at = $1
+                             WHERE session_id = $2 AND participant_id = $3 AND disconnected_at IS NULL",
+                        )
+                        .bind(at)
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "INSERT INTO session_intervals (session_id, participant_id, connected_at) VALUES ($1, $2, $3)
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    RecordEvent::Disconnected { participant_id } => {
+                        sqlx::query(
+                            "UPDATE session_intervals SET disconnected_at = $1
+                             WHERE session_id = $2 AND participant_id = $3 AND disconnected_at IS NULL",
+                        )
+                        .bind(at)
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    RecordEvent::Left { participant_id, reason } => {
+                        sqlx::query(
+                            "UPDATE session_intervals SET disconnected_at = $1
+                             WHERE session_id = $2 AND participant_id = $3 AND disconnected_at IS NULL",
+                        )
+                        .bind(at)
+                        .bind(session_id)
+                        .bind(participant_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "UPDATE session_participants SET left_at = $1, left_reason = $2
+                             WHERE session_id = $3 AND participant_id = $4",
+                        )
                         .bind(at)
                         .bind(reason)
                         .bind(session_id)
+                        .bind(participant_id)
                         .execute(&mut *tx)
                         .await?;
+                    }
+                    RecordEvent::Ended { reason } => {
+                        sqlx::query(
+                            "UPDATE session_intervals SET disconnected_at = $1 WHERE session_id = $2 AND disconnected_at IS NULL",
+                        )
+                        .bind(at)
+                        .bind(session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        // Those still in the room leave with it: `server_lost` when it was lost.
+                        let left = if reason == "server_lost" { "server_lost" } else { "ended" };
+                        sqlx::query(
+                            "UPDATE session_participants SET left_at = $1, left_reason = $2
+                             WHERE session_id = $3 AND left_at IS NULL AND denied_at IS NULL",
+                        )
+                        .bind(at)
+                        .bind(left)
+                        .bind(session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("UPDATE video_sessions SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL")
+                            .bind(at)
+                            .bind(reason)
+                            .bind(session_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
-            }
-            sqlx::query("UPDATE video_sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1")
-                .bind(at)
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await?;
-            for d in deliveries {
-                sqlx::query(
-                    "INSERT INTO webhook_deliveries (id, url, event_type, payload, created_at, next_attempt_at)
-                     VALUES ($1, $2, $3, $4, $5, $5)",
-                )
-                .bind(Uuid::now_v7())
-                .bind(&d.url)
-                .bind(&d.event_type)
-                .bind(&d.payload)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            }
-            // Last: the audit head's lock is held until commit.
-            if let Some(a) = audit {
-                append_audit!(self, tx, at, a);
+                sqlx::query("UPDATE video_sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1")
+                    .bind(at)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for d in deliveries {
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (id, url, event_type, payload, created_at, next_attempt_at)
+                         VALUES ($1, $2, $3, $4, $5, $5)",
+                    )
+                    .bind(Uuid::now_v7())
+                    .bind(&d.url)
+                    .bind(&d.event_type)
+                    .bind(&d.payload)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                // Last: the audit head's lock is held until commit.
+                if let Some(a) = audit {
+                    append_audit!(self, tx, at, a);
+                }
             }
             tx.commit().await?;
         });
