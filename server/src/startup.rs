@@ -278,8 +278,16 @@ impl Application {
                     .await;
             });
         }
+        // Small messages go out at once: without TCP_NODELAY a `welcome` followed by a
+        // `lobby`, or an offer followed by its first candidates, waits for the peer's delayed
+        // ACK (40 ms on Linux) behind Nagle's algorithm (docs/BENCHMARKS.md, calls).
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
-            self.listener,
+            listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
