@@ -29,6 +29,7 @@ use alcove::{
     domain::{DisplayName, Email, Role},
     store::{Creator, Db, NewUser},
 };
+use alcove_bench::cpu_seconds;
 use alcove_signaling::{
     ClientMessage, ParticipantId, ServerMessage,
     client::{Incoming, SignalClient},
@@ -44,21 +45,6 @@ use std::{
 use uuid::Uuid;
 
 const PASSWORD: &str = "bench password that is long enough";
-
-/// A node child: the real server, configured by the environment; prints `ready <addr>`.
-async fn node() {
-    use clap::Parser as _;
-    let cli = alcove::cli::Cli::parse_from(["alcove"]);
-    let config = alcove::config::Config::load(&cli.serve.common, Some(&cli.serve.serve))
-        .expect("node configuration");
-    let app = alcove::startup::Application::build(config)
-        .await
-        .expect("node starts");
-    println!("ready {}", app.local_addr());
-    app.run_until(alcove::startup::shutdown_signal())
-        .await
-        .expect("node runs");
-}
 
 struct Node {
     child: Child,
@@ -264,18 +250,6 @@ fn candidate(to: ParticipantId, sent_us: u64, seq: u64) -> ClientMessage {
 struct Samples {
     same: Vec<u64>,
     across: Vec<u64>,
-}
-
-/// A process's CPU time (user + system) so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat (utime, stime), counted after the command's ')'.
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
-        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
-    });
-    ticks / 100.0
 }
 
 /// Redis's per-command counters: calls and microseconds (`INFO commandstats`).
@@ -568,7 +542,7 @@ async fn run(rooms: usize, seconds: u64) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("node") {
-        node().await;
+        alcove_bench::serve_alcove().await;
         return;
     }
     let rooms = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);

@@ -93,18 +93,6 @@ impl JoinVerifier for BenchVerifier {
     }
 }
 
-/// This process's resident memory, in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 /// A server child: prints `ready <addr>`, then answers `rss` lines on stdin.
 async fn serve(kind: &str) {
     let small = kind == "small";
@@ -160,7 +148,7 @@ async fn serve(kind: &str) {
         }
         // Let the runtime settle before reading.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        println!("rss {}", rss_kib());
+        println!("rss {}", alcove_bench::rss_kib(std::process::id()));
         std::io::stdout().flush().unwrap();
     }
 }
