@@ -551,8 +551,8 @@ impl Db {
     /// Claim a booked appointment for a change of its participants: bumps its revision and,
     /// on PostgreSQL, locks its row until the transaction ends, so that a concurrent cancel,
     /// move or other participant change waits and then sees this one. Returns its times.
-    async fn claim_booked<'c, DB>(
-        tx: &mut sqlx::Transaction<'c, DB>,
+    async fn claim_booked<DB>(
+        tx: &mut super::WriteTx<DB>,
         id: Uuid,
         now: Ts,
     ) -> Result<(Ts, Ts), BookingError>

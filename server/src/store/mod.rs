@@ -262,24 +262,81 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// SQLite: `BEGIN IMMEDIATE` takes the write lock up front. A plain (deferred) transaction
 /// that reads and then writes can fail at once with SQLITE_BUSY when another writer got
 /// there first, without waiting for the busy timeout; immediate transactions queue instead,
-/// and they serialise every check-then-write, which is what makes them safe.
+/// and they serialise every check-then-write, which is what makes them safe. They queue in
+/// this process, on the database's write turn ([`sqlite_write_turn`]), before they take a
+/// connection: SQLite's own busy handler waits by sleeping (1, 2, 5, 10 … 100 ms at a
+/// time, however soon the lock is free), which gave bookings at 10 concurrent clients a p99
+/// of 750 ms and left the readers without connections (docs/BENCHMARKS.md, api).
 /// PostgreSQL: an ordinary transaction; its invariants are held by constraints.
 pub(crate) trait WritePool {
     type Db: sqlx::Database;
-    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
+    async fn begin_write(&self) -> Result<WriteTx<Self::Db>, sqlx::Error>;
+}
+
+/// A write transaction, holding the database's write turn (SQLite) until it ends.
+/// Dereferences to the connection, as [`Transaction`] does.
+pub(crate) struct WriteTx<DB: sqlx::Database> {
+    // Declared first, so dropped first: a transaction dropped without a commit queues its
+    // rollback before the turn passes on.
+    tx: Transaction<'static, DB>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<DB: sqlx::Database> WriteTx<DB> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
+/// The write turn of the SQLite database at `file`: one writer at a time per database in
+/// this process, served in arrival order.
+fn sqlite_write_turn(file: &std::path::Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static TURNS: std::sync::LazyLock<
+        std::sync::Mutex<
+            std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>,
+        >,
+    > = std::sync::LazyLock::new(Default::default);
+    TURNS
+        .lock()
+        .expect("write turns")
+        .entry(file.to_path_buf())
+        .or_default()
+        .clone()
 }
 
 impl WritePool for SqlitePool {
     type Db = Sqlite;
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.begin_with("BEGIN IMMEDIATE").await
+    async fn begin_write(&self) -> Result<WriteTx<Sqlite>, sqlx::Error> {
+        let turn = sqlite_write_turn(self.connect_options().get_filename())
+            .lock_owned()
+            .await;
+        Ok(WriteTx {
+            tx: self.begin_with("BEGIN IMMEDIATE").await?,
+            _turn: Some(turn),
+        })
     }
 }
 
 impl WritePool for PgPool {
     type Db = Postgres;
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.begin().await
+    async fn begin_write(&self) -> Result<WriteTx<Postgres>, sqlx::Error> {
+        Ok(WriteTx {
+            tx: self.begin().await?,
+            _turn: None,
+        })
     }
 }
 
