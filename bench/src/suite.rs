@@ -658,7 +658,9 @@ async fn start(runs: usize) {
     println!("\n## start: process start to the first /readyz 200\n");
     println!("| database | first start (creates and migrates) | later starts p50 | max |");
     println!("|---|---:|---:|---:|");
-    for pg in [false, true] {
+    // PostgreSQL as it comes (`sslmode=prefer`: TLS when the server offers it, as Debian's
+    // does), and without TLS (a database on the same host).
+    for (pg, query) in [(false, ""), (true, ""), (true, "?sslmode=disable")] {
         let pgdb = if pg { Some(PgDb::new().await) } else { None };
         let dir = tempfile::tempdir().unwrap();
         let mut times = Vec::new();
@@ -671,7 +673,7 @@ async fn start(runs: usize) {
                 ("RUST_LOG", "warn".into()),
             ];
             if let Some(p) = &pgdb {
-                env.push(("DATABASE_URL", p.url.clone()));
+                env.push(("DATABASE_URL", format!("{}{query}", p.url)));
             }
             let port = alcove_bench::free_port();
             env.push(("ALCOVE_LISTEN", format!("127.0.0.1:{port}")));
@@ -708,7 +710,11 @@ async fn start(runs: usize) {
         times.sort_by(f64::total_cmp);
         println!(
             "| {} | {first:.0} ms | **{:.0} ms** | {:.0} ms |",
-            if pg { "PostgreSQL" } else { "SQLite" },
+            match (pg, query) {
+                (false, _) => "SQLite",
+                (true, "") => "PostgreSQL",
+                (true, _) => "PostgreSQL, sslmode=disable",
+            },
             percentile(&times, 0.5),
             percentile(&times, 1.0)
         );
@@ -725,9 +731,9 @@ async fn api(levels: &[usize], requests: usize) {
         "\n## api: booking and listing, {requests} requests per level, each client its own therapist\n"
     );
     println!(
-        "| database | concurrent clients | booking p50 ms | booking p99 ms | listing p50 ms | listing p99 ms |"
+        "| database | concurrent clients | booking p50 ms | booking p99 ms | listing p50 ms | listing p99 ms | requests per second | server CPU ms per request |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for pg in [false, true] {
         let pgdb = if pg { Some(PgDb::new().await) } else { None };
         let who = Identity::new();
@@ -768,6 +774,7 @@ async fn api(levels: &[usize], requests: usize) {
                 .to_zoned(jiff::tz::TimeZone::UTC)
                 .unwrap()
                 .timestamp();
+            let (cpu0, wall0) = (srv.cpu_seconds(), Instant::now());
             let tasks: Vec<_> = ts
                 .iter()
                 .zip(&cs)
@@ -815,15 +822,19 @@ async fn api(levels: &[usize], requests: usize) {
                 book.extend(b);
                 list.extend(l);
             }
+            let (cpu, wall) = (srv.cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
+            let done = (book.len() + list.len()) as f64;
             book.sort_by(f64::total_cmp);
             list.sort_by(f64::total_cmp);
             println!(
-                "| {} | {level} | {:.1} | **{:.1}** | {:.1} | {:.1} |",
+                "| {} | {level} | {:.1} | **{:.1}** | {:.1} | {:.1} | {:.0} | {:.2} |",
                 if pg { "PostgreSQL" } else { "SQLite" },
                 percentile(&book, 0.5),
                 percentile(&book, 0.99),
                 percentile(&list, 0.5),
-                percentile(&list, 0.99)
+                percentile(&list, 0.99),
+                done / wall,
+                cpu * 1000.0 / done
             );
         }
         drop(srv);
