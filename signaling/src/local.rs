@@ -267,6 +267,15 @@ async fn run_room(
     let appointment_id = room.appointment_id;
     let session_id = room.session_id;
     tracing::info!(%appointment_id, %session_id, "session room opened");
+    // However this task ends (closed, handed over, or a panic), nobody relays signals
+    // through the room's table any more.
+    struct Withdraw(Arc<Relay>);
+    impl Drop for Withdraw {
+        fn drop(&mut self) {
+            self.0.publish(Vec::new());
+        }
+    }
+    let _withdraw = Withdraw(relay.clone());
     loop {
         let deadline = tokio::time::Instant::from_std(room.next_deadline());
         let mut replies = Vec::new();
@@ -293,6 +302,11 @@ async fn run_room(
             tracing::info!(%appointment_id, %session_id, "session room handed over");
             break;
         }
+        // Who left, was replaced or was removed stops being reachable the short way at
+        // once, before anything the command caused is recorded or sent; who came in is
+        // added only after (below).
+        let peers = room.relay_peers();
+        relay.withdraw(&peers);
         record_events(&mut room, inner.sink.as_ref()).await;
         for Effect::Send(conn, out) in room.take_effects() {
             // One node holds only local connections.
@@ -312,7 +326,7 @@ async fn run_room(
         }
         // Only now, with everything the command caused on its way: who can relay signals
         // without the room, and that this connection's command is done.
-        relay.publish(room.relay_peers());
+        relay.publish(peers);
         if let Some(pending) = ack {
             pending.fetch_sub(1, Ordering::AcqRel);
         }

@@ -194,6 +194,24 @@ impl Relay {
         *self.peers.write().expect("relay lock") = peers;
     }
 
+    /// Remove from the table everyone not in `keep` (same participant, same connection);
+    /// add nobody. Forwarding holds the table's read lock while it sends, so once this
+    /// returns no signal reaches a removed member the short way.
+    pub(crate) fn withdraw(&self, keep: &[RelayPeer]) {
+        let stale = |p: &RelayPeer| {
+            !keep
+                .iter()
+                .any(|k| k.pid == p.pid && k.conn_id == p.conn_id)
+        };
+        if !self.peers.read().expect("relay lock").iter().any(stale) {
+            return;
+        }
+        self.peers
+            .write()
+            .expect("relay lock")
+            .retain(|p| !stale(p));
+    }
+
     /// Relay a signal if the table settles it (`None`); otherwise give it back for the room.
     fn forward(
         &self,
