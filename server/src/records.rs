@@ -195,6 +195,12 @@ async fn run_committer(db: Db, queue: flume::Receiver<Commit>, webhooks_due: Arc
                 for c in batch {
                     let _ = c.done.send(Err(WriteError::Fault));
                 }
+                // What queued meanwhile would wait out the same timeout, batch after batch,
+                // with its rooms stalled: answer it at once (the rooms keep their events and
+                // write them when the database is back).
+                while let Ok(c) = queue.try_recv() {
+                    let _ = c.done.send(Err(WriteError::Fault));
+                }
             }
             Err(e) if batch.len() == 1 => {
                 drop(writes);
@@ -205,7 +211,12 @@ async fn run_committer(db: Db, queue: flume::Receiver<Commit>, webhooks_due: Arc
             Err(e) => {
                 drop(writes);
                 tracing::warn!(error = %e, events = batch.len(), "a batch of session records failed; writing them one by one");
+                let mut away = false;
                 for c in batch {
+                    if away {
+                        let _ = c.done.send(Err(WriteError::Fault));
+                        continue;
+                    }
                     let p = &c.p;
                     let r = db
                         .record_session_event(
@@ -220,6 +231,7 @@ async fn run_committer(db: Db, queue: flume::Receiver<Commit>, webhooks_due: Arc
                     if r.is_ok() && !p.hooks.is_empty() {
                         webhooks_due.notify_one();
                     }
+                    away = matches!(r, Err(WriteError::Fault));
                     let _ = c.done.send(r);
                 }
             }

@@ -309,7 +309,7 @@ impl Db {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for w in writes {
-                let SessionWrite { session_id, at, event, audit, deliveries } = *w;
+                let SessionWrite { session_id, at, event, audit: _, deliveries } = *w;
                 match event {
                     RecordEvent::Started { appointment_id, node_id } => {
                         sqlx::query(
@@ -490,9 +490,12 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
                 }
-                // Last: the audit head's lock is held until commit.
-                if let Some(a) = audit {
-                    append_audit!(self, tx, at, a);
+            }
+            // Last, all together: the audit head's lock (PostgreSQL) is held from the first
+            // append until commit, so not across the batch's other statements.
+            for w in writes {
+                if let Some(a) = w.audit {
+                    append_audit!(self, tx, w.at, a);
                 }
             }
             tx.commit().await?;
