@@ -18,7 +18,7 @@ use argon2::{
     password_hash::phc::{Output, ParamsString, PasswordHash, Salt},
 };
 use secrecy::{ExposeSecret as _, SecretString};
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use tokio::sync::oneshot;
 
 /// Jobs that may wait for each worker before new ones are refused.
@@ -167,19 +167,27 @@ fn verify_with(password: &[u8], hash: &str, memory: &mut Memory) -> bool {
     check().unwrap_or(false)
 }
 
+/// How long a hashing thread keeps its memory without a job: sign-ins one after another
+/// reuse it instead of mapping and clearing 19 MiB again each time.
+const KEEP_MEMORY: Duration = Duration::from_millis(500);
+
 fn work(jobs: flume::Receiver<Job>) {
     let mut memory = Memory(Vec::new());
     loop {
         let job = match jobs.try_recv() {
             Ok(job) => job,
-            Err(flume::TryRecvError::Empty) => {
-                // Nothing waiting: give the memory back before sleeping.
-                memory.release();
-                match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
+            Err(flume::TryRecvError::Empty) => match jobs.recv_timeout(KEEP_MEMORY) {
+                Ok(job) => job,
+                Err(flume::RecvTimeoutError::Disconnected) => return,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    // Nothing for a while: give the memory back before sleeping.
+                    memory.release();
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
                 }
-            }
+            },
             Err(flume::TryRecvError::Disconnected) => return,
         };
         match job {

@@ -277,7 +277,8 @@ pub(crate) trait WritePool {
 /// Dereferences to the connection, as [`Transaction`] does.
 pub(crate) struct WriteTx<DB: sqlx::Database> {
     // Declared first, so dropped first: a transaction dropped without a commit queues its
-    // rollback before the turn passes on.
+    // rollback before the turn passes on (the next writer may still reach the database
+    // before that rollback runs, and then waits in SQLite's busy handler: time, not harm).
     tx: Transaction<'static, DB>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
@@ -320,9 +321,13 @@ fn sqlite_write_turn(file: &std::path::Path) -> std::sync::Arc<tokio::sync::Mute
 impl WritePool for SqlitePool {
     type Db = Sqlite;
     async fn begin_write(&self) -> Result<WriteTx<Sqlite>, sqlx::Error> {
-        let turn = sqlite_write_turn(self.connect_options().get_filename())
-            .lock_owned()
-            .await;
+        // As long as SQLite's own busy timeout would have waited, then the same error.
+        let turn = tokio::time::timeout(
+            Duration::from_secs(15),
+            sqlite_write_turn(self.connect_options().get_filename()).lock_owned(),
+        )
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?;
         Ok(WriteTx {
             tx: self.begin_with("BEGIN IMMEDIATE").await?,
             _turn: Some(turn),
