@@ -284,7 +284,7 @@ impl JoinVerifier for Verifier {
             .session_user(claims.sub, claims.sid)
             .await
             .map_err(|_| JoinRefusal::Unavailable(TRY_AGAIN.into()))?;
-        let user = match signed_in {
+        let (user, relay_only) = match signed_in {
             Some(su) if su.user.disabled => {
                 return Err(JoinRefusal::InvalidToken("the account is disabled".into()));
             }
@@ -293,7 +293,7 @@ impl JoinVerifier for Verifier {
                     && su.expires_at > crate::store::Ts::now()
                     && !crate::auth::idle_expired(su.last_used_at, &self.config) =>
             {
-                su.user
+                (su.user, su.relay_only)
             }
             _ => {
                 return Err(JoinRefusal::InvalidToken(
@@ -324,7 +324,7 @@ impl JoinVerifier for Verifier {
         };
         let ice = self
             .ice
-            .mint(self.relay_only(user.id).await)
+            .mint(relay_only)
             .map_err(|e| JoinRefusal::NotJoinable(e.to_string()))?;
         Ok(JoinGrant {
             appointment_id: a.id,

@@ -17,6 +17,9 @@ pub struct SessionUser {
     pub expires_at: Ts,
     /// Last sign-in, refresh, or request (see [`Db::touch_session`]).
     pub last_used_at: Ts,
+    /// The account's calls go through TURN only (read here so that a join needs no query
+    /// of its own for it).
+    pub relay_only: bool,
 }
 
 /// What presenting a refresh token led to.
@@ -231,7 +234,7 @@ impl Db {
         let row = on_pool!(self, pool => {
             sqlx::query_as::<_, SessionUser>(
                 "SELECT u.id, u.email, u.display_name, u.role, u.disabled, u.created_at,
-                        s.revoked_at, s.expires_at, s.last_used_at
+                        s.revoked_at, s.expires_at, s.last_used_at, u.relay_only
                  FROM users u JOIN auth_sessions s ON s.user_id = u.id
                  WHERE u.id = $1 AND s.id = $2",
             )
