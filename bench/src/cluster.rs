@@ -1,9 +1,9 @@
 //! `cluster`: signalling relay latency across two nodes, beside one node, in one run.
 //!
-//! Starts two real Alcove nodes (this binary re-run as `node`: the `alcove` server itself,
-//! each in a child process with a data folder of its own) on one PostgreSQL database and one
-//! Redis, as several machines run them. Through their HTTP API it creates real accounts,
-//! relationships, appointments and join tokens for `2 × rooms` therapist and client pairs,
+//! Starts two real Alcove nodes (the `alcove` server, each in a child process with a data
+//! folder and port of its own: `alcove_bench::ServerChild`) on one PostgreSQL database and one
+//! Redis, as several machines run them. It makes accounts with real sign-in sessions, and
+//! through the HTTP API relationships, appointments and join tokens, for `2 × rooms` therapist and client pairs,
 //! then connects each pair's signalling:
 //!
 //! - **same node**: therapist and client both on node A (which owns the room): the room's
@@ -24,195 +24,33 @@
 //!
 //! Usage: `cargo run --release -p alcove-bench --bin cluster -- [rooms per kind] [seconds]`
 
-use alcove::{
-    auth::{KeySet, Passwords},
-    domain::{DisplayName, Email, Role},
-    store::{Creator, Db, NewUser},
-};
-use alcove_bench::cpu_seconds;
+use alcove_bench::{Identity, Person, PgDb, ServerChild, cpu_seconds, join_token, pairs};
 use alcove_signaling::{
     ClientMessage, ParticipantId, ServerMessage,
     client::{Incoming, SignalClient},
     protocol::Candidate,
 };
-use serde_json::{Value, json};
 use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 use uuid::Uuid;
 
-const PASSWORD: &str = "bench password that is long enough";
-
-struct Node {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(name: &str, env: &[(String, String)]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .arg("node")
-            .env("ALCOVE_NODE_ID", name)
-            .env("ALCOVE_LISTEN", "127.0.0.1:0")
-            .env("ALCOVE_DATA_DIR", dir.path())
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the node starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .strip_prefix("ready ")
-            .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
-            .trim()
-            .to_owned();
-        Node {
-            child,
-            base: format!("http://{addr}"),
-            _dir: dir,
-        }
-    }
-
-    fn ws(&self) -> String {
-        format!("{}/api/v1/signal", self.base.replace("http://", "ws://"))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn call(
-    http: &reqwest::Client,
-    base: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Value,
-) -> Value {
-    let mut req = http.post(format!("{base}{path}")).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let r = req.send().await.expect("the node answers");
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    assert!(status.is_success(), "{path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
-
-/// A pair with a live appointment: the therapist's and the client's access tokens.
-struct Pair {
-    appointment: Uuid,
-    therapist: String,
-    client: String,
-}
-
-/// Create a therapist and a client in the database, sign both in, relate them through an
-/// invitation and book an appointment that is open for joining.
-async fn pair(db: &Db, hash: &str, http: &reqwest::Client, base: &str, i: usize) -> Pair {
-    let run = Uuid::new_v4().simple().to_string();
-    let mut tokens = Vec::new();
-    for (role, name) in [(Role::Therapist, "Therapist"), (Role::Client, "Client")] {
-        let email = format!("{}-{i}-{run}@bench.example", name.to_lowercase());
-        db.create_user(
-            NewUser {
-                email: Email::parse(&email).unwrap(),
-                display_name: DisplayName::parse(&format!("{name} {i}")).unwrap(),
-                role,
-                password_hash: hash.to_owned(),
-            },
-            Creator::Cli,
-        )
-        .await
-        .unwrap();
-        let r = call(
-            http,
-            base,
-            "/api/v1/auth/login",
-            None,
-            json!({"email": email, "password": PASSWORD}),
-        )
-        .await;
-        tokens.push(r["access_token"].as_str().unwrap().to_owned());
-    }
-    let client = tokens.pop().unwrap();
-    let therapist = tokens.pop().unwrap();
-    let code = call(
-        http,
-        base,
-        "/api/v1/invitations",
-        Some(&therapist),
-        json!({}),
-    )
-    .await;
-    call(
-        http,
-        base,
-        "/api/v1/invitations/accept",
-        Some(&client),
-        json!({"code": code["code"]}),
-    )
-    .await;
-    let me = reqwest::Client::get(http, format!("{base}/api/v1/me"))
-        .bearer_auth(&client)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
-    let start = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60))
-        .round(
-            jiff::TimestampRound::new()
-                .smallest(jiff::Unit::Minute)
-                .increment(5)
-                .mode(jiff::RoundMode::Ceil),
-        )
-        .unwrap();
-    let a = call(
-        http,
-        base,
-        "/api/v1/appointments",
-        Some(&therapist),
-        json!({"starts_at": start.to_string(), "kind": "session", "client_ids": [me["id"]]}),
-    )
-    .await;
-    Pair {
-        appointment: a["id"].as_str().unwrap().parse().unwrap(),
-        therapist,
-        client,
-    }
-}
-
+/// Say `hello` on `node`'s signalling with a join token asked for through `api` (either
+/// node: they share their signing keys); the participant id.
 async fn hello(
     http: &reqwest::Client,
-    api: &str,
-    ws: &str,
-    token: &str,
+    api: &ServerChild,
+    node: &ServerChild,
+    who: &Person,
     appointment: Uuid,
 ) -> (SignalClient, ParticipantId) {
-    let j = call(
-        http,
-        api,
-        &format!("/api/v1/appointments/{appointment}/join"),
-        Some(token),
-        json!({}),
-    )
-    .await;
-    let mut c = SignalClient::connect(ws, None).await.expect("signalling");
+    let token = join_token(http, &api.base(), who, appointment).await;
+    let mut c = SignalClient::connect(&node.ws(), None)
+        .await
+        .expect("signalling");
     c.send(&ClientMessage::Hello {
-        token: j["token"].as_str().unwrap().to_owned(),
+        token,
         resume_token: None,
         reset: false,
     })
@@ -291,72 +129,41 @@ async fn redis_cpu_seconds(c: &mut redis::aio::MultiplexedConnection) -> f64 {
         .sum()
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
 async fn run(rooms: usize, seconds: u64) {
-    let admin = std::env::var("ALCOVE_BENCH_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let redis =
         std::env::var("ALCOVE_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let name = format!("alcove_bench_{}", Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is needed at {admin}: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let pg = PgDb::new().await;
     let prefix = format!("alcove-bench-{}", Uuid::new_v4().simple());
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", url.as_str()),
-        ("ALCOVE_REDIS_URL", redis.as_str()),
-        ("ALCOVE_REDIS_PREFIX", prefix.as_str()),
-        ("ALCOVE_SIGNING_KEYS", &KeySet::generate_pem().unwrap()),
-        ("ALCOVE_PUBLIC_URL", "http://alcove.bench"),
-        ("ALCOVE_LOGIN_ADDRESS_MAX", "1000000"),
-        ("ALCOVE_REGISTER_ADDRESS_MAX", "1000000"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let a = Node::start("node-a", &env);
-    let b = Node::start("node-b", &env);
-    let db = Db::connect(&url, 4).await.unwrap();
-    let hash = Passwords::with_workers(1)
-        .await
-        .unwrap()
-        .hash(&secrecy::SecretString::from(PASSWORD))
-        .await
-        .unwrap();
+    let who = Identity::new();
+    let mut env: Vec<(&str, String)> = who.env();
+    env.extend([
+        ("DATABASE_URL", pg.url.clone()),
+        ("ALCOVE_REDIS_URL", redis.clone()),
+        ("ALCOVE_REDIS_PREFIX", prefix.clone()),
+    ]);
+    let node = |name: &'static str| {
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.push(("ALCOVE_NODE_ID", name));
+        ServerChild::alcove(&env)
+    };
+    let (a, b) = (node("node-a"), node("node-b"));
+    let db = alcove::store::Db::connect(&pg.url, 4).await.unwrap();
     let http = reqwest::Client::new();
 
     eprintln!(
         "setting up {} rooms: accounts, invitations, bookings …",
         2 * rooms
     );
-    let pairs: Vec<Pair> = {
-        use futures_util::StreamExt as _;
-        futures_util::stream::iter(0..2 * rooms)
-            .map(|i| pair(&db, &hash, &http, &a.base, i))
-            .buffered(8)
-            .collect()
-            .await
-    };
+    // Node A is up once it listens; its migrations are done by then.
+    let pairs = pairs(&a.base(), &db, &who, 2 * rooms, 8).await;
     eprintln!("joining …");
     // Even rooms: both on node A; odd rooms: the client on node B.
     let mut sides = Vec::new();
     for (i, p) in pairs.iter().enumerate() {
         let across = i % 2 == 1;
-        let (mut th, t_pid) = hello(&http, &a.base, &a.ws(), &p.therapist, p.appointment).await;
+        let (mut th, t_pid) = hello(&http, &a, &a, &p.therapist, p.appointment).await;
         let cn = if across { &b } else { &a };
-        let (mut cl, c_pid) = hello(&http, &cn.base, &cn.ws(), &p.client, p.appointment).await;
+        let (mut cl, c_pid) = hello(&http, cn, cn, &p.client, p.appointment).await;
         th.wait_for(Duration::from_secs(30), |m| match m {
             ServerMessage::Lobby { waiting } if !waiting.is_empty() => Some(()),
             _ => None,
@@ -435,7 +242,7 @@ async fn run(rooms: usize, seconds: u64) {
         }
     }
     eprintln!("measuring for {seconds} s after a {warmup:?} warm-up …");
-    let pids = [a.child.id(), b.child.id()];
+    let pids = [a.pid(), b.pid()];
     let mut redis_conn = redis::Client::open(redis.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -466,12 +273,13 @@ async fn run(rooms: usize, seconds: u64) {
     println!("| path | messages | p50 ms | p90 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|---:|");
     let mut p = Vec::new();
-    for (label, mut v) in [
+    for (label, v) in [
         ("same node (both on the owner)", s.same),
         ("across nodes (client on another node)", s.across),
     ] {
-        v.sort_unstable();
-        let row = [0.5, 0.9, 0.99, 1.0].map(|q| percentile(&v, q));
+        let mut v: Vec<f64> = v.iter().map(|us| *us as f64 / 1000.0).collect();
+        v.sort_by(f64::total_cmp);
+        let row = [0.5, 0.9, 0.99, 1.0].map(|q| alcove_bench::percentile(&v, q));
         println!(
             "| {label} | {} of {expected} | {:.2} | {:.2} | {:.2} | {:.2} |",
             v.len(),
@@ -519,11 +327,7 @@ async fn run(rooms: usize, seconds: u64) {
     drop(senders);
     drop((a, b));
     db.close().await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&pool)
-    .await;
+    pg.drop_db().await;
     if let Ok(client) = redis::Client::open(redis.as_str())
         && let Ok(mut c) = client.get_multiplexed_async_connection().await
     {
@@ -540,11 +344,10 @@ async fn run(rooms: usize, seconds: u64) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("node") {
-        alcove_bench::serve_alcove().await;
+    if alcove_bench::child_main().await {
         return;
     }
+    let args: Vec<String> = std::env::args().collect();
     let rooms = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let seconds = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20);
     run(rooms, seconds).await;

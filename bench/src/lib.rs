@@ -325,6 +325,50 @@ pub async fn child_main() -> bool {
     }
 }
 
+// ---- PostgreSQL ------------------------------------------------------------------------------
+
+/// The PostgreSQL server the benches make their databases on (`ALCOVE_BENCH_PG_URL`).
+pub fn pg_admin() -> String {
+    std::env::var("ALCOVE_BENCH_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A PostgreSQL database of the bench's own, dropped at the end.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+}
+
+impl PgDb {
+    pub async fn new() -> PgDb {
+        let admin = pg_admin();
+        let name = format!("alcove_bench_{}", uuid::Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is needed at {admin} (ALCOVE_BENCH_PG_URL): {e}")
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        PgDb {
+            url: format!("{}/{name}", admin.rsplit_once('/').unwrap().0),
+            name,
+        }
+    }
+
+    pub async fn drop_db(self) {
+        if let Ok(pool) = sqlx::PgPool::connect(&pg_admin()).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&pool)
+            .await;
+        }
+    }
+}
+
 // ---- accounts, bookings, join tokens ---------------------------------------------------------
 
 /// Signing keys and issuer shared with the server child, so that the bench can sign people

@@ -21,8 +21,8 @@
 use alcove::domain::Role;
 use alcove::store::Db;
 use alcove_bench::{
-    Identity, Pair, ServerChild, call, candidate, connect, hello, join_token, next_json, pairs,
-    people, percentile, raise_nofile, wait_type,
+    Identity, Pair, PgDb, ServerChild, call, candidate, connect, hello, join_token, next_json,
+    pairs, people, percentile, raise_nofile, wait_type,
 };
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -94,47 +94,6 @@ enum Mode {
         #[arg(long)]
         smoke: bool,
     },
-}
-
-fn pg_admin() -> String {
-    std::env::var("ALCOVE_BENCH_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// A PostgreSQL database of the bench's own, dropped at the end.
-struct PgDb {
-    url: String,
-    name: String,
-}
-
-impl PgDb {
-    async fn new() -> PgDb {
-        let admin = pg_admin();
-        let name = format!("alcove_bench_{}", uuid::Uuid::new_v4().simple());
-        let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL is needed at {admin} (ALCOVE_BENCH_PG_URL): {e}")
-        });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-        PgDb {
-            url: format!("{}/{name}", admin.rsplit_once('/').unwrap().0),
-            name,
-        }
-    }
-
-    async fn drop_db(self) {
-        if let Ok(pool) = sqlx::PgPool::connect(&pg_admin()).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&pool)
-            .await;
-        }
-    }
 }
 
 /// An Alcove server with the bench's identity, and a connection to its database.
