@@ -157,10 +157,27 @@ fn start_server(dir: &Path, port: u16) -> (Proc, String) {
     (Proc(child), format!("http://{addr}"))
 }
 
+/// The time zone of the whole scenario (the therapist's hours and profile, and the
+/// browsers'): one where it is the middle of the day now. A day's hours end at its
+/// midnight, so in the last 50 minutes before midnight no session starts soon enough to be
+/// joinable now, and just after it the dashboard's "today" no longer holds one booked before
+/// (the test must pass at any hour it runs).
+static MIDDAY_ZONE: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+    let utc_hour = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .hour();
+    if (6..18).contains(&utc_hour) {
+        "UTC"
+    } else {
+        "Etc/GMT-12"
+    }
+});
+
 fn start_chromedriver() -> (Proc, u16) {
     let port = free_port();
     let child = Command::new(which("chromedriver").unwrap())
         .arg(format!("--port={port}"))
+        .env("TZ", *MIDDAY_ZONE)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -471,7 +488,7 @@ async fn scenario() {
             "specialisations": ["anxiety", "grief", "life_transitions"],
             "modalities": ["integrative", "person_centred"],
             "languages": ["en", "fr"],
-            "time_zone": "UTC",
+            "time_zone": *MIDDAY_ZONE,
             "offers_free_consultation": true
         })),
     )
@@ -480,17 +497,7 @@ async fn scenario() {
         .iter()
         .map(|d| json!({"weekday": d, "start": "00:00", "end": "24:00"}))
         .collect();
-    // A day's hours end at its midnight, so in the last 50 minutes before the therapist's
-    // midnight no session starts soon enough to be joinable now: hours kept in a zone
-    // where it is the middle of the day (the test must pass at any hour it runs).
-    let utc_hour = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .hour();
-    let zone = if (6..18).contains(&utc_hour) {
-        "UTC"
-    } else {
-        "Etc/GMT-12"
-    };
+    let zone = *MIDDAY_ZONE;
     api(
         &base,
         reqwest::Method::PUT,
