@@ -85,6 +85,7 @@ impl JoinVerifier for BenchVerifier {
             closes_at: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2),
             auto_admit: false,
             ice: ice(),
+            sign_in: None,
         })
     }
 

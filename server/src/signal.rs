@@ -334,6 +334,7 @@ impl JoinVerifier for Verifier {
             closes_at: closes,
             auto_admit: a.auto_admit,
             ice,
+            sign_in: Some(claims.sid),
         })
     }
 

@@ -27,8 +27,8 @@ use crate::{
     protocol::{ClientMessage, ParticipantId},
     room::{Closing, Conn, ConnRef, ConnSink, Effect, Joined, Outbound, Room, RoomSnapshot},
     router::{
-        JoinCmd, JoinFailure, JoinRequest, LinkError, LocalLink, RemoteLink, Reply, RoomCmd,
-        RoomLink, RoomTx, Router, apply,
+        JoinCmd, JoinFailure, JoinRequest, LinkError, LocalLink, RemoteLink, Reply, RevokeFn,
+        RoomCmd, RoomLink, RoomTx, Router, apply,
     },
     stats,
 };
@@ -297,7 +297,26 @@ impl Keys {
     fn rooms(&self) -> String {
         format!("{}:rooms", self.prefix)
     }
+    /// Revocations (an account's sign-ins ended), read by every node.
+    fn revocations(&self) -> String {
+        format!("{}:revocations", self.prefix)
+    }
 }
+
+/// An account's sign-in (or every sign-in) ended: its connections on every node close.
+#[derive(Debug, Serialize, Deserialize)]
+struct Revocation {
+    user_id: Uuid,
+    sign_ins: crate::SignIns,
+    /// The node that closed its own connections already.
+    from: String,
+}
+
+/// How long revocations are kept in their stream after the last one (a node reads from
+/// where it was, so entries need only outlive a reader's reconnection).
+const REVOCATION_KEEP: Duration = Duration::from_secs(600);
+/// How long a revocation that cannot reach Redis is tried again.
+const REVOCATION_RETRY: Duration = Duration::from_secs(60);
 
 // ---- scripts ---------------------------------------------------------------------------------
 
@@ -428,6 +447,8 @@ struct Shared {
     gone: Mutex<HashSet<u64>>,
     healthy: AtomicBool,
     stopping: watch::Sender<bool>,
+    /// The hub's: closes this node's connections of a revoked account.
+    on_revoke: std::sync::OnceLock<RevokeFn>,
 }
 
 /// Rooms over several nodes; see the module docs.
@@ -518,6 +539,7 @@ impl RedisRouter {
             gone: Mutex::new(HashSet::new()),
             healthy: AtomicBool::new(true),
             stopping,
+            on_revoke: std::sync::OnceLock::new(),
         });
         let me = Self { shared };
         me.heartbeat().await?;
@@ -525,6 +547,8 @@ impl RedisRouter {
         // process of the same name, whose connections are gone).
         let from = me.last_entry(&me.shared.keys.out(&me.shared.me)).await;
         tokio::spawn(me.clone().read_deliveries(from));
+        let from = me.last_entry(&me.shared.keys.revocations()).await;
+        tokio::spawn(me.clone().read_revocations(from));
         tokio::spawn(me.clone().read_commands());
         tokio::spawn(me.clone().keep_alive());
         tokio::spawn(me.clone().janitor());
@@ -1035,6 +1059,94 @@ impl RedisRouter {
                 .query_async(&mut c)
                 .await;
         }
+    }
+
+    /// Read the revocation stream, and close this node's connections of each account in it
+    /// (those of the node that wrote it are closed already).
+    async fn read_revocations(self, mut from: String) {
+        let mut stop = self.shared.stopping.subscribe();
+        let mut blocking: Option<redis::aio::MultiplexedConnection> = None;
+        let key = self.shared.keys.revocations();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if blocking.is_none() {
+                match self
+                    .shared
+                    .redis
+                    .get_multiplexed_async_connection_with_config(&blocking_config())
+                    .await
+                {
+                    Ok(c) => blocking = Some(c),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+            }
+            let c = blocking.as_mut().expect("connected");
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(256)
+                .arg("BLOCK")
+                .arg(ms(BLOCK))
+                .arg("STREAMS")
+                .arg(&key)
+                .arg(&from);
+            let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::select! {
+                r = cmd.query_async(c) => r,
+                _ = stop.changed() => break,
+            };
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: revocation reader lost Redis");
+                    blocking = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(reply) = reply else { continue };
+            for stream in reply.keys {
+                for entry in stream.ids {
+                    from = entry.id.clone();
+                    let Some(r) = entry
+                        .map
+                        .get("d")
+                        .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
+                        .and_then(|b| self.shared.seal.open::<Revocation>(&b, &key))
+                    else {
+                        continue;
+                    };
+                    if r.from != *self.shared.me
+                        && let Some(f) = self.shared.on_revoke.get()
+                    {
+                        f(r.user_id, r.sign_ins);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Append a revocation to the stream every node reads.
+    async fn publish_revocation(&self, sealed: &[u8]) -> redis::RedisResult<()> {
+        let mut c = self.conn();
+        let key = self.shared.keys.revocations();
+        redis::pipe()
+            .cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(1000)
+            .arg("*")
+            .arg("d")
+            .arg(sealed)
+            .ignore()
+            .pexpire(&key, ms(REVOCATION_KEEP) as i64)
+            .ignore()
+            .query_async(&mut c)
+            .await
     }
 
     /// Hand one delivery to a connection of this node.
@@ -1827,6 +1939,41 @@ impl Router for RedisRouter {
             WireCmd::Remove(user_id),
         )
         .await;
+    }
+
+    async fn revoke(&self, user_id: Uuid, sign_ins: crate::SignIns) {
+        let key = self.shared.keys.revocations();
+        let sealed = self.shared.seal.seal(
+            &Revocation {
+                user_id,
+                sign_ins,
+                from: self.shared.me.to_string(),
+            },
+            &key,
+        );
+        if self.publish_revocation(&sealed).await.is_ok() {
+            return;
+        }
+        // Redis is away: keep trying for a while in the background (the other nodes' hubs
+        // refuse this account's new joins meanwhile; its open connections wait for this).
+        tracing::warn!("cluster: a revocation could not reach Redis; retrying");
+        let me = self.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + REVOCATION_RETRY;
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if me.publish_revocation(&sealed).await.is_ok() {
+                    return;
+                }
+            }
+            tracing::error!(
+                "cluster: a revocation never reached Redis; other nodes' connections of the account stay open until they close"
+            );
+        });
+    }
+
+    fn on_revoke(&self, f: RevokeFn) {
+        let _ = self.shared.on_revoke.set(f);
     }
 
     /// Stopping: this node stops being alive (so its connections count as gone), saves and

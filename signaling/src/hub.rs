@@ -6,18 +6,19 @@
 //! its outbox is disconnected rather than buffered forever.
 
 use crate::{
-    EventSink, JoinRefusal, JoinVerifier, SignalingConfig,
+    EventSink, JoinRefusal, JoinVerifier, SignIns, SignalingConfig,
     local::LocalRouter,
     protocol::{ClientMessage, ErrorCode, ParticipantId, ServerMessage, close},
-    room::{Conn, Outbound, resume_hash},
+    room::{Closing, Conn, Outbound, resume_hash},
     router::{JoinFailure, JoinRequest, LinkError, RoomLink, Router},
     validate,
 };
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use std::{
+    collections::HashMap,
     fmt::Display,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -46,6 +47,95 @@ struct Inner {
     draining: tokio::sync::watch::Sender<bool>,
     /// Connections being served now.
     live: AtomicUsize,
+    /// Whose connections these are, for live revocation.
+    accounts: Mutex<Accounts>,
+}
+
+/// How long a revocation is remembered for connections whose join was being verified when
+/// it came (their check may have read the sign-in before it ended).
+const RECENT_REVOCATION: Duration = Duration::from_secs(60);
+
+/// A connection in a room, as revocation finds it.
+struct Registered {
+    user_id: Uuid,
+    sign_in: Option<Uuid>,
+    tx: flume::Sender<Outbound>,
+    kill: Arc<Notify>,
+}
+
+/// The connections of this node by account, and the revocations of the last minute.
+#[derive(Default)]
+struct Accounts {
+    /// By connection id: one entry each (a revocation, rare, looks through them all).
+    conns: HashMap<u64, Registered>,
+    /// (account, which sign-ins, when).
+    recent: Vec<(Uuid, SignIns, Instant)>,
+}
+
+impl Inner {
+    /// Close this node's connections of `user_id` from `sign_ins`.
+    fn revoke_local(&self, user_id: Uuid, sign_ins: SignIns) -> usize {
+        let now = Instant::now();
+        let hit: Vec<Registered> = {
+            let mut a = self.accounts.lock().expect("accounts lock");
+            a.recent
+                .retain(|(_, _, at)| now.duration_since(*at) < RECENT_REVOCATION);
+            a.recent.push((user_id, sign_ins, now));
+            let ids: Vec<u64> = a
+                .conns
+                .iter()
+                .filter(|(_, r)| r.user_id == user_id && sign_ins.include(r.sign_in))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| a.conns.remove(id)).collect()
+        };
+        let n = hit.len();
+        for r in hit {
+            close_signed_out(r.tx, r.kill);
+        }
+        n
+    }
+
+    /// Note a connection that has joined its room; it is closed at once if its account
+    /// was revoked after its join token was checked.
+    fn register(&self, conn_id: u64, r: Registered, verified: Instant) {
+        let mut a = self.accounts.lock().expect("accounts lock");
+        let revoked = a
+            .recent
+            .iter()
+            .any(|(u, s, at)| *u == r.user_id && s.include(r.sign_in) && *at >= verified);
+        if revoked {
+            drop(a);
+            close_signed_out(r.tx, r.kill);
+        } else {
+            a.conns.insert(conn_id, r);
+        }
+    }
+
+    fn unregister(&self, conn_id: u64) {
+        self.accounts
+            .lock()
+            .expect("accounts lock")
+            .conns
+            .remove(&conn_id);
+    }
+}
+
+/// Tell a connection's loop that its sign-in ended; if its outbox stays full, stop it.
+fn close_signed_out(tx: flume::Sender<Outbound>, kill: Arc<Notify>) {
+    match tx.try_send(Outbound::Close(Closing::SignedOut)) {
+        Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {}
+        Err(flume::TrySendError::Full(out)) => {
+            tokio::spawn(async move {
+                if tokio::time::timeout(Duration::from_secs(2), tx.send_async(out))
+                    .await
+                    .is_err()
+                {
+                    kill.notify_one();
+                }
+            });
+        }
+    }
 }
 
 /// Counts a connection as live while it is served.
@@ -95,15 +185,37 @@ impl Hub {
         verifier: Arc<dyn JoinVerifier>,
         router: Arc<dyn Router>,
     ) -> Self {
-        Self {
+        let hub = Self {
             inner: Arc::new(Inner {
                 cfg,
                 verifier,
                 router,
                 draining: tokio::sync::watch::Sender::new(false),
                 live: AtomicUsize::new(0),
+                accounts: Mutex::new(Accounts::default()),
             }),
-        }
+        };
+        // Revocations from the other nodes of a cluster close this node's connections too.
+        let weak = Arc::downgrade(&hub.inner);
+        hub.inner
+            .router
+            .on_revoke(Arc::new(move |user_id, sign_ins| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.revoke_local(user_id, sign_ins);
+                }
+            }));
+        hub
+    }
+
+    /// **Live revocation**: some or all of an account's sign-ins ended (signed out, signed
+    /// out everywhere, a new password, the account disabled). Each signalling connection
+    /// joined from one of them, on this node and on every other node of a cluster, is told
+    /// `error signed_out`, leaves its room and is closed with 4014. Returns how many were
+    /// on this node.
+    pub async fn revoke(&self, user_id: Uuid, sign_ins: SignIns) -> usize {
+        let n = self.inner.revoke_local(user_id, sign_ins);
+        self.inner.router.revoke(user_id, sign_ins).await;
+        n
     }
 
     pub fn config(&self) -> &SignalingConfig {
@@ -232,6 +344,12 @@ impl Hub {
         }
         let (tx, rx) = flume::bounded(cfg.outbox);
         let kill = Arc::new(Notify::new());
+        let registered = Registered {
+            user_id: grant.user_id,
+            sign_in: grant.sign_in,
+            tx: tx.clone(),
+            kill: kill.clone(),
+        };
         let conn = Conn::local(connection_id(), tx, kill.clone());
         let appointment_id = grant.appointment_id;
         let req = JoinRequest {
@@ -275,6 +393,7 @@ impl Hub {
         };
         let pid = joined.participant_id;
         tracing::debug!(%appointment_id, participant_id = %pid, "signalling connection joined");
+        self.inner.register(conn.id, registered, verified);
         // Only these outlive the join: the grant's strings are freed for the idle hours.
         let user_id = joined.user_id;
         let ice_expires = joined.ice_expires;
@@ -314,6 +433,12 @@ impl Hub {
                         }
                     }
                     Some(Outbound::Close(why)) => {
+                        if why == Closing::SignedOut {
+                            // Revoked: the person leaves the room (their peers are told),
+                            // and hears why before the close.
+                            let _ = send_error(&mut ws, &cfg, ErrorCode::SignedOut, "your sign-in has ended (signed out, a new password, or the account was disabled); sign in again").await;
+                            let _ = room.message(pid, &conn, ClientMessage::Leave).await;
+                        }
                         let _ = send(&mut ws, &cfg, Frame::Close(Some((why.code(), why.reason().into())))).await;
                         break;
                     }
@@ -382,6 +507,7 @@ impl Hub {
                 }
             }
         }
+        self.inner.unregister(conn.id);
         linger(&mut ws).await;
         // The room ignores this when the connection was replaced or has left.
         room.disconnected(pid, conn.id).await;

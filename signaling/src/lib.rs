@@ -48,6 +48,31 @@ pub struct JoinGrant {
     pub auto_admit: bool,
     /// ICE servers and policy for this participant.
     pub ice: IceConfig,
+    /// The sign-in the join token was asked for: ending it closes this connection.
+    #[serde(default)]
+    pub sign_in: Option<Uuid>,
+}
+
+/// Which of an account's sign-ins a revocation ends (see [`Hub::revoke`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SignIns {
+    /// Every one: signed out everywhere, the account disabled.
+    All,
+    /// This one: signed out, a refresh token reused, idle too long.
+    One(Uuid),
+    /// Every one but this: a new password, set from this sign-in.
+    AllBut(Uuid),
+}
+
+impl SignIns {
+    /// Whether a connection joined from sign-in `s` is among these.
+    pub fn include(self, s: Option<Uuid>) -> bool {
+        match self {
+            SignIns::All => true,
+            SignIns::One(one) => s == Some(one),
+            SignIns::AllBut(kept) => s != Some(kept),
+        }
+    }
 }
 
 /// Why a join token was refused.

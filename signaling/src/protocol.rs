@@ -442,6 +442,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The same account joined from elsewhere; this connection closes with 4009.
     Replaced,
+    /// The account's sign-in ended while connected (signed out, signed out everywhere, a
+    /// new password, the account disabled): the connection closes with 4014; sign in again.
+    SignedOut,
     /// The server holding the session cannot be reached right now (several servers, and
     /// the link between them is down): a join is closed with 1013 (try again later); a
     /// message in a session was not delivered, and the connection stays up.
@@ -470,6 +473,7 @@ impl ErrorCode {
         ErrorCode::InvalidNotice,
         ErrorCode::RateLimited,
         ErrorCode::Replaced,
+        ErrorCode::SignedOut,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -494,6 +498,7 @@ impl ErrorCode {
             ErrorCode::InvalidNotice => "invalid_notice",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::SignedOut => "signed_out",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -533,6 +538,8 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4012;
     /// No message or pong for too long.
     pub const DEAD: u16 = 4013;
+    /// The account's sign-in ended (`error signed_out` first): sign in again.
+    pub const SIGNED_OUT: u16 = 4014;
 
     /// Every code, with its name, for the documentation test.
     pub const ALL: &[(u16, &str)] = &[
@@ -550,6 +557,7 @@ pub mod close {
         (DENIED, "DENIED"),
         (SLOW_CONSUMER, "SLOW_CONSUMER"),
         (DEAD, "DEAD"),
+        (SIGNED_OUT, "SIGNED_OUT"),
     ];
 }
 

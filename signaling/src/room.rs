@@ -51,6 +51,8 @@ pub enum Closing {
     /// This connection is no longer the member's (its node was taken for lost): reconnect
     /// and resume.
     Rejoin,
+    /// The account's sign-in ended (live revocation): sign in again.
+    SignedOut,
 }
 
 impl Closing {
@@ -62,6 +64,7 @@ impl Closing {
             Closing::Removed | Closing::Ended => close::ENDED,
             Closing::Left => close::NORMAL,
             Closing::Rejoin => close::SERVICE_RESTART,
+            Closing::SignedOut => close::SIGNED_OUT,
         }
     }
 
@@ -74,6 +77,7 @@ impl Closing {
             Closing::Left => "left",
             Closing::Ended => "ended",
             Closing::Rejoin => "reconnect",
+            Closing::SignedOut => "signed_out",
         }
     }
 }
@@ -1247,6 +1251,7 @@ mod tests {
                 ice_transport_policy: IceTransportPolicy::All,
                 expires_at: None,
             },
+            sign_in: None,
         }
     }
 

@@ -337,6 +337,9 @@ impl RoomLink {
     }
 }
 
+/// Closes this node's connections of an account joined from some of its sign-ins.
+pub type RevokeFn = Arc<dyn Fn(Uuid, crate::SignIns) + Send + Sync>;
+
 /// Where rooms live; see the module docs.
 #[async_trait::async_trait]
 pub trait Router: Send + Sync + 'static {
@@ -359,6 +362,13 @@ pub trait Router: Send + Sync + 'static {
 
     /// Take an account out of an appointment's live room.
     async fn remove_account(&self, appointment_id: Uuid, user_id: Uuid);
+
+    /// An account's sign-in (or every sign-in) ended: tell the other nodes, whose hubs close
+    /// its connections there (the hub closes this node's). One node: nothing to do.
+    async fn revoke(&self, _user_id: Uuid, _sign_ins: crate::SignIns) {}
+
+    /// Where revocations from other nodes go: the hub's, called once as it starts.
+    fn on_revoke(&self, _f: RevokeFn) {}
 
     /// The server is stopping, after its connections were told to reconnect: hand the
     /// rooms over (one node: to the next start of this node; a cluster: to the other

@@ -25,7 +25,10 @@ const LIVE_PHASES = ['connecting', 'waiting', 'in-call', 'reconnecting'];
 // Close codes (docs/signaling.md §6).
 const CLOSE = {
   NORMAL: 1000, SERVICE_RESTART: 1012, INVALID_TOKEN: 4001, NOT_JOINABLE: 4003, REPLACED: 4009, ENDED: 4010, DENIED: 4011,
+  SIGNED_OUT: 4014,
 };
+
+const SIGNED_OUT_MESSAGE = 'You were signed out (from this or another device, after a password change, or by the practice), so you left the session. Sign in again to rejoin.';
 
 function readRecord(id) {
   try {
@@ -225,6 +228,10 @@ export class CallSession extends EventTarget {
       case CLOSE.REPLACED:
         this.fail('replaced', 'You joined this session from another tab or device, so it continues there.');
         return;
+      case CLOSE.SIGNED_OUT:
+        // The sign-in ended on the server: no reconnecting with it.
+        this.fail('signed_out', SIGNED_OUT_MESSAGE);
+        return;
       case CLOSE.INVALID_TOKEN:
         // Join tokens are single-use and short-lived; a fresh one usually fixes it.
         this.tokenFailures += 1;
@@ -354,6 +361,7 @@ export class CallSession extends EventTarget {
         this.lastError = msg.message;
         console.warn('signalling error', msg.code, msg.message);
         if (msg.code === 'replaced') this.fail('replaced', 'You joined this session from another tab or device, so it continues there.');
+        else if (msg.code === 'signed_out') this.fail('signed_out', SIGNED_OUT_MESSAGE);
         else this.emit('server-error', { code: msg.code, message: msg.message });
         return undefined;
       default:

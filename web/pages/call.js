@@ -6,7 +6,7 @@
 
 import { h, replace, notice, announce, select } from '../lib/dom.js';
 import { api } from '../lib/api.js';
-import { currentUser } from '../lib/auth.js';
+import { currentUser, logout } from '../lib/auth.js';
 import { fmtClock, fmtTime, userTimeZone } from '../lib/format.js';
 import {
   ensureSession, markRoomLeft, unmarkRoomLeft,
@@ -390,6 +390,12 @@ export async function render(ctx) {
       case 'failed': {
         banner.hidden = true;
         const f = session.failure || {};
+        if (f.code === 'signed_out') {
+          // This tab's sign-in ended on the server: forget it here too; the sign-in page
+          // says why.
+          logout(f.message);
+          return;
+        }
         showStatus(f.code === 'replaced' ? 'This session continues elsewhere' : 'You cannot join right now',
           notice(f.code === 'replaced' ? 'info' : 'warning', f.message || 'This session is not open for joining now.'),
           h('p', {}, h('a', { class: 'button', href: user.role === 'therapist' ? '#/dashboard' : '#/appointments' }, 'Back')));

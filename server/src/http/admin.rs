@@ -142,6 +142,10 @@ async fn set_disabled(
             other => other.into(),
         })?;
     tracing::info!(admin_id = %admin.id, user_id = %id, disabled, "account status changed");
+    if disabled {
+        // Its live signalling connections close at once, on every node.
+        state.hub.revoke(id, alcove_signaling::SignIns::All).await;
+    }
     Ok(axum::Json(user.into()))
 }
 

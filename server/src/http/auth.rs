@@ -11,6 +11,7 @@ use crate::{
     state::AppState,
     store::{Creator, NewUser, RefreshOutcome, StoreError, Ts, User},
 };
+use alcove_signaling::SignIns;
 use axum::{extract::State, http::StatusCode};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -352,8 +353,12 @@ async fn refresh(
         RefreshOutcome::Rotated { user, session_id } => Ok(axum::Json(
             issue_tokens(&state, user, session_id, new_token).await?,
         )),
-        RefreshOutcome::Reused { session_id } => {
+        RefreshOutcome::Reused {
+            user_id,
+            session_id,
+        } => {
             tracing::warn!(%session_id, "refresh token reused: sign-in revoked");
+            state.hub.revoke(user_id, SignIns::One(session_id)).await;
             state
                 .audit_as(
                     None,
@@ -368,8 +373,12 @@ async fn refresh(
                 "this refresh token was already used, so every token of this sign-in has been revoked; sign in again",
             ))
         }
-        RefreshOutcome::Idle { session_id } => {
+        RefreshOutcome::Idle {
+            user_id,
+            session_id,
+        } => {
             tracing::info!(%session_id, "sign-in idle too long: revoked at refresh");
+            state.hub.revoke(user_id, SignIns::One(session_id)).await;
             state
                 .audit_as(
                     None,
@@ -403,7 +412,10 @@ async fn logout(
     Json(body): Json<RefreshRequest>,
 ) -> ApiResult<StatusCode> {
     let hash = refresh_hash(&body.refresh_token)?;
-    if state.db.revoke_session_by_refresh(&hash, "logout").await? {
+    if let Some((user_id, session_id)) = state.db.revoke_session_by_refresh(&hash, "logout").await?
+    {
+        // Its signalling connections close too (on every node).
+        state.hub.revoke(user_id, SignIns::One(session_id)).await;
         state
             .audit_as(
                 None,

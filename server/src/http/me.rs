@@ -11,6 +11,7 @@ use crate::{
     signal::CallPath,
     state::AppState,
 };
+use alcove_signaling::SignIns;
 use axum::{extract::State, http::StatusCode};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -148,6 +149,12 @@ async fn change_password(
             Some(&user.actor()),
         )
         .await?;
+    // Every other sign-in ended: their signalling connections close (on every node). This
+    // sign-in's stay.
+    state
+        .hub
+        .revoke(user.id, SignIns::AllBut(user.session_id))
+        .await;
     Ok(axum::Json(revoked.into()))
 }
 
@@ -163,6 +170,7 @@ async fn sign_out_everywhere(
     user: AuthUser,
 ) -> ApiResult<axum::Json<RevokedView>> {
     let revoked = state.db.revoke_everything(user.id, &user.actor()).await?;
+    state.hub.revoke(user.id, SignIns::All).await;
     tracing::info!(user_id = %user.id, sign_ins = revoked.sign_ins, "signed out everywhere");
     Ok(axum::Json(revoked.into()))
 }

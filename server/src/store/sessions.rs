@@ -28,9 +28,9 @@ pub enum RefreshOutcome {
     /// The token was valid; it is now used and `new_hash` is its successor.
     Rotated { user: User, session_id: Uuid },
     /// The token had already been used: the session is now revoked.
-    Reused { session_id: Uuid },
+    Reused { user_id: Uuid, session_id: Uuid },
     /// The sign-in went unused for longer than the idle limit: it is now revoked.
-    Idle { session_id: Uuid },
+    Idle { user_id: Uuid, session_id: Uuid },
     /// Unknown, expired, or its session revoked or its account disabled.
     Invalid,
 }
@@ -132,7 +132,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                return Ok(RefreshOutcome::Reused { session_id: row.session_id });
+                return Ok(RefreshOutcome::Reused { user_id: row.user_id, session_id: row.session_id });
             }
             if row.expires_at <= now || row.session_expires_at <= now {
                 return Ok(RefreshOutcome::Invalid);
@@ -147,7 +147,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                return Ok(RefreshOutcome::Idle { session_id: row.session_id });
+                return Ok(RefreshOutcome::Idle { user_id: row.user_id, session_id: row.session_id });
             }
             let user: Option<User> = sqlx::query_as(
                 "SELECT id, email, display_name, role, disabled, created_at FROM users WHERE id = $1",
@@ -178,34 +178,40 @@ impl Db {
         })
     }
 
-    /// Revoke the session that the refresh token (used or not) belongs to. Returns whether
-    /// the token was known.
-    pub async fn revoke_session_by_refresh(&self, hash: &[u8], reason: &str) -> StoreResult<bool> {
+    /// Revoke the session that the refresh token (used or not) belongs to. Returns its
+    /// account and session when the token was known (whether or not it had ended already).
+    pub async fn revoke_session_by_refresh(
+        &self,
+        hash: &[u8],
+        reason: &str,
+    ) -> StoreResult<Option<(Uuid, Uuid)>> {
         let now = Ts::now();
-        let n = on_pool!(self, pool => {
+        let found: Option<(Uuid, Uuid)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT s.user_id, s.id FROM refresh_tokens r
+                 JOIN auth_sessions s ON s.id = r.session_id
+                 WHERE r.token_hash = $1",
+            )
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?
+        });
+        let Some((user_id, session_id)) = found else {
+            return Ok(None);
+        };
+        on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE auth_sessions SET revoked_at = $1, revoked_reason = $2
-                 WHERE revoked_at IS NULL
-                   AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $3)",
+                 WHERE id = $3 AND revoked_at IS NULL",
             )
             .bind(now)
             .bind(reason)
-            .bind(hash)
+            .bind(session_id)
             .execute(pool)
             .await?
             .rows_affected()
         });
-        if n > 0 {
-            return Ok(true);
-        }
-        // Already revoked, or unknown: tell them apart for the caller.
-        let known: i64 = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE token_hash = $1")
-                .bind(hash)
-                .fetch_one(pool)
-                .await?
-        });
-        Ok(known > 0)
+        Ok(Some((user_id, session_id)))
     }
 
     /// Revoke one session by id (sign out from an access token).

@@ -1051,3 +1051,51 @@ async fn the_owner_node_drained_by_sigterm_hands_the_session_to_a_survivor() {
         "{reconnects:?}"
     );
 }
+
+/// Join `id`'s room on node `n` as `who`.
+async fn enter_on(n: &Node, who: &Session, id: Uuid) -> alcove_signaling::client::SignalClient {
+    let j = crate::peers::join_token(n, who, id).await;
+    let (s, welcome) =
+        crate::peers::hello(&n.ws_url(), j["token"].as_str().unwrap(), None, false).await;
+    assert!(
+        matches!(welcome, alcove_signaling::ServerMessage::Welcome { .. }),
+        "{welcome:?}"
+    );
+    s
+}
+
+/// Live revocation reaches every node: the client's connection on node B is closed when
+/// the client signs out everywhere through node A, and the therapist's on A when an admin
+/// disables the account through B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_ended_on_one_node_closes_its_connections_on_the_others() {
+    let cluster = Cluster::start(2, &[]).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let admin = cluster.user_with_role("Root", Role::Admin).await;
+    let t = cluster.user_with_role("Dr Nodes", Role::Therapist).await;
+    let c = a.client("Casey").await;
+    let id = crate::signaling::live_appointment(a, &t, &[&c]).await;
+
+    let mut th = enter_on(a, &t, id).await;
+    let mut cl = enter_on(b, &c, id).await;
+
+    let at = std::time::Instant::now();
+    a.post(
+        "/api/v1/me/sign-out-everywhere",
+        c.token(),
+        serde_json::json!({}),
+    )
+    .await
+    .expect(200);
+    crate::revocation::expect_signed_out(&mut cl, at).await;
+
+    let at = std::time::Instant::now();
+    b.post(
+        format!("/api/v1/admin/users/{}/disable", t.id),
+        admin.token(),
+        serde_json::json!({}),
+    )
+    .await
+    .expect(200);
+    crate::revocation::expect_signed_out(&mut th, at).await;
+}

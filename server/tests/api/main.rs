@@ -17,6 +17,7 @@ mod metrics;
 mod peers;
 mod process;
 mod records;
+mod revocation;
 mod signaling;
 mod tokens;
 mod turn;

@@ -1,0 +1,194 @@
+//! Live revocation: when a sign-in ends (signed out, signed out everywhere, a new password,
+//! the account disabled), its signalling connections are closed within seconds, with
+//! `error signed_out` and close code 4014, and the person leaves the room.
+
+use crate::helpers::{Api as _, Backend, PASSWORD, Session, TestApp};
+use crate::on_both_backends;
+use crate::peers::{hello, join_token};
+use crate::signaling::{pair, signalling_app};
+use alcove::domain::Role;
+use alcove_signaling::{
+    ClientMessage, ErrorCode, ServerMessage,
+    client::{Incoming, SignalClient},
+    close,
+};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+on_both_backends!(ending_a_sign_in_closes_its_signalling_connections_at_once);
+
+/// How soon a revoked connection must be closed (the figure `docs/security.md` promises).
+pub const WITHIN: Duration = Duration::from_secs(3);
+
+/// Join `id`'s room as `who`: the connection and its participant id.
+async fn enter(app: &TestApp, who: &Session, id: Uuid) -> (SignalClient, Uuid) {
+    let j = join_token(app, who, id).await;
+    let (c, welcome) = hello(
+        j["signaling_url"].as_str().unwrap(),
+        j["token"].as_str().unwrap(),
+        None,
+        false,
+    )
+    .await;
+    match welcome {
+        ServerMessage::Welcome { participant_id, .. } => (c, participant_id),
+        other => panic!("not a welcome: {other:?}"),
+    }
+}
+
+/// `c` is told `error signed_out` and closed with 4014, within [`WITHIN`] of `since`.
+pub async fn expect_signed_out(c: &mut SignalClient, since: Instant) {
+    let code = c
+        .wait_for(WITHIN, |m| match m {
+            ServerMessage::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .await
+        .expect("error signed_out before the close");
+    assert_eq!(code, ErrorCode::SignedOut);
+    loop {
+        match c.recv_timeout(WITHIN).await.expect("closed in time") {
+            Incoming::Closed(code, _) => {
+                assert_eq!(code, Some(close::SIGNED_OUT));
+                break;
+            }
+            Incoming::Message(_) | Incoming::Other(_) => {}
+        }
+    }
+    assert!(
+        since.elapsed() < WITHIN,
+        "closed {:?} after the revocation",
+        since.elapsed()
+    );
+}
+
+/// The connection is still served: a harmless unknown message gets its ordinary error.
+async fn still_up(c: &mut SignalClient) {
+    c.send_text(r#"{"type":"no_such_thing"}"#).await.unwrap();
+    let code = c
+        .wait_for(Duration::from_secs(5), |m| match m {
+            ServerMessage::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .await
+        .expect("still served");
+    assert_eq!(code, ErrorCode::UnknownType);
+}
+
+/// The therapist hears that `pid` left.
+async fn peer_left(th: &mut SignalClient, pid: Uuid) {
+    th.wait_for(Duration::from_secs(5), |m| match m {
+        ServerMessage::PeerLeft { participant_id, .. } if *participant_id == pid => Some(()),
+        ServerMessage::Lobby { waiting } if waiting.iter().all(|w| w.participant_id != pid) => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await
+    .expect("the therapist is told the client left");
+}
+
+async fn ending_a_sign_in_closes_its_signalling_connections_at_once(backend: Backend) {
+    let app = signalling_app(backend, |_| {}).await;
+    let admin = app.user_with_role("Root", Role::Admin).await;
+    let (t, c, id) = pair(&app).await;
+    let (mut th, _) = enter(&app, &t, id).await;
+
+    // The client in the call, from its first sign-in.
+    let (mut cl, pid) = enter(&app, &c, id).await;
+    th.wait_for(Duration::from_secs(5), |m| match m {
+        ServerMessage::Lobby { waiting } if !waiting.is_empty() => Some(()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    th.send(&ClientMessage::Admit {
+        participant_id: pid,
+    })
+    .await
+    .unwrap();
+    cl.wait_for(Duration::from_secs(5), |m| {
+        matches!(m, ServerMessage::Admitted { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // 1. Signing out another sign-in of the same account leaves this connection alone;
+    //    signing out this one closes it, and the therapist hears the client left.
+    let other = app.login(&c.email).await;
+    app.post(
+        "/api/v1/auth/logout",
+        None,
+        json!({"refresh_token": other.refresh}),
+    )
+    .await
+    .expect(204);
+    still_up(&mut cl).await;
+    let at = Instant::now();
+    app.post(
+        "/api/v1/auth/logout",
+        None,
+        json!({"refresh_token": c.refresh}),
+    )
+    .await
+    .expect(204);
+    expect_signed_out(&mut cl, at).await;
+    peer_left(&mut th, pid).await;
+    // Its sign-in is over: no new join token from it.
+    app.post(
+        format!("/api/v1/appointments/{id}/join"),
+        c.token(),
+        json!({}),
+    )
+    .await
+    .expect_problem(401, "invalid_token");
+
+    // 2. Sign out everywhere, from another device: the connection in the room closes.
+    let phone = app.login(&c.email).await;
+    let laptop = app.login(&c.email).await;
+    let (mut cl, pid) = enter(&app, &phone, id).await;
+    let at = Instant::now();
+    app.post("/api/v1/me/sign-out-everywhere", laptop.token(), json!({}))
+        .await
+        .expect(200);
+    expect_signed_out(&mut cl, at).await;
+    peer_left(&mut th, pid).await;
+
+    // 3. A new password, set from one sign-in, closes the connections of the others and
+    //    keeps its own.
+    let phone = app.login(&c.email).await;
+    let laptop = app.login(&c.email).await;
+    let (mut on_phone, _) = enter(&app, &phone, id).await;
+    let at = Instant::now();
+    app.post(
+        "/api/v1/me/password",
+        laptop.token(),
+        json!({"current_password": PASSWORD, "new_password": "a new and longer passphrase"}),
+    )
+    .await
+    .expect(200);
+    expect_signed_out(&mut on_phone, at).await;
+    let (mut on_laptop, _) = enter(&app, &laptop, id).await;
+    app.post(
+        "/api/v1/me/password",
+        laptop.token(),
+        json!({"current_password": "a new and longer passphrase", "new_password": PASSWORD}),
+    )
+    .await
+    .expect(200);
+    still_up(&mut on_laptop).await;
+
+    // 4. An administrator disables the therapist's account: the therapist's connection
+    //    closes; the client, still in the room, is unaffected.
+    let at = Instant::now();
+    app.post(
+        format!("/api/v1/admin/users/{}/disable", t.id),
+        admin.token(),
+        json!({}),
+    )
+    .await
+    .expect(200);
+    expect_signed_out(&mut th, at).await;
+    still_up(&mut on_laptop).await;
+}
