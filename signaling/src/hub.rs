@@ -557,7 +557,7 @@ impl Hub {
                 return None;
             }
             match frame {
-                Frame::Text(t) => match parse(&t) {
+                Frame::Text(t) => match validate::message(&t) {
                     Ok(ClientMessage::Hello {
                         token,
                         resume_token,
@@ -612,33 +612,14 @@ impl Hub {
             let _ = send_error(ws, cfg, ErrorCode::RateLimited, "too many messages").await;
             return Err(close::RATE_LIMITED);
         }
-        let msg = match parse(text) {
+        let msg = match validate::message(text) {
             Ok(m) => m,
             Err((code, message)) => {
                 let _ = send_error(ws, cfg, code, message).await;
                 return Ok(());
             }
         };
-        let checked = match &msg {
-            ClientMessage::Hello { .. } => {
-                Err((ErrorCode::HelloRequired, "hello was already sent".into()))
-            }
-            ClientMessage::Signal {
-                description,
-                candidate,
-                ..
-            } => match (description, candidate) {
-                (Some(d), None) => validate::description(d, cfg),
-                (None, Some(c)) => validate::candidate(c, cfg),
-                _ => Err((
-                    ErrorCode::InvalidSignal,
-                    "a signal carries either a description or a candidate".into(),
-                )),
-            },
-            ClientMessage::Stats(s) => validate::stats(s),
-            ClientMessage::Notice { text, .. } => validate::notice(text),
-            _ => Ok(()),
-        };
+        let checked = validate::content(&msg, cfg);
         if let Err((code, message)) = checked {
             let _ = send_error(ws, cfg, code, message).await;
             return Ok(());
@@ -722,46 +703,6 @@ fn refresh_delay(expires: i64, margin: Duration) -> Duration {
     // A margin larger than half the lifetime would refresh in a loop: take half then.
     left.saturating_sub(margin.min(left / 2))
         .max(Duration::from_secs(1))
-}
-
-/// Known message types, to tell an unknown `type` from a malformed known one.
-const TYPES: &[&str] = &[
-    "hello", "admit", "deny", "notice", "signal", "stats", "leave", "end",
-];
-
-/// Parse a text frame into a message, or say why not.
-fn parse(text: &str) -> Result<ClientMessage, validate::Refusal> {
-    // The usual case in one pass; what does not parse is looked at again, to say why.
-    if let Ok(msg) = serde_json::from_str::<ClientMessage>(text) {
-        crate::stats::message(msg.kind());
-        return Ok(msg);
-    }
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|_| (ErrorCode::MalformedMessage, "not a JSON object".to_owned()))?;
-    let Some(kind) = value
-        .get("type")
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
-    else {
-        return Err((
-            ErrorCode::MalformedMessage,
-            "a message needs a string `type`".into(),
-        ));
-    };
-    if !TYPES.contains(&kind.as_str()) {
-        return Err((
-            ErrorCode::UnknownType,
-            format!("unknown message type {kind:?}"),
-        ));
-    }
-    let msg = serde_json::from_value(value).map_err(|e| {
-        (
-            ErrorCode::MalformedMessage,
-            format!("bad {kind} message: {e}"),
-        )
-    })?;
-    crate::stats::message(&kind);
-    Ok(msg)
 }
 
 async fn send<S, E>(ws: &mut S, cfg: &SignalingConfig, frame: Frame) -> Result<(), ()>

@@ -2,12 +2,78 @@
 
 use crate::{
     SignalingConfig,
-    protocol::{Candidate, Description, ErrorCode, Stats},
+    protocol::{Candidate, ClientMessage, Description, ErrorCode, Stats},
 };
 use std::io::Cursor;
 
 /// A refused message: the code and a message for the sender.
 pub type Refusal = (ErrorCode, String);
+
+/// Known message types, to tell an unknown `type` from a malformed known one.
+const TYPES: &[&str] = &[
+    "hello", "admit", "deny", "notice", "signal", "stats", "leave", "end",
+];
+
+/// Parse a text frame into a message, or say why not (`malformed_message` or
+/// `unknown_type`).
+pub fn message(text: &str) -> Result<ClientMessage, Refusal> {
+    // The usual case in one pass; what does not parse is looked at again, to say why.
+    if let Ok(msg) = serde_json::from_str::<ClientMessage>(text) {
+        crate::stats::message(msg.kind());
+        return Ok(msg);
+    }
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|_| (ErrorCode::MalformedMessage, "not a JSON object".to_owned()))?;
+    let Some(kind) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
+        return Err((
+            ErrorCode::MalformedMessage,
+            "a message needs a string `type`".into(),
+        ));
+    };
+    if !TYPES.contains(&kind.as_str()) {
+        return Err((
+            ErrorCode::UnknownType,
+            format!("unknown message type {kind:?}"),
+        ));
+    }
+    let msg = serde_json::from_value(value).map_err(|e| {
+        (
+            ErrorCode::MalformedMessage,
+            format!("bad {kind} message: {e}"),
+        )
+    })?;
+    crate::stats::message(&kind);
+    Ok(msg)
+}
+
+/// What a parsed message carries, checked by its type: a `signal`'s description or
+/// candidate (exactly one), `stats` figures, a notice's text. A second `hello` is refused.
+pub fn content(msg: &ClientMessage, cfg: &SignalingConfig) -> Result<(), Refusal> {
+    match msg {
+        ClientMessage::Hello { .. } => {
+            Err((ErrorCode::HelloRequired, "hello was already sent".into()))
+        }
+        ClientMessage::Signal {
+            description,
+            candidate: cand,
+            ..
+        } => match (description, cand) {
+            (Some(d), None) => self::description(d, cfg),
+            (None, Some(c)) => candidate(c, cfg),
+            _ => Err((
+                ErrorCode::InvalidSignal,
+                "a signal carries either a description or a candidate".into(),
+            )),
+        },
+        ClientMessage::Stats(s) => stats(s),
+        ClientMessage::Notice { text, .. } => notice(text),
+        _ => Ok(()),
+    }
+}
 
 /// A description: a known type, and SDP that parses (rollback excepted), within the limit.
 pub fn description(d: &Description, cfg: &SignalingConfig) -> Result<(), Refusal> {
