@@ -21,3 +21,4 @@ mod revocation;
 mod signaling;
 mod tokens;
 mod turn;
+mod turn_deny;

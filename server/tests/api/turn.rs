@@ -36,7 +36,16 @@ impl Coturn {
         Self::start_with(false)
     }
 
+    /// As deployed, listening and relaying on IPv4 and IPv6 loopback.
+    pub fn start_as_deployed_dual_stack() -> Coturn {
+        Self::start_full(false, true)
+    }
+
     fn start_with(allow_loopback_peers: bool) -> Coturn {
+        Self::start_full(allow_loopback_peers, false)
+    }
+
+    fn start_full(allow_loopback_peers: bool, ipv6: bool) -> Coturn {
         let bin = which("turnserver").expect(
             "coturn is required for the TURN tests and is not installed: apt-get install coturn (scripts/test installs it)",
         );
@@ -72,6 +81,11 @@ impl Coturn {
                 format!("--log-file={d}/turn.log"),
                 "--verbose".to_owned(),
             ])
+            .args(if ipv6 {
+                &["--listening-ip=::1", "--relay-ip=::1"][..]
+            } else {
+                &[][..]
+            })
             .args(if allow_loopback_peers {
                 &["--allow-loopback-peers", "--allowed-peer-ip=127.0.0.1"][..]
             } else {
