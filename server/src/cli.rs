@@ -130,6 +130,17 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
 
+    /// Serve HTTPS with this PEM certificate chain (and ALCOVE_TLS_KEY) instead of plain
+    /// HTTP, for a single server without a TLS-terminating proxy [default: none]
+    #[arg(long, env = "ALCOVE_TLS_CERT", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of ALCOVE_TLS_CERT [default: none]
+    #[arg(long, env = "ALCOVE_TLS_KEY", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+
     /// Largest number of pooled database connections [default: 10]
     #[arg(long, env = "ALCOVE_DB_MAX_CONNECTIONS", value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -151,6 +151,10 @@ pub struct Config {
     pub db_max_connections: u32,
     /// The URL people reach this server at (links, allowed origin, signalling URL).
     pub public_url: Option<String>,
+    /// Terminate TLS here with this PEM certificate chain (and `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Log format.
     pub log_format: LogFormat,
     /// Whether clients may create their own accounts.
@@ -279,6 +283,8 @@ impl Default for Config {
             database_url: None,
             db_max_connections: 10,
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
             log_format: LogFormat::Text,
             allow_registration: true,
             access_token_ttl: Duration::from_secs(15 * 60),
@@ -376,6 +382,11 @@ impl Config {
         }
         if self.session_max_age < self.refresh_token_ttl {
             bail!("ALCOVE_SESSION_MAX_AGE must be at least ALCOVE_REFRESH_TOKEN_TTL");
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => bail!("ALCOVE_TLS_KEY is needed with ALCOVE_TLS_CERT"),
+            (None, Some(_)) => bail!("ALCOVE_TLS_CERT is needed with ALCOVE_TLS_KEY"),
+            _ => {}
         }
         if self.db_max_connections == 0 {
             bail!("ALCOVE_DB_MAX_CONNECTIONS must be at least 1");
@@ -572,12 +583,28 @@ impl Config {
         self.data_dir.join("keys")
     }
 
+    /// Whether this server terminates TLS itself.
+    pub fn serves_tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// Whether people reach this server over HTTPS (here or through a proxy): then every
+    /// response carries `Strict-Transport-Security`.
+    pub fn https(&self) -> bool {
+        self.serves_tls()
+            || self
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+    }
+
     /// The public base URL, given or derived from the bound address.
     pub fn public_base(&self, bound: SocketAddr) -> String {
+        let scheme = if self.serves_tls() { "https" } else { "http" };
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
-            None if bound.ip().is_unspecified() => format!("http://localhost:{}", bound.port()),
-            None => format!("http://{bound}"),
+            None if bound.ip().is_unspecified() => format!("{scheme}://localhost:{}", bound.port()),
+            None => format!("{scheme}://{bound}"),
         }
     }
 }

@@ -40,6 +40,8 @@ pub async fn open_db(config: &Config) -> anyhow::Result<Db> {
 /// A server that is built and bound, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    /// TLS terminated here (`ALCOVE_TLS_CERT`), or plain HTTP.
+    tls: Option<Arc<rustls::ServerConfig>>,
     metrics_listener: Option<TcpListener>,
     router: axum::Router,
     state: AppState,
@@ -57,6 +59,10 @@ impl Application {
                 KeySet::from_pems(pems.expose_secret())?
             }
             None => KeySet::load_or_create(&config.keys_dir())?,
+        };
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+            _ => None,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -201,6 +207,7 @@ impl Application {
         let router = http::router(state.clone());
         Ok(Self {
             listener,
+            tls,
             metrics_listener,
             router,
             state,
@@ -281,17 +288,34 @@ impl Application {
         // Small messages go out at once: without TCP_NODELAY a `welcome` followed by a
         // `lobby`, or an offer followed by its first candidates, waits for the peer's delayed
         // ACK (40 ms on Linux) behind Nagle's algorithm (docs/BENCHMARKS.md, calls).
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown);
+        let serve: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match self.tls {
+                Some(tls) => Box::pin(
+                    axum::serve(
+                        crate::tls::TlsListener::new(self.listener, tls)?,
+                        crate::tls::with_peer_addresses(self.router)
+                            .into_make_service_with_connect_info::<crate::tls::TlsPeer>(),
+                    )
+                    .with_graceful_shutdown(shutdown)
+                    .into_future(),
+                ),
+                None => {
+                    let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+                        if let Err(e) = tcp.set_nodelay(true) {
+                            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                        }
+                    });
+                    Box::pin(
+                        axum::serve(
+                            listener,
+                            self.router
+                                .into_make_service_with_connect_info::<SocketAddr>(),
+                        )
+                        .with_graceful_shutdown(shutdown)
+                        .into_future(),
+                    )
+                }
+            };
         // Requests in flight finish, but the drain ends at its deadline whatever is left.
         let deadline = async move {
             draining.notified().await;

@@ -23,7 +23,7 @@ use crate::{
 };
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::Response,
@@ -127,7 +127,10 @@ pub fn router(state: AppState) -> Router {
     ))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .layer(middleware::from_fn(errors_as_problems))
-    .layer(middleware::from_fn(security_headers))
+    .layer(middleware::from_fn_with_state(
+        state.config.https(),
+        security_headers,
+    ))
     .layer(CatchPanicLayer::custom(|_| {
         tracing::error!("a request handler panicked");
         problem_response(
@@ -218,8 +221,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 /// Headers on every response: no sniffing, no referrer, no framing; API responses are not
-/// cached (they carry personal data).
-async fn security_headers(req: Request, next: Next) -> Response {
+/// cached (they carry personal data); over HTTPS, HSTS (two years, subdomains too).
+async fn security_headers(State(https): State<bool>, req: Request, next: Next) -> Response {
     let is_api = req.uri().path().starts_with("/api/");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -238,6 +241,12 @@ async fn security_headers(req: Request, next: Next) -> Response {
     );
     if is_api && !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if https {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
     }
     res
 }

@@ -19,6 +19,7 @@ mod process;
 mod records;
 mod revocation;
 mod signaling;
+mod tls;
 mod tokens;
 mod turn;
 mod turn_deny;
