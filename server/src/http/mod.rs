@@ -81,7 +81,7 @@ impl Modify for BearerAuth {
 
 /// The API routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(auth::router())
         .merge(me::router())
@@ -93,7 +93,75 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(signal::router())
         .merge(records::router())
         .merge(admin::router())
-        .split_for_parts()
+        .split_for_parts();
+    let (router, mut doc) = (router, doc);
+    common_responses(&mut doc);
+    (router, doc)
+}
+
+/// Document, on every operation, the answers that come from the layers around the
+/// handlers rather than the handlers themselves, so that the document names every status
+/// a client can get (schemathesis checks it): 400 (a path or query parameter of the wrong
+/// form, a body that is not JSON), 401 (operations that need a token), 413 and 415 (bodies
+/// over 64 KiB or not JSON), 422 (bodies and queries that fail validation), and 503 (the
+/// database is unreachable, the request timed out, or the server is busy).
+fn common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |what: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let path_params = item.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let params = path_params || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let body = op.request_body.is_some();
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let r = &mut op.responses.responses;
+            let mut add = |code: &str, what: &str| {
+                r.entry(code.to_owned()).or_insert_with(|| problem(what));
+            };
+            if params || body {
+                add(
+                    "400",
+                    "Malformed request: a parameter of the wrong form, or a body that is not JSON",
+                );
+                add(
+                    "422",
+                    "The request failed validation (`errors` names each field)",
+                );
+            }
+            if secured {
+                add("401", "Not signed in, or the token is not valid");
+            }
+            if body {
+                add("413", "The body is over 64 KiB");
+                add("415", "The body is not `application/json`");
+            }
+            add(
+                "503",
+                "The database cannot be reached, the request took too long, or the server is busy: try again",
+            );
+        }
+    }
 }
 
 /// The whole application: API, OpenAPI document, web client, middleware.

@@ -5,14 +5,18 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_PER_PAGE: u32 = 20;
 pub const MAX_PER_PAGE: u32 = 100;
+/// Highest page number asked for (a million pages of 100 is more than any list here).
+pub const MAX_PAGE: u32 = 1_000_000;
 
 /// Which page of a list to return.
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// 1-based page number [default: 1]
+    /// 1-based page number, at most 1,000,000 [default: 1]
+    #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<u32>,
     /// Items per page, 1 to 100 [default: 20]
+    #[param(minimum = 1, maximum = 100)]
     pub per_page: Option<u32>,
 }
 
@@ -29,6 +33,12 @@ impl PageParams {
         let per_page = self.per_page.unwrap_or(DEFAULT_PER_PAGE);
         if page == 0 {
             return Err(ApiError::field("page", "page numbers start at 1"));
+        }
+        if page > MAX_PAGE {
+            return Err(ApiError::field(
+                "page",
+                format!("page must be at most {MAX_PAGE}"),
+            ));
         }
         if !(1..=MAX_PER_PAGE).contains(&per_page) {
             return Err(ApiError::field(

@@ -18,6 +18,7 @@ mod peers;
 mod process;
 mod records;
 mod revocation;
+mod schemathesis;
 mod signaling;
 mod tls;
 mod tokens;
