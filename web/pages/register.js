@@ -45,10 +45,6 @@ export function render(ctx) {
         }
         status.replaceChildren(notice('error', 'Please check the highlighted fields.'));
         if (first) first.control.focus();
-      } else if (err instanceof ApiError && err.code === 'email_taken') {
-        email.setError('There is already an account with this email address.');
-        status.replaceChildren(notice('error', h('span', {}, 'There is already an account with this email address. ', h('a', { href: `#/signin?email=${encodeURIComponent(mail)}` }, 'Sign in instead'), '.')));
-        email.control.focus();
       } else if (err instanceof ApiError && err.code === 'registration_closed') {
         status.replaceChildren(notice('error', 'New accounts are created by the practice. Please contact them to get started.'));
       } else if (err instanceof ApiError && err.code === 'too_many_requests') {

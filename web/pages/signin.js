@@ -9,7 +9,7 @@ export function render(ctx) {
   const reason = takeSignOutReason();
   const status = h('div', { 'aria-live': 'polite' });
   if (reason) status.append(notice('info', reason));
-  if (query.get('registered')) status.append(notice('success', 'Your account is ready. Please sign in.'));
+  if (query.get('registered')) status.append(notice('info', 'Please sign in. If this email address already had an account, sign in with that account\'s password.'));
 
   const email = field('Email address', h('input', { type: 'email', id: 'signin-email', name: 'email', autocomplete: 'username', required: true }));
   const password = field('Password', h('input', { type: 'password', id: 'signin-password', name: 'password', autocomplete: 'current-password', required: true }));

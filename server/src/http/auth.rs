@@ -38,6 +38,21 @@ pub struct RegisterRequest {
     pub display_name: String,
 }
 
+/// The answer to a registration: the same whether the email was new or already had an
+/// account, so that registering tells no one which addresses have accounts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RegistrationAccepted {
+    /// Always `accepted`.
+    pub status: &'static str,
+    /// What to do next, for people.
+    pub message: &'static str,
+}
+
+const REGISTRATION_ACCEPTED: RegistrationAccepted = RegistrationAccepted {
+    status: "accepted",
+    message: "Sign in with this email address and the password you chose. If the address already had an account, its own password still applies.",
+};
+
 /// Sign-in with email and password.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +110,12 @@ async fn issue_tokens(
 
 /// Create a client account.
 ///
+/// The answer is the same, 202 with the same body and after the same work (the password is
+/// hashed either way), whether the email was new or already had an account: registration
+/// does not tell anyone which addresses have accounts. Then sign in
+/// (`POST /api/v1/auth/login`) with the email and the password chosen. An existing account
+/// is left as it was (its owner's password still applies). See `docs/security.md`.
+///
 /// Open unless the operator turned registration off (`ALCOVE_ALLOW_REGISTRATION=false`).
 /// Therapists and admins are created by an admin. Password rule: a password must be 10 to
 /// 128 characters long, must not be one of the most common passwords, and must not contain
@@ -102,9 +123,8 @@ async fn issue_tokens(
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
     request_body = RegisterRequest,
     responses(
-        (status = 201, description = "Account created", body = UserView),
+        (status = 202, description = "Registration accepted (the same answer whether or not the email already had an account)", body = RegistrationAccepted),
         (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid email, name or weak password", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many registrations from this address", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Busy hashing passwords; retry", body = Problem, content_type = "application/problem+json"),
@@ -113,7 +133,7 @@ async fn register(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     Json(body): Json<RegisterRequest>,
-) -> ApiResult<(StatusCode, axum::Json<UserView>)> {
+) -> ApiResult<(StatusCode, axum::Json<RegistrationAccepted>)> {
     if !state.config.allow_registration {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -138,16 +158,35 @@ async fn register(
     );
     f.finish()?;
     let (email, name, password) = (email.unwrap(), name.unwrap(), password.unwrap());
-    let user = create_account(
+    match create_account(
         &state,
-        email,
+        email.clone(),
         name,
         Role::Client,
         &password,
         Creator::SelfRegistered,
     )
-    .await?;
-    Ok((StatusCode::CREATED, axum::Json(user.into())))
+    .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code == "email_taken" => {
+            // The same answer as a new account. The attempt is noted on the account (no
+            // address, no password); its owner is told by mail where mail is set up.
+            if let Some(existing) = state.db.user_by_email(&email).await? {
+                state
+                    .audit_as(
+                        None,
+                        "account.registration_attempt",
+                        "account",
+                        Some(existing.user.id.to_string()),
+                        serde_json::json!({}),
+                    )
+                    .await?;
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(REGISTRATION_ACCEPTED)))
 }
 
 /// Hash the password and create the account; a taken email is 409 `email_taken`.

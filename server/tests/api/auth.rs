@@ -5,6 +5,7 @@ use crate::helpers::{Backend, PASSWORD, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 on_both_backends!(
     register_login_me_refresh_logout_journey,
@@ -23,7 +24,87 @@ on_both_backends!(
     sign_ins_and_registrations_are_limited_per_address_which_a_forged_header_cannot_change,
     a_flood_at_one_account_does_not_stop_its_owner_signing_in_from_elsewhere,
     a_failed_sign_in_keeps_no_trace_of_an_unknown_email,
+    registering_a_taken_email_answers_like_a_new_one,
 );
+
+/// Registration does not tell anyone which addresses have accounts: a taken email gets the
+/// same status, headers and body as a new one, after the same work (the password is hashed
+/// either way: medians compared as a ratio in one run), and the existing account is left
+/// as it was; the attempt is audited on it, with no address or password.
+async fn registering_a_taken_email_answers_like_a_new_one(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = app.client("Olive").await;
+    let attempt = |email: String| {
+        let app = &app;
+        async move {
+            let t = Instant::now();
+            let r = app
+                .post(
+                    "/api/v1/auth/register",
+                    None,
+                    json!({"email": email, "password": "an attacker's passphrase", "display_name": "Probe"}),
+                )
+                .await;
+            (r, t.elapsed())
+        }
+    };
+    let (taken, _) = attempt(owner.email.clone()).await;
+    let (new, _) = attempt(format!("new-{}@example.com", Uuid::new_v4().simple())).await;
+    assert_eq!(taken.status, new.status);
+    assert_eq!(taken.status, 202);
+    assert_eq!(taken.text, new.text, "the same body");
+    let names = |r: &crate::helpers::Resp| {
+        let mut v: Vec<String> = r
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| k != "x-request-id" && k != "date")
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&taken), names(&new), "the same headers");
+    assert_eq!(
+        taken.headers.get("content-length"),
+        new.headers.get("content-length")
+    );
+
+    // Timing: both hash the password and write once. Medians of interleaved attempts.
+    let mut taken_t = Vec::new();
+    let mut new_t = Vec::new();
+    for _ in 0..7 {
+        taken_t.push(attempt(owner.email.clone()).await.1);
+        new_t.push(
+            attempt(format!("new-{}@example.com", Uuid::new_v4().simple()))
+                .await
+                .1,
+        );
+    }
+    taken_t.sort();
+    new_t.sort();
+    let ratio = taken_t[3].as_secs_f64() / new_t[3].as_secs_f64();
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "taken/new median time ratio {ratio:.2} ({:?} vs {:?})",
+        taken_t[3],
+        new_t[3]
+    );
+
+    // The owner's account is unchanged: their password works, the attacker's does not.
+    app.login(&owner.email).await;
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"email": owner.email, "password": "an attacker's passphrase"}),
+    )
+    .await
+    .expect_problem(401, "invalid_credentials");
+    // The attempts are on the account's audit trail, without the address or password.
+    let dump = crate::records::dump_all(app.store()).await;
+    assert!(dump.contains("account.registration_attempt"));
+    assert!(!dump.contains("attacker"));
+    assert!(!dump.contains("127.0.0.1"));
+}
 
 async fn register_login_me_refresh_logout_journey(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -34,10 +115,9 @@ async fn register_login_me_refresh_logout_journey(backend: Backend) {
             json!({"email": "Ada@Example.com", "password": PASSWORD, "display_name": "Ada"}),
         )
         .await
-        .expect(201);
-    assert_eq!(reg["email"], "ada@example.com");
-    assert_eq!(reg["role"], "client");
-    assert!(reg.get("password_hash").is_none());
+        .expect(202);
+    assert_eq!(reg["status"], "accepted");
+    assert!(reg.get("id").is_none() && reg.get("email").is_none());
 
     let login = app
         .post(
@@ -49,14 +129,17 @@ async fn register_login_me_refresh_logout_journey(backend: Backend) {
         .expect(200);
     assert_eq!(login["token_type"], "Bearer");
     assert_eq!(login["expires_in"], 900, "15 minutes by default");
-    assert_eq!(login["user"]["id"], reg["id"]);
+    assert_eq!(login["user"]["email"], "ada@example.com");
+    assert_eq!(login["user"]["role"], "client");
+    assert!(login["user"].get("password_hash").is_none());
+    let id = login["user"]["id"].clone();
     let access = login["access_token"].as_str().unwrap();
     let refresh = login["refresh_token"].as_str().unwrap();
 
     let me = app.get("/api/v1/me", Some(access)).await.expect(200);
     assert_eq!(
         me,
-        json!({"id": reg["id"], "email": "ada@example.com", "display_name": "Ada", "role": "client"})
+        json!({"id": id, "email": "ada@example.com", "display_name": "Ada", "role": "client"})
     );
 
     let rotated = app
@@ -187,10 +270,23 @@ async fn email_is_unique_whatever_its_case(backend: Backend) {
     let body = |email: &str| json!({"email": email, "password": PASSWORD, "display_name": "Dee"});
     app.post("/api/v1/auth/register", None, body("dee@example.com"))
         .await
-        .expect(201);
-    app.post("/api/v1/auth/register", None, body("DEE@Example.COM"))
-        .await
-        .expect_problem(409, "email_taken");
+        .expect(202);
+    // The same answer for the taken address (registration tells no one who has an
+    // account), and no second account: one sign-in works, with the first password.
+    app.post(
+        "/api/v1/auth/register",
+        None,
+        json!({"email": "DEE@Example.COM", "password": "another long passphrase", "display_name": "Mallory"}),
+    )
+    .await
+    .expect(202);
+    app.post(
+        "/api/v1/auth/login",
+        None,
+        json!({"email": "dee@example.com", "password": "another long passphrase"}),
+    )
+    .await
+    .expect_problem(401, "invalid_credentials");
     // Sign-in is case-insensitive too.
     app.post(
         "/api/v1/auth/login",
@@ -818,12 +914,12 @@ async fn sign_ins_and_registrations_are_limited_per_address_which_a_forged_heade
             .await
         }
     };
-    register("192.0.2.1").await.expect(201);
-    register("192.0.2.1").await.expect(201);
+    register("192.0.2.1").await.expect(202);
+    register("192.0.2.1").await.expect(202);
     let r = register("192.0.2.1").await;
     r.expect_problem(429, "too_many_requests");
     assert!(r.headers.get("retry-after").is_some());
-    register("192.0.2.2").await.expect(201);
+    register("192.0.2.2").await.expect(202);
     // Sign-ins: five attempts from one address, whatever the emails; then 429.
     for i in 0..5 {
         post_from(
@@ -857,7 +953,7 @@ async fn sign_ins_and_registrations_are_limited_per_address_which_a_forged_heade
             json!({"email": format!("d-{}@example.com", uuid::Uuid::new_v4().simple()), "password": PASSWORD, "display_name": "Reg"}),
         )
         .await;
-        assert_eq!(r.status, if i < 2 { 201 } else { 429 }, "{}", r.text);
+        assert_eq!(r.status, if i < 2 { 202 } else { 429 }, "{}", r.text);
     }
     // The addresses were counted, never kept.
     for db in [app.store(), direct.store()] {

@@ -625,7 +625,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_loses_nothing_and_recovers() {
                 serde_json::json!({"email": "new@example.com", "password": crate::helpers::PASSWORD, "display_name": "New"}),
             )
             .await;
-        if r.status.as_u16() == 201 {
+        if r.status.as_u16() == 202 {
             break;
         }
         assert!(

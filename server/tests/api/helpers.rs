@@ -316,7 +316,7 @@ pub trait Api: Sync {
             json!({"email": email, "password": PASSWORD, "display_name": name}),
         )
         .await
-        .expect(201);
+        .expect(202);
         self.login(&email).await
     }
 

@@ -63,7 +63,7 @@ async fn alcove_serves_https_and_secure_websockets_itself() {
         .send()
         .await
         .unwrap();
-    assert_eq!(me.status(), 201);
+    assert_eq!(me.status(), 202);
     let login = https
         .post(format!("{base}/api/v1/auth/login"))
         .json(
