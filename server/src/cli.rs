@@ -307,6 +307,18 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
     pub request_timeout: Option<Duration>,
 
+    /// Longest a request's headers may take to arrive; a connection that trickles them is
+    /// closed (slowloris) [default: 10s]
+    #[arg(long, env = "ALCOVE_HEADER_TIMEOUT", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub header_timeout: Option<Duration>,
+
+    /// Connections open at once from one client address (an IPv6 /64), WebSockets
+    /// included; trusted proxies are not limited; 0: no limit [default: 256]
+    #[arg(long, env = "ALCOVE_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_address: Option<usize>,
+
     /// Serve /metrics on this address only, not on the public listener (e.g. 127.0.0.1:9090)
     #[arg(long, env = "ALCOVE_METRICS_LISTEN", value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -226,6 +226,11 @@ pub struct Config {
     /// Longest a request may take before it is answered 503 `timeout`.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
+    /// Longest a request's headers may take to arrive.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// Connections open at once per client address (0: no limit).
+    pub max_connections_per_address: usize,
     /// Serve `/metrics` on this address only (not on the public listener).
     pub metrics_listen: Option<SocketAddr>,
     /// On SIGTERM, the longest the drain takes before the process exits: connections are
@@ -314,6 +319,8 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             metrics_listen: None,
             request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_connections_per_address: 256,
             signal_ping_interval: Duration::from_secs(10),
             idle_sign_out: Duration::from_secs(15 * 60),
             node_id: "local".into(),
@@ -387,6 +394,11 @@ impl Config {
             (Some(_), None) => bail!("ALCOVE_TLS_KEY is needed with ALCOVE_TLS_CERT"),
             (None, Some(_)) => bail!("ALCOVE_TLS_CERT is needed with ALCOVE_TLS_KEY"),
             _ => {}
+        }
+        if self.header_timeout < Duration::from_millis(100)
+            || self.header_timeout > Duration::from_secs(300)
+        {
+            bail!("ALCOVE_HEADER_TIMEOUT must be between 100ms and 5m");
         }
         if self.db_max_connections == 0 {
             bail!("ALCOVE_DB_MAX_CONNECTIONS must be at least 1");

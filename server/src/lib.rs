@@ -30,6 +30,7 @@ pub mod http;
 pub mod metrics;
 pub mod records;
 pub mod redis_store;
+pub mod serve;
 pub mod signal;
 pub mod startup;
 pub mod state;

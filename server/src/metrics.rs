@@ -106,6 +106,8 @@ pub struct Metrics {
     session_seconds: Histogram,
     waiting_seconds: Histogram,
     reconnects: Counter,
+    /// Connections closed at accept: over the limit per client address.
+    connections_refused: Counter,
     rooms: Mutex<HashMap<Uuid, Room>>,
     registry: OnceLock<Registry>,
 }
@@ -160,6 +162,7 @@ impl Metrics {
                 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
             ]),
             reconnects: Counter::default(),
+            connections_refused: Counter::default(),
             rooms: Mutex::new(HashMap::new()),
             registry: OnceLock::new(),
         })
@@ -204,6 +207,11 @@ impl Metrics {
             "Participants who came back after a dropped connection (or a server restart)",
             self.reconnects.clone(),
         );
+        r.register(
+            "connections_refused",
+            "Connections closed at once: one client address had too many open",
+            self.connections_refused.clone(),
+        );
         r.register_collector(Box::new(Scrape {
             metrics: self.clone(),
             hub,
@@ -212,6 +220,11 @@ impl Metrics {
             cluster,
         }));
         let _ = self.registry.set(r);
+    }
+
+    /// A connection was closed at accept (too many from one address).
+    pub fn refused_connection(&self) {
+        self.connections_refused.inc();
     }
 
     /// The metrics, as OpenMetrics text.

@@ -285,37 +285,14 @@ impl Application {
                     .await;
             });
         }
-        // Small messages go out at once: without TCP_NODELAY a `welcome` followed by a
-        // `lobby`, or an offer followed by its first candidates, waits for the peer's delayed
-        // ACK (40 ms on Linux) behind Nagle's algorithm (docs/BENCHMARKS.md, calls).
-        let serve: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
-            match self.tls {
-                Some(tls) => Box::pin(
-                    axum::serve(
-                        crate::tls::TlsListener::new(self.listener, tls)?,
-                        crate::tls::with_peer_addresses(self.router)
-                            .into_make_service_with_connect_info::<crate::tls::TlsPeer>(),
-                    )
-                    .with_graceful_shutdown(shutdown)
-                    .into_future(),
-                ),
-                None => {
-                    let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-                        if let Err(e) = tcp.set_nodelay(true) {
-                            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                        }
-                    });
-                    Box::pin(
-                        axum::serve(
-                            listener,
-                            self.router
-                                .into_make_service_with_connect_info::<SocketAddr>(),
-                        )
-                        .with_graceful_shutdown(shutdown)
-                        .into_future(),
-                    )
-                }
-            };
+        let opts = crate::serve::ServeOptions {
+            header_timeout: self.state.config.header_timeout,
+            per_address: self.state.config.max_connections_per_address,
+            exempt: self.state.trusted_proxies.clone(),
+            tls: self.tls,
+            metrics: self.state.metrics.clone(),
+        };
+        let serve = crate::serve::serve(self.listener, self.router, opts, shutdown);
         // Requests in flight finish, but the drain ends at its deadline whatever is left.
         let deadline = async move {
             draining.notified().await;

@@ -261,6 +261,16 @@ impl Hub {
         self.inner.live.load(Ordering::Relaxed)
     }
 
+    /// Connections noted for live revocation (those in a room): 0 once all have closed.
+    pub fn revocable_count(&self) -> usize {
+        self.inner
+            .accounts
+            .lock()
+            .expect("accounts lock")
+            .conns
+            .len()
+    }
+
     /// The server is stopping: **drain**. Every connection is told `reconnect` and closed
     /// with 1012; its participant is reconnecting in its room, for the grace period. Once
     /// they are closed (or after `wait`), the rooms are handed over, not ended: on one node

@@ -13,6 +13,7 @@ mod directory;
 mod drain;
 mod faults;
 mod health;
+mod limits;
 mod metrics;
 mod peers;
 mod process;
