@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! alcove-bench relay       [--rooms 2000] [--seconds 20]   CPU per relayed candidate, relay latency, memory per connection
+//! alcove-bench flood       [--rooms 1000] [--seconds 20]   relay latency of the others, quiet and while one client floods
 //! alcove-bench joins       [--n 4000]                      a join storm: hello to welcome
 //! alcove-bench connections [--n 18000]                     idle connections in rooms: memory each
 //! alcove-bench signins     [--n 100]                       resident memory after sign-ins
@@ -49,6 +50,15 @@ enum Mode {
     /// memory per connection; Alcove beside the bare relay
     Relay {
         #[arg(long, default_value_t = 2000)]
+        rooms: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Relay latency of paced rooms, quiet and while one client floods its own room
+    /// (as fast as it can send, rejoining each time it is cut off): the flood's cost to
+    /// everyone else
+    Flood {
+        #[arg(long, default_value_t = 1000)]
         rooms: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
@@ -425,6 +435,199 @@ async fn relay(n_rooms: usize, seconds: u64) {
     assert!(
         ours.received > 0 && floor.received > 0,
         "messages were relayed"
+    );
+}
+
+// ---- flood -----------------------------------------------------------------------------------
+
+/// What the flooding client did.
+#[derive(Default)]
+struct FloodStats {
+    connections: u64,
+    frames: u64,
+    bytes: u64,
+    rate_limited: u64,
+    refused_joins: u64,
+}
+
+/// One client of `pair` floods its room until `stop`: join (a new token each time), then
+/// send the largest candidates allowed to its therapist as fast as the socket takes them,
+/// until the server cuts it off (4008), and again every 2 s (the most the server's join
+/// limit allows, kept up). Its therapist reads everything.
+async fn flood_loop(
+    srv_base: String,
+    ws_url: String,
+    origin: String,
+    pair: Pair,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> FloodStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let http = reqwest::Client::new();
+    // Clients enter without waiting: each rejoin is in the call at once.
+    call(
+        &http,
+        reqwest::Method::PUT,
+        format!(
+            "{srv_base}/api/v1/appointments/{}/auto-admit",
+            pair.appointment
+        ),
+        Some(&pair.therapist.token),
+        Some(json!({"auto_admit": true})),
+    )
+    .await;
+    let mut th = connect(&ws_url, &origin).await;
+    let tw = hello(
+        &mut th,
+        &join_token(&http, &srv_base, &pair.therapist, pair.appointment).await,
+    )
+    .await;
+    let to = tw["participant_id"].as_str().unwrap().to_owned();
+    let drain = tokio::spawn(async move { while next_json(&mut th).await.is_some() {} });
+    let big = |seq: u64| {
+        // A candidate line near the 1 KiB limit: the most a valid signal carries.
+        json!({"type": "signal", "to": to, "candidate": {
+            "candidate": format!("candidate:{seq} 1 udp 1677729535 203.0.113.7 40000 typ srflx raddr 0.0.0.0 rport 0 generation 0 {}", "x".repeat(880)),
+            "sdpMid": "0", "sdpMLineIndex": 0}})
+        .to_string()
+    };
+    let mut st = FloodStats::default();
+    // From the start of the measured window (relay_load: half a second, then a 2 s
+    // warm-up), a rejoin every 2 s: the server's pace of 30 joins a minute, spread over the
+    // window, the worst a single account can keep up.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut next_join = tokio::time::Instant::now();
+    while !stop.load(Relaxed) {
+        tokio::time::sleep_until(next_join).await;
+        next_join += Duration::from_secs(2);
+        // A new join token for each rejoin: held to the server's pace (429 past it).
+        let r = http
+            .post(format!(
+                "{srv_base}/api/v1/appointments/{}/join",
+                pair.appointment
+            ))
+            .bearer_auth(&pair.client.token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            st.refused_joins += 1;
+            continue;
+        }
+        let token = r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut ws = connect(&ws_url, &origin).await;
+        ws.send(Message::Text(
+            json!({"type": "hello", "token": token}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+        st.connections += 1;
+        let (mut tx, mut rx) = ws.split();
+        let reader = tokio::spawn(async move {
+            let mut cut = false;
+            while let Some(Ok(m)) = rx.next().await {
+                if let Message::Close(Some(f)) = &m {
+                    cut = u16::from(f.code) == 4008;
+                    break;
+                }
+            }
+            cut
+        });
+        let mut seq = 0;
+        while !stop.load(Relaxed) {
+            let m = big(seq);
+            st.bytes += m.len() as u64;
+            if tx.send(Message::Text(m.into())).await.is_err() {
+                break;
+            }
+            st.frames += 1;
+            seq += 1;
+        }
+        drop(tx);
+        if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(2), reader).await {
+            st.rate_limited += 1;
+        }
+    }
+    drain.abort();
+    st
+}
+
+async fn flood(n_rooms: usize, seconds: u64) {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    raise_nofile();
+    println!(
+        "\n## flood: {n_rooms} rooms at 4 candidates a second per pair, {seconds} s measured; quiet, then while one client in a room of its own floods\n"
+    );
+    let mut runs = Vec::new();
+    for flooding in [false, true] {
+        let who = Identity::new();
+        let (srv, db) = alcove(&who, &[]).await;
+        let mut ps = pairs(&srv.base(), &db, &who, n_rooms + 1, 16).await;
+        let flood_pair = ps.pop().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = srv.rss_kib();
+        let w = Window::new();
+        let rooms = alcove_rooms(&srv, &who, &ps, &w).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flooder = flooding.then(|| {
+            tokio::spawn(flood_loop(
+                srv.base(),
+                srv.ws(),
+                who.issuer.clone(),
+                flood_pair,
+                stop.clone(),
+            ))
+        });
+        let run = relay_load(&srv, rooms, w, seconds, before).await;
+        stop.store(true, Relaxed);
+        let st = match flooder {
+            Some(f) => f.await.unwrap(),
+            None => FloodStats::default(),
+        };
+        runs.push((flooding, run, st));
+        drop(srv);
+        db.close().await;
+    }
+    println!(
+        "| run | others' p50 ms | p95 ms | p99 ms | max ms | received of sent | flood frames | flood MiB | flood connections (cut off with 4008) | joins refused (429) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (flooding, r, st) in &runs {
+        let l = &r.latencies_ms;
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} of {} | {} | {:.1} | {} ({}) | {} |",
+            if *flooding {
+                "one client flooding"
+            } else {
+                "quiet"
+            },
+            percentile(l, 0.5),
+            percentile(l, 0.95),
+            percentile(l, 0.99),
+            percentile(l, 1.0),
+            r.received,
+            r.sent,
+            st.frames,
+            st.bytes as f64 / (1024.0 * 1024.0),
+            st.connections,
+            st.rate_limited,
+            st.refused_joins,
+        );
+    }
+    let (q, f) = (&runs[0].1.latencies_ms, &runs[1].1.latencies_ms);
+    println!(
+        "| flooding ÷ quiet | {} | {} | **{}** | {} | | | | | |",
+        ratio(percentile(f, 0.5), percentile(q, 0.5)),
+        ratio(percentile(f, 0.95), percentile(q, 0.95)),
+        ratio(percentile(f, 0.99), percentile(q, 0.99)),
+        ratio(percentile(f, 1.0), percentile(q, 1.0)),
+    );
+    assert!(
+        runs[1].2.frames > 0 && runs[1].1.received > 0,
+        "the flood ran and the others were relayed"
     );
 }
 
@@ -885,6 +1088,7 @@ async fn main() {
     );
     match cli.mode {
         Mode::Relay { rooms, seconds } => relay(rooms, seconds).await,
+        Mode::Flood { rooms, seconds } => flood(rooms, seconds).await,
         Mode::Joins { n } => joins(n).await,
         Mode::Connections { n } => connections(n).await,
         Mode::Signins { n } => signins(n).await,
@@ -904,6 +1108,7 @@ async fn main() {
         Mode::All { smoke } => {
             if smoke {
                 relay(10, 2).await;
+                flood(10, 2).await;
                 joins(20).await;
                 connections(20).await;
                 signins(4).await;
@@ -912,6 +1117,7 @@ async fn main() {
                 calls(3, alcove_bench::calls::Ice::Trickle).await;
             } else {
                 relay(2000, 20).await;
+                flood(1000, 20).await;
                 joins(4000).await;
                 connections(18000).await;
                 signins(100).await;

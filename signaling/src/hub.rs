@@ -692,14 +692,28 @@ where
     linger(ws).await;
 }
 
+///
+/// Bounded in bytes as well as time: a peer that keeps flooding after its close (it was cut
+/// off for flooding) is not read for a whole second, only up to [`LINGER_BYTES`], then
+/// dropped.
 async fn linger<S: Stream<Item = Frame> + Unpin>(ws: &mut S) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut read = 0usize;
     while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ws.next()).await {
-        if matches!(f, Frame::Close(_)) {
+        read += match &f {
+            Frame::Close(_) => break,
+            Frame::Text(t) => t.len(),
+            Frame::Binary(b) | Frame::Ping(b) | Frame::Pong(b) => b.len(),
+            Frame::TooBig => LINGER_BYTES,
+        };
+        if read >= LINGER_BYTES {
             break;
         }
     }
 }
+
+/// What a closing connection reads of its peer's frames at most, waiting for the close.
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// The sooner of a deadline and an optional one.
 fn earliest(a: tokio::time::Instant, b: Option<tokio::time::Instant>) -> tokio::time::Instant {

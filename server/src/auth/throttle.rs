@@ -48,6 +48,9 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub Duration);
 
+/// Join tokens one account may get in a minute.
+pub const JOINS_PER_MINUTE: u64 = 30;
+
 impl RetryAfter {
     /// Whole seconds, at least one, for `Retry-After`.
     pub fn secs(self) -> u64 {
@@ -160,6 +163,20 @@ impl LoginThrottle {
         self.store.clear(&attempt.pair).await?;
         self.store.mark(&attempt.known, KNOWN_FOR).await?;
         Ok(())
+    }
+
+    /// Before a join token is issued to `user_id`: at most [`JOINS_PER_MINUTE`] a minute.
+    /// A person reconnecting after network trouble needs a few; a client cut off for
+    /// flooding its room and rejoining at once to flood again (`alcove-bench flood`) is
+    /// held to this pace, on every node.
+    pub async fn before_join(&self, user_id: uuid::Uuid) -> anyhow::Result<Result<(), RetryAfter>> {
+        let key = self.keys.key("join", &[user_id.as_bytes()]);
+        let (n, left) = self.store.hit(&key, Duration::from_secs(60)).await?;
+        Ok(if n > JOINS_PER_MINUTE {
+            Err(RetryAfter(left))
+        } else {
+            Ok(())
+        })
     }
 
     /// Before an account is registered from `addr`.

@@ -73,6 +73,7 @@ impl std::fmt::Debug for JoinResponse {
         (status = 200, description = "A join token and ICE servers", body = JoinResponse),
         (status = 404, description = "No such appointment of yours", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Outside the join window, or not booked (`not_joinable`); turned away by the therapist (`denied`); relay-only chosen but no relay (`relay_unavailable`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "More than 30 join tokens for this account in a minute", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn join(
     State(state): State<AppState>,
@@ -83,6 +84,14 @@ async fn join(
     if !a.is_participant(user.id) {
         // Admins read appointments but do not join sessions.
         return Err(ApiError::not_found("appointment"));
+    }
+    if let Err(wait) = state
+        .login_throttle
+        .before_join(user.id)
+        .await
+        .map_err(ApiError::unavailable)?
+    {
+        return Err(ApiError::too_many_requests(wait.secs()));
     }
     let now = Timestamp::now();
     joinable(&state.config, &a, user.id, now)

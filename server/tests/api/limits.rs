@@ -269,3 +269,24 @@ async fn ten_thousand_signalling_connections_opened_and_closed_leave_nothing_beh
     // And the server still serves.
     app.get("/healthz", None).await.expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_tokens_are_limited_per_account() {
+    // A client cut off for flooding cannot rejoin at once, again and again: 30 join tokens
+    // a minute per account, then 429 with Retry-After; other accounts are not affected.
+    let app = crate::signaling::signalling_app(Backend::Sqlite, |_| {}).await;
+    let (t, c, id) = crate::signaling::pair(&app).await;
+    let path = format!("/api/v1/appointments/{id}/join");
+    for _ in 0..30 {
+        app.post(&path, c.token(), serde_json::json!({}))
+            .await
+            .expect(200);
+    }
+    let r = app.post(&path, c.token(), serde_json::json!({})).await;
+    r.expect_problem(429, "too_many_requests");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    app.post(&path, t.token(), serde_json::json!({}))
+        .await
+        .expect(200);
+}
