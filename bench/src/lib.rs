@@ -401,6 +401,8 @@ impl Identity {
             ("ALCOVE_ALLOWED_ORIGINS", self.issuer.clone()),
             ("ALCOVE_LOGIN_ADDRESS_MAX", "10000000".into()),
             ("ALCOVE_REGISTER_ADDRESS_MAX", "10000000".into()),
+            // Every connection of the load comes from 127.0.0.1.
+            ("ALCOVE_MAX_CONNECTIONS_PER_ADDRESS", "0".into()),
         ]
     }
 }

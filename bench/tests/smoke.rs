@@ -24,6 +24,7 @@ fn every_mode_runs_small_and_prints_its_table() {
     );
     for heading in [
         "## relay:",
+        "## flood:",
         "## joins:",
         "## connections:",
         "## signins:",
@@ -46,6 +47,11 @@ fn every_mode_runs_small_and_prints_its_table() {
         "and printed Alcove's ratio to it:\n{stdout}"
     );
     assert_eq!(rows("| Alcove |"), 3, "{stdout}");
+    assert_eq!(
+        rows("| one client flooding |") + rows("| flooding ÷ quiet |"),
+        2,
+        "flood measured the others while one client flooded:\n{stdout}"
+    );
     assert!(
         rows("| SQLite |") >= 3 && rows("| PostgreSQL |") >= 3,
         "start and api ran on both databases:\n{stdout}"
