@@ -85,13 +85,13 @@ async fn join(
         // Admins read appointments but do not join sessions.
         return Err(ApiError::not_found("appointment"));
     }
-    if let Err(wait) = state
-        .login_throttle
-        .before_join(user.id)
-        .await
-        .map_err(ApiError::unavailable)?
-    {
-        return Err(ApiError::too_many_requests(wait.secs()));
+    // The pace of join tokens per account (a flood's rejoins). When its counter cannot be
+    // reached (Redis away) the token is issued all the same: the `hello` then answers
+    // `unavailable` by itself, as it needs Redis to spend the token (docs/reliability.md).
+    match state.login_throttle.before_join(user.id).await {
+        Ok(Err(wait)) => return Err(ApiError::too_many_requests(wait.secs())),
+        Ok(Ok(())) => {}
+        Err(e) => tracing::debug!(error = %e, "join pace not checked"),
     }
     let now = Timestamp::now();
     joinable(&state.config, &a, user.id, now)
