@@ -7,7 +7,8 @@
 //! - **Connections per client address**: at most `ALCOVE_MAX_CONNECTIONS_PER_ADDRESS`
 //!   (256) open at once from one address (IPv6: one /64), WebSockets included for as long as
 //!   they live; past it a new connection is closed at once. Trusted proxies
-//!   (`ALCOVE_TRUSTED_PROXIES`) are not limited: the proxy limits its own clients.
+//!   (`ALCOVE_TRUSTED_PROXIES`) are not limited, and their idle connections are kept for
+//!   5 minutes (longer than their own idle timeouts): the proxy limits its own clients.
 //! - **TLS** (`ALCOVE_TLS_CERT`): each handshake in the connection's own task, with a
 //!   deadline.
 //!
@@ -35,6 +36,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 use tower::ServiceExt as _;
+
+/// How long a trusted proxy's connection may sit idle or send headers: longer than the
+/// proxies' own idle timeouts (Caddy 2 min, nginx 60 s), so that they close first.
+const PROXY_IDLE: Duration = Duration::from_secs(300);
 
 /// How the server accepts connections.
 #[derive(Clone)]
@@ -159,13 +164,19 @@ pub async fn serve(
 ) -> io::Result<()> {
     let counts = Arc::new(Counts::default());
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let make = |header_timeout: Duration| {
+        let mut b = Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        b.http2().timer(TokioTimer::new());
+        Arc::new(b)
+    };
+    let builder = make(opts.header_timeout);
+    // A trusted reverse proxy keeps idle connections for reuse (Caddy: 2 min); closing
+    // them first would race its next request into a 502. Its own clients' slowness is the
+    // proxy's to cut off.
+    let proxy_builder = make(PROXY_IDLE);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -180,8 +191,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let key = (opts.per_address > 0 && !opts.exempt.iter().any(|n| n.contains(&peer.ip())))
-            .then(|| address_key(peer.ip()));
+        let from_proxy = opts.exempt.iter().any(|n| n.contains(&peer.ip()));
+        let key = (opts.per_address > 0 && !from_proxy).then(|| address_key(peer.ip()));
         let Some(slot) = counts.take(key, opts.per_address) else {
             // Over the limit: closed at once (the address is not logged).
             opts.metrics.refused_connection();
@@ -203,8 +214,12 @@ pub async fn serve(
             })
         };
         let service = TowerToHyperService::new(service);
-        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), opts.tls.clone());
-        let first_bytes = opts.header_timeout;
+        let (builder, first_bytes) = if from_proxy {
+            (proxy_builder.clone(), PROXY_IDLE)
+        } else {
+            (builder.clone(), opts.header_timeout)
+        };
+        let (watcher, tls) = (graceful.watcher(), opts.tls.clone());
         tokio::spawn(async move {
             // hyper's header timer starts with the first byte: a connection that sends
             // nothing at all is closed here after the same time.

@@ -290,3 +290,28 @@ async fn join_tokens_are_limited_per_account() {
         .await
         .expect(200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_is_neither_capped_nor_cut_off_while_idle() {
+    // Behind a reverse proxy every connection comes from the proxy, which keeps idle ones
+    // for reuse: it is not limited per address, and its idle connections are kept longer
+    // than its own idle timeout (so that it never races a request into a closing one).
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.max_connections_per_address = 2;
+        c.header_timeout = Duration::from_millis(500);
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    for s in &mut held {
+        assert!(
+            !closed_within(s, Duration::from_millis(1500)).await,
+            "a trusted proxy's connection is kept"
+        );
+    }
+    app.get("/healthz", None).await.expect(200);
+}
