@@ -990,83 +990,47 @@ impl RedisRouter {
     }
 
     /// Read this node's delivery stream and hand each delivery to its connection.
-    async fn read_deliveries(self, mut from: String) {
-        let mut stop = self.shared.stopping.subscribe();
-        let mut blocking: Option<redis::aio::MultiplexedConnection> = None;
+    async fn read_deliveries(self, from: String) {
         let key = self.shared.keys.out(&self.shared.me);
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            if blocking.is_none() {
-                match self
-                    .shared
-                    .redis
-                    .get_multiplexed_async_connection_with_config(&blocking_config())
-                    .await
-                {
-                    Ok(c) => blocking = Some(c),
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                }
-            }
-            let c = blocking.as_mut().expect("connected");
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT")
-                .arg(256)
-                .arg("BLOCK")
-                .arg(ms(BLOCK))
-                .arg("STREAMS")
-                .arg(&key)
-                .arg(&from);
-            let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> = tokio::select! {
-                r = cmd.query_async(c) => r,
-                _ = stop.changed() => break,
-            };
-            let reply = match reply {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cluster: delivery reader lost Redis");
-                    blocking = None;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Some(reply) = reply else { continue };
-            for stream in reply.keys {
-                for entry in stream.ids {
-                    from = entry.id.clone();
-                    let Some(d) = entry
-                        .map
-                        .get("d")
-                        .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
-                        .and_then(|b| self.shared.seal.open::<Delivery>(&b, &key))
-                    else {
-                        continue;
-                    };
-                    stats::add(&stats::STATS.bus.deliveries_read, 1);
-                    self.deliver(d);
-                }
-            }
-            // Delivered content leaves Redis at once.
-            let mut c = self.conn();
-            let _: redis::RedisResult<i64> = redis::cmd("XTRIM")
-                .arg(&key)
-                .arg("MINID")
-                .arg(&from)
-                .query_async(&mut c)
-                .await;
-        }
+        let me = self.clone();
+        // Delivered content leaves Redis at once (trimmed after each batch).
+        self.read_sealed::<Delivery>(key, from, "delivery", true, move |d| {
+            stats::add(&stats::STATS.bus.deliveries_read, 1);
+            me.deliver(d);
+        })
+        .await;
     }
 
     /// Read the revocation stream, and close this node's connections of each account in it
     /// (those of the node that wrote it are closed already).
-    async fn read_revocations(self, mut from: String) {
+    async fn read_revocations(self, from: String) {
+        let key = self.shared.keys.revocations();
+        let me = self.clone();
+        // Every node reads this stream: it is capped when written, never trimmed by a reader.
+        self.read_sealed::<Revocation>(key, from, "revocation", false, move |r| {
+            if r.from != *me.shared.me
+                && let Some(f) = me.shared.on_revoke.get()
+            {
+                f(r.user_id, r.sign_ins);
+            }
+        })
+        .await;
+    }
+
+    /// Read the sealed entries of stream `key` after `from`, in order, with a blocking
+    /// `XREAD` on a connection of its own (made again when Redis comes back), until the node
+    /// stops; each entry that opens goes to `each`. With `trim`, what was read is trimmed
+    /// from the stream after each batch.
+    async fn read_sealed<T: for<'de> Deserialize<'de>>(
+        self,
+        key: String,
+        mut from: String,
+        what: &'static str,
+        trim: bool,
+        mut each: impl FnMut(T) + Send,
+    ) {
         let mut stop = self.shared.stopping.subscribe();
         let mut blocking: Option<redis::aio::MultiplexedConnection> = None;
-        let key = self.shared.keys.revocations();
         loop {
             if *stop.borrow() {
                 break;
@@ -1101,7 +1065,7 @@ impl RedisRouter {
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::debug!(error = %e, "cluster: revocation reader lost Redis");
+                    tracing::debug!(error = %e, stream = what, "cluster: a stream reader lost Redis");
                     blocking = None;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -1111,20 +1075,24 @@ impl RedisRouter {
             for stream in reply.keys {
                 for entry in stream.ids {
                     from = entry.id.clone();
-                    let Some(r) = entry
+                    if let Some(v) = entry
                         .map
                         .get("d")
                         .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
-                        .and_then(|b| self.shared.seal.open::<Revocation>(&b, &key))
-                    else {
-                        continue;
-                    };
-                    if r.from != *self.shared.me
-                        && let Some(f) = self.shared.on_revoke.get()
+                        .and_then(|b| self.shared.seal.open::<T>(&b, &key))
                     {
-                        f(r.user_id, r.sign_ins);
+                        each(v);
                     }
                 }
+            }
+            if trim {
+                let mut c = self.conn();
+                let _: redis::RedisResult<i64> = redis::cmd("XTRIM")
+                    .arg(&key)
+                    .arg("MINID")
+                    .arg(&from)
+                    .query_async(&mut c)
+                    .await;
             }
         }
     }
