@@ -248,6 +248,11 @@ impl Application {
             tokio::spawn(records::run_backlog(self.sink.clone(), stop.clone())),
             tokio::spawn(records::run_heartbeat(self.sink.clone(), stop.clone())),
             tokio::spawn(records::run_purge(db.clone(), config.clone(), stop.clone())),
+            tokio::spawn(crate::auth::revocation_sweep(
+                db.clone(),
+                self.state.hub.clone(),
+                stop.clone(),
+            )),
             tokio::spawn(records::run_webhooks(
                 db.clone(),
                 config,

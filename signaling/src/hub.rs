@@ -218,6 +218,12 @@ impl Hub {
         n
     }
 
+    /// [`Hub::revoke`] on this node only: for a sweep that every node runs over the sign-ins
+    /// another process ended (the admin command line, a node without Redis).
+    pub fn revoke_here(&self, user_id: Uuid, sign_ins: SignIns) -> usize {
+        self.inner.revoke_local(user_id, sign_ins)
+    }
+
     pub fn config(&self) -> &SignalingConfig {
         &self.inner.cfg
     }

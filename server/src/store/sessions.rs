@@ -214,6 +214,19 @@ impl Db {
         Ok(Some((user_id, session_id)))
     }
 
+    /// Sign-ins ended at or after `since` (account, sign-in), for the revocation sweep.
+    pub async fn sign_ins_revoked_since(&self, since: Ts) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT user_id, id FROM auth_sessions
+                 WHERE revoked_at IS NOT NULL AND revoked_at >= $1",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Revoke one session by id (sign out from an access token).
     pub async fn revoke_session(&self, session_id: Uuid, reason: &str) -> StoreResult<()> {
         let now = Ts::now();

@@ -16,7 +16,10 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-on_both_backends!(ending_a_sign_in_closes_its_signalling_connections_at_once);
+on_both_backends!(
+    ending_a_sign_in_closes_its_signalling_connections_at_once,
+    a_sign_in_ended_by_the_command_line_closes_its_connections_too,
+);
 
 /// How soon a revoked connection must be closed (the figure `docs/security.md` promises).
 pub const WITHIN: Duration = Duration::from_secs(3);
@@ -39,8 +42,13 @@ async fn enter(app: &TestApp, who: &Session, id: Uuid) -> (SignalClient, Uuid) {
 
 /// `c` is told `error signed_out` and closed with 4014, within [`WITHIN`] of `since`.
 pub async fn expect_signed_out(c: &mut SignalClient, since: Instant) {
+    expect_signed_out_within(c, since, WITHIN).await
+}
+
+/// [`expect_signed_out`] within `within`.
+pub async fn expect_signed_out_within(c: &mut SignalClient, since: Instant, within: Duration) {
     let code = c
-        .wait_for(WITHIN, |m| match m {
+        .wait_for(within, |m| match m {
             ServerMessage::Error { code, .. } => Some(*code),
             _ => None,
         })
@@ -48,7 +56,7 @@ pub async fn expect_signed_out(c: &mut SignalClient, since: Instant) {
         .expect("error signed_out before the close");
     assert_eq!(code, ErrorCode::SignedOut);
     loop {
-        match c.recv_timeout(WITHIN).await.expect("closed in time") {
+        match c.recv_timeout(within).await.expect("closed in time") {
             Incoming::Closed(code, _) => {
                 assert_eq!(code, Some(close::SIGNED_OUT));
                 break;
@@ -57,7 +65,7 @@ pub async fn expect_signed_out(c: &mut SignalClient, since: Instant) {
         }
     }
     assert!(
-        since.elapsed() < WITHIN,
+        since.elapsed() < within,
         "closed {:?} after the revocation",
         since.elapsed()
     );
@@ -191,4 +199,37 @@ async fn ending_a_sign_in_closes_its_signalling_connections_at_once(backend: Bac
     .expect(200);
     expect_signed_out(&mut th, at).await;
     still_up(&mut on_laptop).await;
+}
+
+/// What another process ends is found by each node's sweep (every 2 s): the admin command
+/// line (`alcove user disable`, `alcove user set-password`) writes only to the database,
+/// and a node without Redis has no stream to hear another node on.
+async fn a_sign_in_ended_by_the_command_line_closes_its_connections_too(backend: Backend) {
+    let app = signalling_app(backend, |_| {}).await;
+    let (_t, c, id) = pair(&app).await;
+    // The client in the waiting room (a socket left unread would be found dead by the
+    // test's short ping timeout, so the therapist is left out here).
+    let (mut cl, _) = enter(&app, &c, id).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let at = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alcove"))
+        .current_dir(cwd.path())
+        .env("DATABASE_URL", app.db_url())
+        .args(["user", "disable", "--email", &c.email])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    expect_signed_out_within(&mut cl, at, alcove::auth::REVOCATION_SWEEP + WITHIN).await;
+    // And the account cannot come back.
+    app.post(
+        format!("/api/v1/appointments/{id}/join"),
+        c.token(),
+        json!({}),
+    )
+    .await
+    .expect_problem(401, "invalid_token");
 }
