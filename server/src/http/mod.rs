@@ -81,7 +81,7 @@ impl Modify for BearerAuth {
 
 /// The API routes and their OpenAPI document.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(auth::router())
         .merge(me::router())
@@ -94,7 +94,6 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(records::router())
         .merge(admin::router())
         .split_for_parts();
-    let (router, mut doc) = (router, doc);
     common_responses(&mut doc);
     (router, doc)
 }

@@ -329,7 +329,8 @@ fn regex_free_word(hay: &str, needle: &str) -> bool {
     })
 }
 
-async fn hello(app: &impl Api, who: &Session, id: Uuid) -> (SignalClient, Uuid) {
+/// Join `id`'s room as `who`: the connection and its participant id.
+pub async fn hello(app: &impl Api, who: &Session, id: Uuid) -> (SignalClient, Uuid) {
     let j = crate::peers::join_token(app, who, id).await;
     let (c, welcome) = crate::peers::hello(
         j["signaling_url"].as_str().unwrap(),
@@ -345,7 +346,7 @@ async fn hello(app: &impl Api, who: &Session, id: Uuid) -> (SignalClient, Uuid) 
 }
 
 /// Therapist in, client knocks and is admitted; returns both connections.
-async fn admitted(
+pub async fn admitted(
     app: &impl Api,
     t: &Session,
     c: &Session,

@@ -2,13 +2,13 @@
 //! the account disabled), its signalling connections are closed within seconds, with
 //! `error signed_out` and close code 4014, and the person leaves the room.
 
-use crate::helpers::{Api as _, Backend, PASSWORD, Session, TestApp};
+use crate::helpers::{Api as _, Backend, PASSWORD};
 use crate::on_both_backends;
-use crate::peers::{hello, join_token};
-use crate::signaling::{pair, signalling_app};
+use crate::records::{admitted, hello};
+use crate::signaling::{pair, signalling_app, still_up};
 use alcove::domain::Role;
 use alcove_signaling::{
-    ClientMessage, ErrorCode, ServerMessage,
+    ErrorCode, ServerMessage,
     client::{Incoming, SignalClient},
     close,
 };
@@ -23,22 +23,6 @@ on_both_backends!(
 
 /// How soon a revoked connection must be closed (the figure `docs/security.md` promises).
 pub const WITHIN: Duration = Duration::from_secs(3);
-
-/// Join `id`'s room as `who`: the connection and its participant id.
-async fn enter(app: &TestApp, who: &Session, id: Uuid) -> (SignalClient, Uuid) {
-    let j = join_token(app, who, id).await;
-    let (c, welcome) = hello(
-        j["signaling_url"].as_str().unwrap(),
-        j["token"].as_str().unwrap(),
-        None,
-        false,
-    )
-    .await;
-    match welcome {
-        ServerMessage::Welcome { participant_id, .. } => (c, participant_id),
-        other => panic!("not a welcome: {other:?}"),
-    }
-}
 
 /// `c` is told `error signed_out` and closed with 4014, within [`WITHIN`] of `since`.
 pub async fn expect_signed_out(c: &mut SignalClient, since: Instant) {
@@ -71,19 +55,6 @@ pub async fn expect_signed_out_within(c: &mut SignalClient, since: Instant, with
     );
 }
 
-/// The connection is still served: a harmless unknown message gets its ordinary error.
-async fn still_up(c: &mut SignalClient) {
-    c.send_text(r#"{"type":"no_such_thing"}"#).await.unwrap();
-    let code = c
-        .wait_for(Duration::from_secs(5), |m| match m {
-            ServerMessage::Error { code, .. } => Some(*code),
-            _ => None,
-        })
-        .await
-        .expect("still served");
-    assert_eq!(code, ErrorCode::UnknownType);
-}
-
 /// The therapist hears that `pid` left.
 async fn peer_left(th: &mut SignalClient, pid: Uuid) {
     th.wait_for(Duration::from_secs(5), |m| match m {
@@ -101,26 +72,8 @@ async fn ending_a_sign_in_closes_its_signalling_connections_at_once(backend: Bac
     let app = signalling_app(backend, |_| {}).await;
     let admin = app.user_with_role("Root", Role::Admin).await;
     let (t, c, id) = pair(&app).await;
-    let (mut th, _) = enter(&app, &t, id).await;
-
-    // The client in the call, from its first sign-in.
-    let (mut cl, pid) = enter(&app, &c, id).await;
-    th.wait_for(Duration::from_secs(5), |m| match m {
-        ServerMessage::Lobby { waiting } if !waiting.is_empty() => Some(()),
-        _ => None,
-    })
-    .await
-    .unwrap();
-    th.send(&ClientMessage::Admit {
-        participant_id: pid,
-    })
-    .await
-    .unwrap();
-    cl.wait_for(Duration::from_secs(5), |m| {
-        matches!(m, ServerMessage::Admitted { .. }).then_some(())
-    })
-    .await
-    .unwrap();
+    // The therapist and the client in the call, the client from its first sign-in.
+    let (mut th, mut cl, pid) = admitted(&app, &t, &c, id).await;
 
     // 1. Signing out another sign-in of the same account leaves this connection alone;
     //    signing out this one closes it, and the therapist hears the client left.
@@ -155,7 +108,7 @@ async fn ending_a_sign_in_closes_its_signalling_connections_at_once(backend: Bac
     // 2. Sign out everywhere, from another device: the connection in the room closes.
     let phone = app.login(&c.email).await;
     let laptop = app.login(&c.email).await;
-    let (mut cl, pid) = enter(&app, &phone, id).await;
+    let (mut cl, pid) = hello(&app, &phone, id).await;
     let at = Instant::now();
     app.post("/api/v1/me/sign-out-everywhere", laptop.token(), json!({}))
         .await
@@ -167,7 +120,7 @@ async fn ending_a_sign_in_closes_its_signalling_connections_at_once(backend: Bac
     //    keeps its own.
     let phone = app.login(&c.email).await;
     let laptop = app.login(&c.email).await;
-    let (mut on_phone, _) = enter(&app, &phone, id).await;
+    let (mut on_phone, _) = hello(&app, &phone, id).await;
     let at = Instant::now();
     app.post(
         "/api/v1/me/password",
@@ -177,7 +130,7 @@ async fn ending_a_sign_in_closes_its_signalling_connections_at_once(backend: Bac
     .await
     .expect(200);
     expect_signed_out(&mut on_phone, at).await;
-    let (mut on_laptop, _) = enter(&app, &laptop, id).await;
+    let (mut on_laptop, _) = hello(&app, &laptop, id).await;
     app.post(
         "/api/v1/me/password",
         laptop.token(),
@@ -209,7 +162,7 @@ async fn a_sign_in_ended_by_the_command_line_closes_its_connections_too(backend:
     let (_t, c, id) = pair(&app).await;
     // The client in the waiting room (a socket left unread would be found dead by the
     // test's short ping timeout, so the therapist is left out here).
-    let (mut cl, _) = enter(&app, &c, id).await;
+    let (mut cl, _) = hello(&app, &c, id).await;
     let cwd = tempfile::tempdir().unwrap();
     let at = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_alcove"))

@@ -384,7 +384,7 @@ async fn expect_close(c: &mut SignalClient, code: u16) {
 }
 
 /// The connection is still up: a harmless message gets its ordinary answer.
-async fn still_up(c: &mut SignalClient) {
+pub async fn still_up(c: &mut SignalClient) {
     c.send_text(r#"{"type":"no_such_thing"}"#).await.unwrap();
     expect_error(c, ErrorCode::UnknownType, None).await;
 }
