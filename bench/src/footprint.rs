@@ -86,6 +86,7 @@ impl JoinVerifier for BenchVerifier {
             auto_admit: false,
             ice: ice(),
             sign_in: None,
+            network: None,
         })
     }
 

@@ -292,6 +292,21 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_only: Option<bool>,
 
+    /// Network tests this node runs at once [default: 8]
+    #[arg(long, env = "ALCOVE_NETWORK_TEST_MAX", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_test_max: Option<usize>,
+
+    /// Network tests one account may start in an hour [default: 12]
+    #[arg(long, env = "ALCOVE_NETWORK_TEST_PER_HOUR", value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_test_per_hour: Option<u32>,
+
+    /// UDP address of the network test's WebRTC peer [default: 0.0.0.0:0]
+    #[arg(long, env = "ALCOVE_NETWORK_TEST_UDP", value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_test_udp: Option<SocketAddr>,
+
     /// Lifetime of join tokens for the signalling service [default: 2m]
     #[arg(long, env = "ALCOVE_JOIN_TOKEN_TTL", value_name = "DURATION", value_parser = duration::parse)]
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]

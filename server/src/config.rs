@@ -278,6 +278,13 @@ pub struct Config {
     pub webhook_retry_base: Duration,
     /// Attempts before a webhook delivery is given up.
     pub webhook_max_attempts: u32,
+    /// Network tests this node runs at once (each holds a WebRTC peer for up to 20 s).
+    pub network_test_max: usize,
+    /// Network tests one account may start in an hour.
+    pub network_test_per_hour: u32,
+    /// Where the network test's WebRTC peer binds its UDP socket (`0.0.0.0:0`: every
+    /// interface but loopback, an ephemeral port).
+    pub network_test_udp: SocketAddr,
 }
 
 impl Default for Config {
@@ -336,6 +343,9 @@ impl Default for Config {
             webhook_secret: None,
             webhook_retry_base: Duration::from_secs(2),
             webhook_max_attempts: 12,
+            network_test_max: 8,
+            network_test_per_hour: 12,
+            network_test_udp: SocketAddr::from(([0, 0, 0, 0], 0)),
         }
     }
 }
@@ -434,6 +444,12 @@ impl Config {
             || self.turn_ttl > Duration::from_secs(7 * 24 * 3600)
         {
             bail!("ALCOVE_TURN_TTL must be between 10s and 7d");
+        }
+        if self.network_test_max == 0 || self.network_test_max > 1000 {
+            bail!("ALCOVE_NETWORK_TEST_MAX must be between 1 and 1000");
+        }
+        if self.network_test_per_hour == 0 || self.network_test_per_hour > 1000 {
+            bail!("ALCOVE_NETWORK_TEST_PER_HOUR must be between 1 and 1000");
         }
         if self.join_token_ttl < Duration::from_secs(10)
             || self.join_token_ttl > Duration::from_secs(3600)

@@ -28,6 +28,7 @@ pub mod error;
 pub mod expiring;
 pub mod http;
 pub mod metrics;
+pub mod nettest;
 pub mod records;
 pub mod redis_store;
 pub mod serve;

@@ -60,6 +60,11 @@ struct CodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -108,6 +113,8 @@ pub struct Metrics {
     reconnects: Counter,
     /// Connections closed at accept: over the limit per client address.
     connections_refused: Counter,
+    /// Network tests finished, by verdict.
+    network_tests: Family<VerdictLabels, Counter>,
     rooms: Mutex<HashMap<Uuid, Room>>,
     registry: OnceLock<Registry>,
 }
@@ -163,6 +170,7 @@ impl Metrics {
             ]),
             reconnects: Counter::default(),
             connections_refused: Counter::default(),
+            network_tests: Family::default(),
             rooms: Mutex::new(HashMap::new()),
             registry: OnceLock::new(),
         })
@@ -212,6 +220,11 @@ impl Metrics {
             "Connections closed at once: one client address had too many open",
             self.connections_refused.clone(),
         );
+        r.register(
+            "network_tests",
+            "Network tests finished, by verdict (ready, relay_only, blocked)",
+            self.network_tests.clone(),
+        );
         r.register_collector(Box::new(Scrape {
             metrics: self.clone(),
             hub,
@@ -225,6 +238,13 @@ impl Metrics {
     /// A connection was closed at accept (too many from one address).
     pub fn refused_connection(&self) {
         self.connections_refused.inc();
+    }
+
+    /// A network test finished with `verdict` (one of three constants).
+    pub fn network_test(&self, verdict: &'static str) {
+        self.network_tests
+            .get_or_create(&VerdictLabels { verdict })
+            .inc();
     }
 
     /// The metrics, as OpenMetrics text.

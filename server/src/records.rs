@@ -802,12 +802,15 @@ pub async fn purge_once(db: &Db, config: &Config) -> anyhow::Result<crate::store
                 .min(SignedDuration::from_hours(24 * 365 * 200)),
         )
     };
-    let purged = db
+    let mut purged = db
         .purge(
             ago(config.session_retention),
             ago(config.audit_retention),
             ago(Duration::from_secs(30 * 24 * 3600)),
         )
+        .await?;
+    purged.network_tests = db
+        .purge_network_tests(ago(config.session_retention))
         .await?;
     if purged != crate::store::Purged::default() {
         tracing::info!(
@@ -815,6 +818,7 @@ pub async fn purge_once(db: &Db, config: &Config) -> anyhow::Result<crate::store
             audit_rows = purged.audit_rows,
             deliveries = purged.deliveries,
             sign_ins = purged.sign_ins,
+            network_tests = purged.network_tests,
             "retention purge"
         );
     }

@@ -326,7 +326,31 @@ impl JoinVerifier for Verifier {
             .ice
             .mint(relay_only)
             .map_err(|e| JoinRefusal::NotJoinable(e.to_string()))?;
+        // A client's latest network test, for the therapist's lobby; a database hiccup here
+        // only leaves it out.
+        let network = if role == PeerRole::Client {
+            let since =
+                crate::store::Ts::from(Timestamp::now() - crate::http::nettest::LATEST_WITHIN);
+            match self.db.latest_network_test(user.id, since).await {
+                Ok(r) => r.map(|r| alcove_signaling::protocol::NetworkCheck {
+                    verdict: r.verdict,
+                    reason: r.reason,
+                    path: r.path,
+                    rtt_ms: r.rtt_ms,
+                    packet_loss: r.packet_loss,
+                    upload_kbps: r.upload_kbps,
+                    at: r.finished_at.get().as_millisecond(),
+                }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "latest network test not read");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(JoinGrant {
+            network,
             appointment_id: a.id,
             user_id: user.id,
             role,

@@ -181,6 +181,7 @@ impl Application {
             jwt,
             hub,
             ice,
+            network_tests: Arc::new(tokio::sync::Semaphore::new(config.network_test_max)),
             passwords: Passwords::with_workers(match config.hash_workers {
                 0 => crate::auth::password::default_workers(),
                 n => n,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub db_health: Arc<crate::db_health::DbHealth>,
     /// Mints ICE servers and TURN credentials.
     pub ice: crate::signal::IceMinter,
+    /// Places for network tests running on this node (`ALCOVE_NETWORK_TEST_MAX`).
+    pub network_tests: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

@@ -51,6 +51,9 @@ pub struct JoinGrant {
     /// The sign-in the join token was asked for: ending it closes this connection.
     #[serde(default)]
     pub sign_in: Option<Uuid>,
+    /// A client's latest network test, shown to the therapist while they wait.
+    #[serde(default)]
+    pub network: Option<protocol::NetworkCheck>,
 }
 
 /// Which of an account's sign-ins a revocation ends (see [`Hub::revoke`]).

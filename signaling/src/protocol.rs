@@ -107,13 +107,38 @@ pub struct PeerInfo {
     pub polite: bool,
 }
 
+/// A client's latest network test, for the therapist's lobby: the verdict and figures only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkCheck {
+    /// `ready`, `relay_only` or `blocked`.
+    pub verdict: String,
+    /// Why `blocked`, or a warning (`high_loss`, `high_latency`, `low_upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `direct`, `relay_udp`, `relay_tcp`, `relay_tls` or `relay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Fraction lost, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packet_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_kbps: Option<f64>,
+    /// Unix milliseconds when the test finished.
+    pub at: i64,
+}
+
 /// A client in the therapist's lobby.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WaitingInfo {
     pub participant_id: ParticipantId,
     pub display_name: String,
     /// Unix milliseconds when they started waiting.
     pub since: i64,
+    /// Their latest network test of the last 24 hours, if they ran one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkCheck>,
 }
 
 /// Messages a peer sends. `Debug` hides tokens, SDP, candidates and notice text.

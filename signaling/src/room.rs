@@ -9,8 +9,8 @@
 use crate::{
     EventKind, JoinGrant, ParticipantRef, SignalingConfig,
     protocol::{
-        Candidate, Description, ErrorCode, ParticipantId, PeerInfo, PeerRole, ServerMessage, Stats,
-        WaitingInfo, close,
+        Candidate, Description, ErrorCode, NetworkCheck, ParticipantId, PeerInfo, PeerRole,
+        ServerMessage, Stats, WaitingInfo, close,
     },
     random_token,
 };
@@ -182,6 +182,8 @@ struct Member {
     resume_hash: [u8; 32],
     /// Signals for this member while it reconnects (bounded).
     held: VecDeque<Arc<str>>,
+    /// Their latest network test (clients), for the lobby.
+    network: Option<NetworkCheck>,
 }
 
 impl Member {
@@ -221,7 +223,7 @@ fn text(msg: &ServerMessage) -> Arc<str> {
 /// A room as a node hands it to another (JSON in Redis): its members with their places,
 /// resume token hashes, held signals and where their connections are; times are unix
 /// milliseconds, since instants mean nothing on another machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoomSnapshot {
     pub appointment_id: Uuid,
     pub session_id: Uuid,
@@ -233,7 +235,7 @@ pub struct RoomSnapshot {
 }
 
 /// One member in a [`RoomSnapshot`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberSnapshot {
     pub participant_id: ParticipantId,
     pub user_id: Uuid,
@@ -246,6 +248,8 @@ pub struct MemberSnapshot {
     /// Base64 SHA-256 of the resume token.
     pub resume_hash: String,
     pub held: Vec<String>,
+    #[serde(default)]
+    pub network: Option<NetworkCheck>,
 }
 
 fn to_wall(t: Instant, now: Instant, now_ms: i64) -> i64 {
@@ -562,6 +566,7 @@ impl Room {
                             Place::Waiting { since_ms, .. } => since_ms,
                             Place::Admitted => 0,
                         },
+                        network: m.network.clone(),
                     }
                 })
                 .collect(),
@@ -625,6 +630,9 @@ impl Room {
                 m.conn = Some(conn.clone());
                 m.resume_hash = hash(&token);
                 m.display_name = grant.display_name.clone();
+                if grant.network.is_some() {
+                    m.network = grant.network.clone();
+                }
                 let held: Vec<Arc<str>> = m.held.drain(..).collect();
                 if let Some(old) = old {
                     self.error(
@@ -679,6 +687,7 @@ impl Room {
                     away_until: None,
                     resume_hash: hash(&token),
                     held: VecDeque::new(),
+                    network: grant.network.clone(),
                 });
                 let i = self.members.len() - 1;
                 let reference = self.members[i].reference();
@@ -1098,6 +1107,7 @@ impl Room {
                         STANDARD.encode(m.resume_hash)
                     },
                     held: m.held.iter().map(|h| h.to_string()).collect(),
+                    network: m.network.clone(),
                 })
                 .collect(),
         }
@@ -1148,6 +1158,7 @@ impl Room {
                     away_until,
                     resume_hash,
                     held: m.held.into_iter().map(Arc::from).collect(),
+                    network: m.network,
                 }
             })
             .collect();
@@ -1252,6 +1263,7 @@ mod tests {
                 expires_at: None,
             },
             sign_in: None,
+            network: None,
         }
     }
 

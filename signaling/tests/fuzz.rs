@@ -443,6 +443,7 @@ impl JoinVerifier for Verifier {
                 expires_at: None,
             },
             sign_in: None,
+            network: None,
         })
     }
 

@@ -179,6 +179,21 @@ impl LoginThrottle {
         })
     }
 
+    /// Before `user_id` starts a network test: at most `per_hour` in an hour.
+    pub async fn before_network_test(
+        &self,
+        user_id: uuid::Uuid,
+        per_hour: u32,
+    ) -> anyhow::Result<Result<(), RetryAfter>> {
+        let key = self.keys.key("nettest", &[user_id.as_bytes()]);
+        let (n, left) = self.store.hit(&key, Duration::from_secs(3600)).await?;
+        Ok(if n > u64::from(per_hour) {
+            Err(RetryAfter(left))
+        } else {
+            Ok(())
+        })
+    }
+
     /// Before an account is registered from `addr`.
     pub async fn before_registration(
         &self,

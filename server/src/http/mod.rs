@@ -10,6 +10,7 @@ mod care;
 pub mod extract;
 mod health;
 mod me;
+pub mod nettest;
 pub mod pagination;
 mod records;
 pub mod signal;
@@ -91,6 +92,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(care::router())
         .merge(calendar::router())
         .merge(signal::router())
+        .merge(nettest::router())
         .merge(records::router())
         .merge(admin::router())
         .split_for_parts();

@@ -165,7 +165,7 @@ fn origin_of(url: &str) -> &str {
 }
 
 /// Whether a browser at `origin` may open the signalling socket.
-fn origin_allowed(state: &AppState, origin: &str) -> bool {
+pub(super) fn origin_allowed(state: &AppState, origin: &str) -> bool {
     let allowed = &state.config.allowed_origins;
     if allowed.is_empty() {
         return origin == origin_of(&state.public_url);

@@ -13,6 +13,7 @@ pub use appointments::{
 };
 pub use availability::{AvailabilityRecord, ExceptionRow, SchedulingSettings, WeeklyRow};
 pub use care::CareClient;
+pub use network_tests::NetworkTestRecord;
 pub use records::{
     Actor, AuditEntry, AuditFilter, AuditLink, AuditRow, AuditVerdict, DueDelivery, IntervalRecord,
     NewDelivery, ParticipantRecord, Purged, QualityRecord, RecordEvent, SessionRecord, SessionRow,
@@ -95,6 +96,7 @@ macro_rules! append_audit {
 mod appointments;
 mod availability;
 mod care;
+mod network_tests;
 mod records;
 mod sessions;
 mod therapists;

@@ -266,6 +266,8 @@ pub struct Purged {
     pub audit_rows: u64,
     pub deliveries: u64,
     pub sign_ins: u64,
+    /// Network tests kept as long as the session records.
+    pub network_tests: u64,
 }
 
 impl Db {

@@ -15,6 +15,7 @@ mod faults;
 mod health;
 mod limits;
 mod metrics;
+mod nettest;
 mod peers;
 mod process;
 mod records;

@@ -123,12 +123,17 @@ async fn a_full_session_is_recorded_truly_and_keeps_no_content(backend: Backend)
         &[
             ("ALCOVE_SIGNAL_GRACE", "20s"),
             ("ALCOVE_SIGNAL_PING_INTERVAL", "2s"),
+            ("ALCOVE_NETWORK_TEST_UDP", "127.0.0.1:0"),
         ],
     )
     .await;
     let t = srv.user_with_role("Dr Rowan Vale", Role::Therapist).await;
     let c = srv.client("Casey Marsh").await;
     let id = live_appointment(&srv, &t, &[&c]).await;
+    // The client checks their network first (order 10): its figures are kept, its
+    // candidates and SDP are not.
+    let nettest = crate::nettest::run(&srv, &c, false).await;
+    assert_eq!(nettest.result["verdict"], "ready", "{}", nettest.result);
 
     // The session, with the time of each step as the test saw it.
     let t_joined = Timestamp::now();
@@ -264,7 +269,16 @@ async fn a_full_session_is_recorded_truly_and_keeps_no_content(backend: Backend)
     // Nothing of the session's content anywhere: every table, every log line (trace level).
     let mut signals: Vec<String> = th.signals_seen.lock().await.clone();
     signals.extend(cl.signals_seen.lock().await.iter().cloned());
-    let cands = candidates(&signals);
+    let mut cands = candidates(&signals);
+    let relayed = cands.len();
+    for line in &nettest.candidates {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        cands.push((line.clone(), f[4].to_owned(), f[5].to_owned()));
+    }
+    assert!(
+        cands.len() > relayed,
+        "the network test exchanged candidates"
+    );
     assert!(!cands.is_empty(), "candidates were relayed");
     let mut forbidden: Vec<(String, String)> = vec![
         ("v=0".into(), "SDP".into()),
@@ -293,10 +307,19 @@ async fn a_full_session_is_recorded_truly_and_keeps_no_content(backend: Backend)
     for secret in th.secrets.iter().chain(cl.secrets.iter()) {
         forbidden.push((secret.clone(), "a join or resume token".into()));
     }
+    forbidden.push((nettest.token.clone(), "a network test token".into()));
     let dump = dump_all(&srv.db).await;
     assert!(
         dump.contains("video_sessions (1 rows)"),
         "the dump covers the records"
+    );
+    assert!(
+        dump.contains("network_tests (1 rows)"),
+        "the dump covers the network test"
+    );
+    assert!(
+        logs_have(&srv.log_text(), "network test finished"),
+        "the network test was logged (its metadata)"
     );
     let logs = srv.log_text();
     assert!(
@@ -308,15 +331,20 @@ async fn a_full_session_is_recorded_truly_and_keeps_no_content(backend: Backend)
             !dump.contains(needle.as_str()),
             "{what} ({needle:?}) is in the database"
         );
+        let line = logs.lines().find(|l| l.contains(needle.as_str()));
         assert!(
-            !logs.contains(needle.as_str()),
-            "{what} ({needle:?}) is in the logs"
+            line.is_none(),
+            "{what} ({needle:?}) is in the logs: {line:?}"
         );
     }
     for (_, _, port) in &cands {
         let word = regex_free_word(&dump, port);
         assert!(!word, "a candidate port ({port}) is in the database");
     }
+}
+
+fn logs_have(logs: &str, what: &str) -> bool {
+    logs.lines().any(|l| l.contains(what))
 }
 
 /// Whether `needle` occurs in `hay` as a whole number (not inside a longer one).
