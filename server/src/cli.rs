@@ -53,6 +53,52 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
     },
+    /// Run a synthetic call through a deployment (sign in the two probe accounts, open a
+    /// probe appointment, join, admit, connect two WebRTC peers, exchange data, end):
+    /// each step's time on standard output, exit status 1 at the first step that fails.
+    /// For uptime monitoring and after every deploy. See docs/network-test.md.
+    Probe(Box<ProbeCmd>),
+}
+
+/// `alcove probe`.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeCmd {
+    /// The deployment's public URL (e.g. https://therapy.example.org)
+    #[arg(value_name = "BASE_URL")]
+    pub base_url: String,
+    /// The probe's therapist account (the first of the server's ALCOVE_PROBE_ACCOUNTS)
+    #[arg(long, env = "ALCOVE_PROBE_THERAPIST_EMAIL", value_name = "EMAIL")]
+    pub therapist_email: String,
+    /// Its password (from the environment only: never on a command line)
+    #[arg(
+        long = "therapist-password-env",
+        hide = true,
+        env = "ALCOVE_PROBE_THERAPIST_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub therapist_password: String,
+    /// The probe's client account (the second of ALCOVE_PROBE_ACCOUNTS)
+    #[arg(long, env = "ALCOVE_PROBE_CLIENT_EMAIL", value_name = "EMAIL")]
+    pub client_email: String,
+    /// Its password (from the environment only)
+    #[arg(
+        long = "client-password-env",
+        hide = true,
+        env = "ALCOVE_PROBE_CLIENT_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub client_password: String,
+    /// Connect through the TURN relay only (checks the relay path)
+    #[arg(long)]
+    pub relay_only: bool,
+    /// The local UDP address the probe's WebRTC peers bind [default: 0.0.0.0:0]
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    pub bind: std::net::SocketAddr,
+    /// Give up on a step after this long
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "20s")]
+    pub step_timeout: Duration,
 }
 
 /// `alcove healthcheck`.
@@ -291,6 +337,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ALCOVE_RELAY_ONLY", value_name = "BOOL", value_parser = BoolishValueParser::new())]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_only: Option<bool>,
+
+    /// The synthetic call's accounts for `alcove probe`: the therapist's email, then the
+    /// client's, kept for the probe alone [default: none]
+    #[arg(
+        long,
+        env = "ALCOVE_PROBE_ACCOUNTS",
+        value_name = "EMAILS",
+        value_delimiter = ','
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_accounts: Option<Vec<String>>,
 
     /// Network tests this node runs at once [default: 8]
     #[arg(long, env = "ALCOVE_NETWORK_TEST_MAX", value_name = "N")]

@@ -285,6 +285,9 @@ pub struct Config {
     /// Where the network test's WebRTC peer binds its UDP socket (`0.0.0.0:0`: every
     /// interface but loopback, an ephemeral port).
     pub network_test_udp: SocketAddr,
+    /// The synthetic call's two accounts (`alcove probe`): a therapist's email, then a
+    /// client's (empty: no probe).
+    pub probe_accounts: Vec<String>,
 }
 
 impl Default for Config {
@@ -346,6 +349,7 @@ impl Default for Config {
             network_test_max: 8,
             network_test_per_hour: 12,
             network_test_udp: SocketAddr::from(([0, 0, 0, 0], 0)),
+            probe_accounts: Vec::new(),
         }
     }
 }
@@ -444,6 +448,11 @@ impl Config {
             || self.turn_ttl > Duration::from_secs(7 * 24 * 3600)
         {
             bail!("ALCOVE_TURN_TTL must be between 10s and 7d");
+        }
+        if !(self.probe_accounts.is_empty() || self.probe_accounts.len() == 2) {
+            bail!(
+                "ALCOVE_PROBE_ACCOUNTS must name two accounts: the probe's therapist's email, then its client's"
+            );
         }
         if self.network_test_max == 0 || self.network_test_max > 1000 {
             bail!("ALCOVE_NETWORK_TEST_MAX must be between 1 and 1000");

@@ -45,6 +45,7 @@ async fn main() -> ExitCode {
         Some(Command::Config(alcove::cli::ConfigCmd::Check(s))) => &s.common,
         Some(Command::Backup { common, .. }) => common,
         Some(Command::Healthcheck(h)) => &h.serve.common,
+        Some(Command::Probe(_)) => &cli.serve.common,
     };
     if let Err(e) = telemetry::init(common.log_format.unwrap_or(LogFormat::Text)) {
         eprintln!("alcove: cannot set up logging: {e}");
@@ -64,6 +65,7 @@ async fn main() -> ExitCode {
         Some(Command::Config(alcove::cli::ConfigCmd::Check(s))) => commands::config_check(&s),
         Some(Command::Backup { common, to }) => commands::backup(&common, &to).await,
         Some(Command::Healthcheck(h)) => commands::healthcheck(&h).await,
+        Some(Command::Probe(p)) => alcove::probe::run(&p).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -327,6 +327,15 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Settings of the service's own WebRTC peers: no mDNS. A server cannot resolve the
+/// `.local` names of a browser on another network, and mDNS needs a multicast route that
+/// servers (and network namespaces) often lack.
+pub fn no_mdns() -> webrtc::peer_connection::SettingEngine {
+    webrtc::peer_connection::SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build()
+}
+
 /// The test peer's setup.
 #[derive(Debug, Clone)]
 pub struct PeerSetup {
@@ -349,9 +358,10 @@ pub async fn run(
         tokio::time::timeout(TEST_LIMIT, measure(setup, &mut from, &to, &mut gathered)).await;
     let m = match measured {
         Ok(Ok(m)) => m,
-        // The error's text is not logged: the WebRTC stack's errors can quote addresses.
-        Ok(Err(_)) => {
-            tracing::debug!("network test ended early (the browser left or negotiation failed)");
+        // Every error here is a sentence of this module's own (the WebRTC stack's, which
+        // can quote addresses or SDP, are replaced where they arise).
+        Ok(Err(e)) => {
+            tracing::warn!("network test failed: {e}");
             Measured::default()
         }
         Err(_) => Measured::default(),
@@ -390,6 +400,7 @@ async fn measure(
         .build();
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
+            .with_setting_engine(crate::nettest::no_mdns())
             .with_configuration(config)
             .with_handler(Arc::new(Handler {
                 candidates: cand_tx,
@@ -398,7 +409,10 @@ async fn measure(
             }))
             .with_udp_addrs(vec![setup.udp.to_string()])
             .build()
-            .await?,
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the test peer could not be set up (ALCOVE_NETWORK_TEST_UDP)")
+            })?,
     );
     let result = drive(
         &pc,
@@ -426,10 +440,19 @@ async fn on_browser(
     match msg {
         FromBrowser::Description(d) => {
             anyhow::ensure!(d.kind == "offer", "the browser must offer");
-            pc.set_remote_description(RTCSessionDescription::offer(d.sdp)?)
-                .await?;
-            let answer = pc.create_answer(None).await?;
-            pc.set_local_description(answer.clone()).await?;
+            // The WebRTC stack's errors are not passed on: they can quote the SDP.
+            let offer = RTCSessionDescription::offer(d.sdp)
+                .map_err(|_| anyhow::anyhow!("the browser's offer does not parse"))?;
+            pc.set_remote_description(offer)
+                .await
+                .map_err(|_| anyhow::anyhow!("the browser's offer was refused"))?;
+            let answer = pc
+                .create_answer(None)
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer could be made to the browser's offer"))?;
+            pc.set_local_description(answer.clone())
+                .await
+                .map_err(|_| anyhow::anyhow!("the answer could not be applied"))?;
             let _ = to
                 .send(ToBrowser::Description(Description {
                     kind: "answer".into(),
@@ -510,7 +533,7 @@ async fn drive(
             },
             dc = chan_rx.recv() => if let Some(dc) = dc {
                 channels_seen += 1;
-                match dc.label().await?.as_str() {
+                match dc.label().await.unwrap_or_default().as_str() {
                     "echo" => echo = Some(dc),
                     "bulk" => bulk = Some(dc),
                     _ => anyhow::ensure!(channels_seen <= 4, "unexpected data channels"),

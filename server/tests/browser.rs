@@ -120,9 +120,54 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A coturn of the test's own on 127.0.0.1 (in the namespace), with the deployment's
+/// configuration and loopback peers allowed; its port and secret.
+fn start_coturn(dir: &Path) -> (Proc, u16, String) {
+    let bin = which("turnserver").expect("coturn is required: apt-get install coturn");
+    let port = free_port();
+    let secret = "browser-test-turn-secret".to_owned();
+    let d = dir.display();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/coturn/turnserver.conf"
+        ))
+        .args([
+            "--listening-ip=127.0.0.1".to_owned(),
+            "--relay-ip=127.0.0.1".to_owned(),
+            format!("--listening-port={port}"),
+            "--min-port=41000".to_owned(),
+            "--max-port=41200".to_owned(),
+            "--realm=alcove-test".to_owned(),
+            format!("--static-auth-secret={secret}"),
+            "--no-tls".to_owned(),
+            "--no-dtls".to_owned(),
+            format!("--userdb={d}/turndb"),
+            format!("--pidfile={d}/turnserver.pid"),
+            format!("--log-file={d}/turn.log"),
+            "--allow-loopback-peers".to_owned(),
+            "--allowed-peer-ip=127.0.0.1".to_owned(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("turnserver starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "coturn listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Proc(child), port, secret)
+}
+
+/// The TURN relay the server hands out: (port, secret).
+static TURN: std::sync::OnceLock<(u16, String)> = std::sync::OnceLock::new();
+
 /// Start the server (embedded web client, SQLite, data in `dir`) on `port` (0: any) and
 /// return it with its base URL.
 fn start_server(dir: &Path, port: u16) -> (Proc, String) {
+    let (turn_port, turn_secret) = TURN.get().expect("coturn first").clone();
     let mut child = Command::new(env!("CARGO_BIN_EXE_alcove"))
         .current_dir(dir)
         .env_clear()
@@ -130,6 +175,12 @@ fn start_server(dir: &Path, port: u16) -> (Proc, String) {
         .env("RUST_LOG", "info")
         .env("ALCOVE_LISTEN", format!("127.0.0.1:{port}"))
         .env("ALCOVE_MIN_NOTICE", "0s")
+        .env("ALCOVE_NETWORK_TEST_UDP", "127.0.0.1:0")
+        .env(
+            "ALCOVE_TURN_URLS",
+            format!("turn:127.0.0.1:{turn_port}?transport=udp"),
+        )
+        .env("ALCOVE_TURN_SECRET", turn_secret)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -440,6 +491,8 @@ async fn check_verification(client: &Client, therapist: &Client, shown: &str) {
 
 async fn scenario() {
     let dir = tempfile::tempdir().unwrap();
+    let (coturn, turn_port, turn_secret) = start_coturn(dir.path());
+    TURN.set((turn_port, turn_secret)).unwrap();
     let (server, base) = start_server(dir.path(), 0);
     let (_driver, driver_port) = start_chromedriver();
 
@@ -602,13 +655,88 @@ async fn scenario() {
         Duration::from_secs(30),
     )
     .await;
+    // The connection check runs by itself: a direct path on loopback.
+    let verdict = "document.querySelector('#network-verdict') && document.querySelector('#network-verdict').dataset.verdict";
+    let first = wait_js(
+        &client,
+        "the connection check",
+        verdict,
+        Duration::from_secs(40),
+    )
+    .await;
+    assert_eq!(
+        first,
+        "ready",
+        "{}",
+        text_of(&client, "#network-test").await
+    );
+    let figures = text_of(&client, "#network-figures").await;
+    assert!(
+        figures.contains("Path: direct") && figures.contains("Round trip"),
+        "{figures}"
+    );
     shot(&client, "precall.png").await;
+    // Through the relay only: relay_only, over UDP.
+    let again = |want: &'static str| {
+        format!(
+            "document.querySelector('#network-verdict') && !document.querySelector('#network-test-again').disabled && document.querySelector('#network-verdict').dataset.verdict === '{want}'"
+        )
+    };
+    click(&client, "#network-relay-only").await;
+    click(&client, "#network-test-again").await;
+    wait_js(
+        &client,
+        "relay_only",
+        &again("relay_only"),
+        Duration::from_secs(40),
+    )
+    .await;
+    let figures = text_of(&client, "#network-figures").await;
+    assert!(figures.contains("Path: relay (UDP)"), "{figures}");
+    // The relay stops: forced through it, blocked, with the reason in plain words.
+    drop(coturn);
+    click(&client, "#network-test-again").await;
+    wait_js(
+        &client,
+        "blocked",
+        &again("blocked"),
+        Duration::from_secs(40),
+    )
+    .await;
+    let advice = text_of(&client, "#network-advice").await;
+    assert!(
+        advice.contains("could not reach our relay server"),
+        "{advice}"
+    );
+    client
+        .execute(
+            "document.querySelector('#network-card').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    shot(&client, "precall-blocked.png").await;
+    // A direct test again (the relay is not needed here), whose verdict the therapist sees.
+    click(&client, "#network-relay-only").await;
+    click(&client, "#network-test-again").await;
+    wait_js(
+        &client,
+        "ready again",
+        &again("ready"),
+        Duration::from_secs(40),
+    )
+    .await;
     click(&client, "#precall-continue").await;
     wait_visible(&client, "#waiting-room", Duration::from_secs(30)).await;
     shot(&client, "waiting-room.png").await;
 
-    // The therapist admits from the dashboard.
+    // The therapist admits from the dashboard, seeing the client's connection check.
     wait_visible(&therapist, ".lobby-entry", Duration::from_secs(30)).await;
+    let check = text_of(&therapist, ".lobby-entry .network-check").await;
+    assert!(
+        check.contains("Connection check: Ready") && check.contains("Path: direct"),
+        "{check}"
+    );
     shot(&therapist, "dashboard.png").await;
     click(&therapist, "button.admit-button").await;
 

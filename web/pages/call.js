@@ -4,6 +4,7 @@
 // forwards button presses. Leaving this route does not end the call (the header offers a
 // way back); hanging up does.
 
+import { networkBadge } from '../call/nettest.js';
 import { h, replace, notice, announce, select } from '../lib/dom.js';
 import { api } from '../lib/api.js';
 import { currentUser, logout } from '../lib/auth.js';
@@ -275,7 +276,7 @@ export async function render(ctx) {
       const deny = h('button', { type: 'button', class: 'button small deny-button', dataset: { participant: w.participant_id }, 'aria-label': `Turn ${w.display_name} away` }, 'Deny');
       admit.addEventListener('click', () => { session.admit(w.participant_id); announce(`${w.display_name} admitted.`); });
       deny.addEventListener('click', () => { session.denyClient(w.participant_id); announce(`${w.display_name} was turned away.`); });
-      return h('li', { class: 'lobby-entry', dataset: { participant: w.participant_id } }, h('span', { class: 'who' }, w.display_name), h('span', { class: 'actions' }, admit, deny));
+      return h('li', { class: 'lobby-entry', dataset: { participant: w.participant_id } }, h('span', { class: 'who' }, w.display_name, networkBadge(h, w.network)), h('span', { class: 'actions' }, admit, deny));
     }));
   };
 

@@ -15,6 +15,7 @@ import {
   ensureSession, getSession, allSessions, onSessionsChange, leftRooms, unmarkRoomLeft,
 } from '../call/session.js';
 import { fetchAll, otherSide, kindLabel, inJoinWindow } from './appointments.js';
+import { networkBadge } from '../call/nettest.js';
 
 const WEEKDAYS = [
   { value: 'mon', label: 'Monday' }, { value: 'tue', label: 'Tuesday' }, { value: 'wed', label: 'Wednesday' },
@@ -213,7 +214,8 @@ export async function render(ctx) {
         entries.push(h('li', { class: 'lobby-entry', dataset: { participant: w.participant_id, appointment: s.appointmentId } },
           h('div', {},
             h('span', { class: 'who' }, name),
-            h('span', { class: 'small muted' }, ` · waiting since ${fmtTime(new Date(w.since).toISOString(), tz)}${a ? ` · ${fmtTime(a.starts_at, tz)} ${kindLabel(a).toLowerCase()}` : ''}`)),
+            h('span', { class: 'small muted' }, ` · waiting since ${fmtTime(new Date(w.since).toISOString(), tz)}${a ? ` · ${fmtTime(a.starts_at, tz)} ${kindLabel(a).toLowerCase()}` : ''}`),
+            networkBadge(h, w.network)),
           h('div', { class: 'actions' }, admit, deny)));
       }
     }

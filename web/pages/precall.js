@@ -2,12 +2,13 @@
 // camera and microphone, with plain words when something is missing or blocked.
 
 import { h, replace, field, select, notice, announce } from '../lib/dom.js';
-import { api, describeError } from '../lib/api.js';
+import { api, describeError, ApiError } from '../lib/api.js';
 import { fmtTime, fmtRange, userTimeZone, relative } from '../lib/format.js';
 import {
   supportCheck, openLocalMedia, listDevices, micLevel, stopStream, loadPrefs, savePrefs, setPreparedStream,
 } from '../call/media.js';
 import { getSession } from '../call/session.js';
+import { runNetworkTest, verdictLabel, figures } from '../call/nettest.js';
 import { inJoinWindow, otherSide, kindLabel } from './appointments.js';
 
 export async function render(ctx) {
@@ -47,6 +48,16 @@ export async function render(ctx) {
   const checks = h('ul', { class: 'checklist', 'aria-label': 'Browser check' });
   const apptInfo = h('p', {});
 
+  // The connection check: the server's own peer measures the path from here.
+  const netStatus = h('div', { id: 'network-test', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Checking your connection…'));
+  const netRelay = h('input', { type: 'checkbox', id: 'network-relay-only' });
+  const netAgain = h('button', { type: 'button', class: 'button', id: 'network-test-again' }, 'Test again');
+  const netCard = h('div', { class: 'card stack', id: 'network-card' },
+    h('h2', {}, 'Your connection'),
+    netStatus,
+    h('div', { class: 'field inline' }, netRelay, h('label', { for: 'network-relay-only' }, 'Test through the relay server only')),
+    h('div', { class: 'actions' }, netAgain));
+
   const support = supportCheck();
   for (const c of support) checks.append(h('li', { class: c.ok ? 'ok' : 'bad' }, h('span', {}, `${c.label}: ${c.ok ? 'ready' : 'not available'}`)));
   const supported = support.every((c) => c.ok);
@@ -56,10 +67,12 @@ export async function render(ctx) {
     h('div', { class: 'precall-layout' },
       h('div', { class: 'stack' }, preview,
         h('div', { class: 'field' }, h('label', { for: 'mic-level' }, 'Microphone level'), meterHint, meter)),
-      h('div', { class: 'card stack' },
-        cam.wrap, mic.wrap,
-        h('div', { class: 'actions' }, retry),
-        h('h2', {}, 'Your browser'), checks)),
+      h('div', { class: 'stack' },
+        h('div', { class: 'card stack' },
+          cam.wrap, mic.wrap,
+          h('div', { class: 'actions' }, retry),
+          h('h2', {}, 'Your browser'), checks),
+        netCard)),
     h('div', { class: 'actions' }, cont, h('a', { class: 'button quiet', href: '#/appointments' }, 'Not now')),
     contHint));
 
@@ -153,6 +166,41 @@ export async function render(ctx) {
     setPreparedStream(id, stream);
     ctx.navigate(`/call/${id}`);
   });
+
+  const stepWords = { connecting: 'Connecting to the service…', echo: 'Measuring the round trip…', upload: 'Measuring your upload…' };
+  let netRunning = false;
+  const runNet = async () => {
+    if (netRunning) return;
+    netRunning = true;
+    netAgain.disabled = true;
+    replace(netStatus, h('p', { class: 'muted', id: 'network-step' }, 'Checking your connection…'));
+    try {
+      const r = await runNetworkTest({
+        relayOnly: netRelay.checked,
+        onStep: (step) => {
+          const el = netStatus.querySelector('#network-step');
+          if (el && stepWords[step]) el.textContent = stepWords[step];
+        },
+      });
+      if (!ctx.alive()) return;
+      const kind = r.verdict === 'blocked' ? 'error' : (r.reason ? 'warning' : 'success');
+      replace(netStatus,
+        h('div', { class: `notice notice-${kind}`, id: 'network-verdict', dataset: { verdict: r.verdict, reason: r.reason || '' } },
+          h('p', {}, h('strong', {}, verdictLabel(r.verdict))),
+          h('p', { id: 'network-advice' }, r.advice)),
+        h('ul', { class: 'checklist', id: 'network-figures', 'aria-label': 'Connection figures' }, ...figures(r).map((f) => h('li', {}, f))));
+      announce(`Connection check: ${verdictLabel(r.verdict)}. ${r.advice}`);
+    } catch (err) {
+      if (!ctx.alive()) return;
+      const message = err instanceof ApiError || !(err && err.message) ? describeError(err) : err.message;
+      replace(netStatus, h('div', { class: 'notice notice-warning', id: 'network-error', dataset: { code: (err && err.code) || '' } }, h('p', {}, message)));
+    } finally {
+      netRunning = false;
+      netAgain.disabled = false;
+    }
+  };
+  netAgain.addEventListener('click', runNet);
+  if (supported) runNet(); else replace(netStatus, h('p', {}, 'The connection cannot be checked in this browser.'));
 
   const onDeviceChange = () => fillDevices().catch(() => {});
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener('devicechange', onDeviceChange);

@@ -12,6 +12,7 @@ mod health;
 mod me;
 pub mod nettest;
 pub mod pagination;
+mod probe;
 mod records;
 pub mod signal;
 mod therapists;
@@ -93,6 +94,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(calendar::router())
         .merge(signal::router())
         .merge(nettest::router())
+        .merge(probe::router())
         .merge(records::router())
         .merge(admin::router())
         .split_for_parts();

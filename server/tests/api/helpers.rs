@@ -375,6 +375,16 @@ impl TestApp {
             name.to_lowercase().replace(' ', "."),
             Uuid::new_v4().simple()
         );
+        self.user_with_email(name, &email, role).await
+    }
+
+    /// An account with this email and role, signed in.
+    pub async fn user_with_email(
+        &self,
+        name: &str,
+        email: &str,
+        role: alcove::domain::Role,
+    ) -> Session {
         let hash = self
             .state
             .passwords
@@ -385,7 +395,7 @@ impl TestApp {
             .db
             .create_user(
                 alcove::store::NewUser {
-                    email: alcove::domain::Email::parse(&email).unwrap(),
+                    email: alcove::domain::Email::parse(email).unwrap(),
                     display_name: alcove::domain::DisplayName::parse(name).unwrap(),
                     role,
                     password_hash: hash,
@@ -394,7 +404,7 @@ impl TestApp {
             )
             .await
             .unwrap();
-        self.login(&email).await
+        self.login(email).await
     }
 
     /// `n` client accounts signed in without Argon2 work per account (one shared hash),

@@ -5,7 +5,7 @@
 use crate::helpers::{Api, Backend, Session, TestApp, spawn_app_with};
 use crate::signaling::pair;
 use crate::turn::Coturn;
-use alcove::config::Config;
+use alcove::{config::Config, domain::Role};
 use bytes::BytesMut;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -396,5 +396,136 @@ async fn tests_at_once_are_capped_and_each_account_is_limited_per_hour() {
     assert!(
         reused["message"].as_str().unwrap().contains("already used"),
         "{reused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_therapist_sees_a_waiting_clients_latest_verdict_in_the_lobby() {
+    use crate::peers::RtcPeer;
+    use alcove_signaling::ServerMessage;
+    let app = spawn_app_with(Backend::Sqlite, on_loopback).await;
+    let (t, c, id) = pair(&app).await;
+    let ran = run(&app, &c, false).await.result;
+    assert_eq!(ran["verdict"], "ready", "{ran}");
+    let mut th = RtcPeer::join(&app, &t, id).await;
+    let _cl = RtcPeer::join(&app, &c, id).await;
+    let waiting = th
+        .expect("lobby", |m| match m {
+            ServerMessage::Lobby { waiting } if !waiting.is_empty() => Some(waiting.clone()),
+            _ => None,
+        })
+        .await;
+    let shown = serde_json::to_value(&waiting[0]).unwrap();
+    let network = &shown["network"];
+    assert_eq!(network["verdict"], "ready", "{shown}");
+    assert_eq!(network["path"], "direct", "{shown}");
+    assert_eq!(network["rtt_ms"], ran["rtt_ms"], "{shown}");
+    assert_eq!(network["upload_kbps"], ran["upload_kbps"], "{shown}");
+    assert!(network["at"].as_i64().unwrap() > 0, "{shown}");
+    // Figures only: nothing else of the test.
+    let keys: Vec<&String> = network.as_object().unwrap().keys().collect();
+    assert!(
+        keys.iter().all(|k| [
+            "verdict",
+            "reason",
+            "path",
+            "rtt_ms",
+            "packet_loss",
+            "upload_kbps",
+            "at"
+        ]
+        .contains(&k.as_str())),
+        "{keys:?}"
+    );
+}
+
+/// Run `alcove probe` against `app` as the probe accounts `t` and `c`: its status and
+/// output (standard output and error together).
+async fn probe(app: &TestApp, t: &Session, c: &Session, extra: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_alcove"))
+        .arg("probe")
+        .arg(&app.base)
+        .args(["--bind", "127.0.0.1:0", "--step-timeout", "15s"])
+        .args(extra)
+        .env_clear()
+        .env("ALCOVE_PROBE_THERAPIST_EMAIL", &t.email)
+        .env("ALCOVE_PROBE_THERAPIST_PASSWORD", crate::helpers::PASSWORD)
+        .env("ALCOVE_PROBE_CLIENT_EMAIL", &c.email)
+        .env("ALCOVE_PROBE_CLIENT_PASSWORD", crate::helpers::PASSWORD)
+        .output()
+        .await
+        .expect("alcove probe runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alcove_probe_passes_through_a_running_server_and_names_a_wrong_turn_secret() {
+    let turn = Coturn::start();
+    // The accounts are made after the server starts: the server is told their emails.
+    let (te, ce) = ("probe-therapist@example.org", "probe-client@example.org");
+    let app = app_with_turn(&turn, move |c| {
+        c.probe_accounts = vec![te.to_owned(), ce.to_owned()];
+    })
+    .await;
+    let t = app
+        .user_with_email("Probe Therapist", te, Role::Therapist)
+        .await;
+    let c = app.user_with_email("Probe Client", ce, Role::Client).await;
+
+    let (ok, out) = probe(&app, &t, &c, &[]).await;
+    assert!(ok, "{out}");
+    for step in [
+        "ready",
+        "sign in (therapist)",
+        "probe appointment",
+        "turn allocation",
+        "admit",
+        "peer connection and data",
+        "cancel the appointment",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.contains(step)),
+            "{step}: {out}"
+        );
+    }
+    assert!(out.contains("probe passed in"), "{out}");
+    // Again, through the relay only; the last run's appointment was cancelled.
+    let (ok, out) = probe(&app, &t, &c, &["--relay-only"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("(relay only)"), "{out}");
+
+    // Only the probe's therapist may open probe appointments.
+    let other = app.user_with_role("Dr Other", Role::Therapist).await;
+    app.post("/api/v1/probe/appointments", other.token(), json!({}))
+        .await
+        .expect_problem(403, "forbidden");
+
+    // The same deployment with a TURN secret that is not coturn's.
+    let (url, wrong) = (turn.url(), "not-the-turn-secret".to_owned());
+    let broken = spawn_app_with(Backend::Sqlite, move |cfg| {
+        on_loopback(cfg);
+        cfg.turn_urls = vec![url];
+        cfg.turn_secret = Some(wrong.into());
+        cfg.probe_accounts = vec![te.to_owned(), ce.to_owned()];
+    })
+    .await;
+    let t = broken
+        .user_with_email("Probe Therapist", te, Role::Therapist)
+        .await;
+    let c = broken
+        .user_with_email("Probe Client", ce, Role::Client)
+        .await;
+    let (ok, out) = probe(&broken, &t, &c, &["--relay-only"]).await;
+    assert!(!ok, "the probe fails: {out}");
+    assert!(
+        out.contains("FAILED turn allocation")
+            && out.contains("refused the credentials")
+            && out.contains("ALCOVE_TURN_SECRET"),
+        "{out}"
     );
 }
