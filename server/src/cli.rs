@@ -69,10 +69,10 @@ pub struct ProbeCmd {
     /// The probe's therapist account (the first of the server's ALCOVE_PROBE_ACCOUNTS)
     #[arg(long, env = "ALCOVE_PROBE_THERAPIST_EMAIL", value_name = "EMAIL")]
     pub therapist_email: String,
-    /// Its password (from the environment only: never on a command line)
+    /// Its password: give it in the environment, not on a command line (which other users
+    /// of the machine can read)
     #[arg(
-        long = "therapist-password-env",
-        hide = true,
+        long,
         env = "ALCOVE_PROBE_THERAPIST_PASSWORD",
         hide_env_values = true,
         value_name = "PASSWORD"
@@ -81,10 +81,9 @@ pub struct ProbeCmd {
     /// The probe's client account (the second of ALCOVE_PROBE_ACCOUNTS)
     #[arg(long, env = "ALCOVE_PROBE_CLIENT_EMAIL", value_name = "EMAIL")]
     pub client_email: String,
-    /// Its password (from the environment only)
+    /// Its password, in the environment
     #[arg(
-        long = "client-password-env",
-        hide = true,
+        long,
         env = "ALCOVE_PROBE_CLIENT_PASSWORD",
         hide_env_values = true,
         value_name = "PASSWORD"

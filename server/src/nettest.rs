@@ -23,7 +23,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use webrtc::{
     data_channel::{DataChannel, DataChannelEvent},
     peer_connection::{
@@ -294,8 +294,8 @@ pub fn advice(verdict: Verdict, reason: Option<&str>, relay_forced: bool) -> Str
     format!("{base}{warning}")
 }
 
-/// The browser's ICE servers, as webrtc-rs takes them.
-fn rtc_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
+/// ICE servers as webrtc-rs takes them.
+pub fn rtc_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
     servers
         .iter()
         .map(|s| RTCIceServer {
@@ -306,9 +306,18 @@ fn rtc_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
         .collect()
 }
 
+/// What a peer connection does, as channels.
+pub struct PeerEvents {
+    /// Its local ICE candidates, to send to the other side.
+    pub candidates: mpsc::UnboundedReceiver<RTCIceCandidateInit>,
+    pub states: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    /// Data channels the other side opened.
+    pub channels: mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+}
+
 struct Handler {
     candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
-    state: watch::Sender<RTCPeerConnectionState>,
+    states: mpsc::UnboundedSender<RTCPeerConnectionState>,
     channels: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
 }
 
@@ -320,11 +329,50 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
     async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        let _ = self.state.send(s);
+        let _ = self.states.send(s);
     }
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         let _ = self.channels.send(dc);
     }
+}
+
+/// A WebRTC peer of the service's own (the network test's, the probe's): these ICE
+/// servers, the relay only when asked, bound to `udp`, mDNS off; and its events.
+pub async fn peer_connection(
+    servers: &[IceServer],
+    relay: bool,
+    udp: SocketAddr,
+) -> webrtc::error::Result<(Arc<dyn PeerConnection>, PeerEvents)> {
+    let (candidates, cand_rx) = mpsc::unbounded_channel();
+    let (states, state_rx) = mpsc::unbounded_channel();
+    let (channels, chan_rx) = mpsc::unbounded_channel();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(rtc_servers(servers))
+        .with_ice_transport_policy(if relay {
+            RTCIceTransportPolicy::Relay
+        } else {
+            RTCIceTransportPolicy::All
+        })
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_setting_engine(no_mdns())
+        .with_configuration(config)
+        .with_handler(Arc::new(Handler {
+            candidates,
+            states,
+            channels,
+        }))
+        .with_udp_addrs(vec![udp.to_string()])
+        .build()
+        .await?;
+    Ok((
+        Arc::new(pc),
+        PeerEvents {
+            candidates: cand_rx,
+            states: state_rx,
+            channels: chan_rx,
+        },
+    ))
 }
 
 /// Settings of the service's own WebRTC peers: no mDNS. A server cannot resolve the
@@ -391,40 +439,12 @@ async fn measure(
     gathered: &mut Gathered,
 ) -> anyhow::Result<Measured> {
     let mut m = Measured::default();
-    let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
-    let (state_tx, mut state_rx) = watch::channel(RTCPeerConnectionState::New);
-    let (chan_tx, mut chan_rx) = mpsc::unbounded_channel();
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(rtc_servers(&setup.ice_servers))
-        .with_ice_transport_policy(RTCIceTransportPolicy::All)
-        .build();
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_setting_engine(crate::nettest::no_mdns())
-            .with_configuration(config)
-            .with_handler(Arc::new(Handler {
-                candidates: cand_tx,
-                state: state_tx,
-                channels: chan_tx,
-            }))
-            .with_udp_addrs(vec![setup.udp.to_string()])
-            .build()
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!("the test peer could not be set up (ALCOVE_NETWORK_TEST_UDP)")
-            })?,
-    );
-    let result = drive(
-        &pc,
-        from,
-        to,
-        gathered,
-        &mut m,
-        &mut cand_rx,
-        &mut state_rx,
-        &mut chan_rx,
-    )
-    .await;
+    let (pc, mut events) = peer_connection(&setup.ice_servers, false, setup.udp)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the test peer could not be set up (ALCOVE_NETWORK_TEST_UDP)")
+        })?;
+    let result = drive(&pc, from, to, gathered, &mut m, &mut events).await;
     let _ = pc.close().await;
     result.map(|()| m)
 }
@@ -484,16 +504,13 @@ async fn on_browser(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn drive(
     pc: &Arc<dyn PeerConnection>,
     from: &mut mpsc::Receiver<FromBrowser>,
     to: &mpsc::Sender<ToBrowser>,
     gathered: &mut Gathered,
     m: &mut Measured,
-    cand_rx: &mut mpsc::UnboundedReceiver<RTCIceCandidateInit>,
-    state_rx: &mut watch::Receiver<RTCPeerConnectionState>,
-    chan_rx: &mut mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+    events: &mut PeerEvents,
 ) -> anyhow::Result<()> {
     let mut relay_protocol = None;
     let _ = to.send(ToBrowser::Step("connecting")).await;
@@ -511,7 +528,7 @@ async fn drive(
                 Some(msg) => on_browser(pc, msg, to, gathered, &mut relay_protocol).await?,
                 None => anyhow::bail!("the browser went away"),
             },
-            c = cand_rx.recv() => if let Some(c) = c {
+            c = events.candidates.recv() => if let Some(c) = c {
                 let _ = to.send(ToBrowser::Candidate(Candidate {
                     candidate: c.candidate,
                     sdp_mid: c.sdp_mid,
@@ -519,19 +536,17 @@ async fn drive(
                     username_fragment: c.username_fragment,
                 })).await;
             },
-            changed = state_rx.changed() => {
-                changed?;
-                let s = *state_rx.borrow_and_update();
+            s = events.states.recv() => {
                 match s {
-                    RTCPeerConnectionState::Connected if !connected => {
+                    Some(RTCPeerConnectionState::Connected) if !connected => {
                         connected = true;
                         m.connect_ms = Some(started.elapsed().as_millis() as i64);
                     }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => break,
+                    Some(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) | None => break,
                     _ => {}
                 }
             },
-            dc = chan_rx.recv() => if let Some(dc) = dc {
+            dc = events.channels.recv() => if let Some(dc) = dc {
                 channels_seen += 1;
                 match dc.label().await.unwrap_or_default().as_str() {
                     "echo" => echo = Some(dc),

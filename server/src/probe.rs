@@ -26,9 +26,7 @@ use tokio::sync::mpsc;
 use webrtc::{
     data_channel::{DataChannel, DataChannelEvent},
     peer_connection::{
-        PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-        RTCIceCandidateInit, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
-        RTCPeerConnectionState, RTCSessionDescription,
+        PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
     },
 };
 
@@ -231,27 +229,6 @@ async fn wait<T>(
     }
 }
 
-struct Handler {
-    candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
-    state: mpsc::UnboundedSender<RTCPeerConnectionState>,
-    channels: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, e: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = e.candidate.to_json() {
-            let _ = self.candidates.send(init);
-        }
-    }
-    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        let _ = self.state.send(s);
-    }
-    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
-        let _ = self.channels.send(dc);
-    }
-}
-
 const PING: &str = "alcove-probe ping";
 const PONG: &str = "alcove-probe pong";
 
@@ -265,39 +242,9 @@ async fn peer(
     bind: std::net::SocketAddr,
     limit: Duration,
 ) -> anyhow::Result<(SignalClient, Arc<dyn PeerConnection>)> {
-    let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
-    let (state_tx, mut state_rx) = mpsc::unbounded_channel();
-    let (chan_tx, mut chan_rx) = mpsc::unbounded_channel();
-    let config = RTCConfigurationBuilder::new()
-        .with_ice_servers(
-            ice.iter()
-                .map(|s| RTCIceServer {
-                    urls: s.urls.clone(),
-                    username: s.username.clone().unwrap_or_default(),
-                    credential: s.credential.clone().unwrap_or_default(),
-                })
-                .collect(),
-        )
-        .with_ice_transport_policy(if relay {
-            RTCIceTransportPolicy::Relay
-        } else {
-            RTCIceTransportPolicy::All
-        })
-        .build();
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_setting_engine(crate::nettest::no_mdns())
-            .with_configuration(config)
-            .with_handler(Arc::new(Handler {
-                candidates: cand_tx,
-                state: state_tx,
-                channels: chan_tx,
-            }))
-            .with_udp_addrs(vec![bind.to_string()])
-            .build()
-            .await
-            .map_err(|e| anyhow!("no peer connection: {e}"))?,
-    );
+    let (pc, mut events) = crate::nettest::peer_connection(&ice, relay, bind)
+        .await
+        .map_err(|e| anyhow!("no peer connection: {e}"))?;
     let mut remote = to;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
     if let Some(to) = to {
@@ -358,7 +305,7 @@ async fn peer(
                 Incoming::Message(_) | Incoming::Other(_) => {}
                 Incoming::Closed(code, reason) => break Err(anyhow!("the signalling socket closed ({code:?} {reason})")),
             },
-            c = cand_rx.recv() => if let (Some(c), Some(to)) = (c, remote) {
+            c = events.candidates.recv() => if let (Some(c), Some(to)) = (c, remote) {
                 sock.send(&ClientMessage::Signal {
                     to,
                     description: None,
@@ -370,12 +317,12 @@ async fn peer(
                     }),
                 }).await?;
             },
-            s = state_rx.recv() => match s {
+            s = events.states.recv() => match s {
                 Some(RTCPeerConnectionState::Connected) => connected = true,
                 Some(RTCPeerConnectionState::Failed) => break Err(anyhow!("the peer connection failed")),
                 _ => {}
             },
-            dc = chan_rx.recv() => if let Some(dc) = dc {
+            dc = events.channels.recv() => if let Some(dc) = dc {
                 tokio::spawn(talk(dc, false, done_tx.clone()));
             },
             _ = done_rx.recv() => break Ok(()),

@@ -9,18 +9,24 @@ use tokio::{
     net::{TcpStream, UdpSocket},
 };
 
-const COOKIE: u32 = 0x2112_A442;
+pub const COOKIE: u32 = 0x2112_A442;
+// Methods and classes.
 pub const ALLOCATE: u16 = 0x0003;
-const REFRESH: u16 = 0x0004;
+pub const REFRESH: u16 = 0x0004;
+pub const CREATE_PERMISSION: u16 = 0x0008;
 pub const SUCCESS: u16 = 0x0100;
 pub const ERROR: u16 = 0x0110;
-const USERNAME: u16 = 0x0006;
-const MESSAGE_INTEGRITY: u16 = 0x0008;
-const ERROR_CODE: u16 = 0x0009;
-const LIFETIME: u16 = 0x000D;
-const REALM: u16 = 0x0014;
-const NONCE: u16 = 0x0015;
-const REQUESTED_TRANSPORT: u16 = 0x0019;
+// Attributes.
+pub const USERNAME: u16 = 0x0006;
+pub const MESSAGE_INTEGRITY: u16 = 0x0008;
+pub const ERROR_CODE: u16 = 0x0009;
+pub const LIFETIME: u16 = 0x000D;
+pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+pub const REALM: u16 = 0x0014;
+pub const NONCE: u16 = 0x0015;
+pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+pub const REQUESTED_TRANSPORT: u16 = 0x0019;
 
 /// A STUN message: its type, transaction id and attributes.
 pub struct Msg {

@@ -9,8 +9,6 @@
 // {type:'report', relay_protocol} when the selected local candidate is relayed →
 // `step` messages → `result`.
 
-import { api } from '../lib/api.js';
-
 const CHUNK = 16 * 1024;
 
 /** Run one test. `onStep(name)` hears `connecting`, `echo`, `upload`. Resolves to the
@@ -18,6 +16,9 @@ const CHUNK = 16 * 1024;
  *  upload_kbps?, connect_ms?, relay_forced}); rejects with an Error whose `code` is the
  *  API's or the socket's problem code. */
 export async function runNetworkTest({ relayOnly = false, onStep = () => {} } = {}) {
+  // Imported here, not at the top: the words below are used (and unit-tested) without the
+  // sign-in machinery, whose timers would keep a test process alive.
+  const { api } = await import('../lib/api.js');
   const started = await api('/network-tests', { method: 'POST', body: { relay_only: relayOnly } });
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(started.socket_url);

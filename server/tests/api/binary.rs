@@ -158,9 +158,13 @@ fn help_documents_every_option() {
     c.args(["serve", "--help"]);
     let (ok, serve) = run(c, None);
     assert!(ok);
+    let mut c = alcove(dir.path());
+    c.args(["probe", "--help"]);
+    let (ok, probe) = run(c, None);
+    assert!(ok);
     for var in alcove::cli::known_env_vars() {
         assert!(
-            serve.contains(&var) || top.contains(&var),
+            serve.contains(&var) || top.contains(&var) || probe.contains(&var),
             "{var} is not in --help"
         );
     }

@@ -10,15 +10,12 @@ use bytes::BytesMut;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use std::{sync::Arc, time::Duration};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::{
     data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit},
     peer_connection::{
-        PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-        RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer, RTCIceTransportPolicy,
-        RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-        RTCStatsReportEntry, StatsSelector,
+        PeerConnection, RTCIceCandidateInit, RTCIceCandidateType, RTCPeerConnectionState,
+        RTCSessionDescription, RTCStatsReportEntry, StatsSelector,
     },
 };
 
@@ -34,23 +31,6 @@ pub struct Ran {
     pub candidates: Vec<String>,
     /// The test token.
     pub token: String,
-}
-
-struct Handler {
-    candidates: mpsc::UnboundedSender<RTCIceCandidateInit>,
-    state: mpsc::UnboundedSender<RTCPeerConnectionState>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, e: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = e.candidate.to_json() {
-            let _ = self.candidates.send(init);
-        }
-    }
-    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        let _ = self.state.send(s);
-    }
 }
 
 /// `echo`: send back what arrives. `bulk`: upload what the server asks, then `done`.
@@ -136,39 +116,12 @@ pub async fn run(app: &impl Api, who: &Session, relay_only: bool) -> Ran {
     assert_eq!(ready["type"], "ready", "{ready}");
     let servers: Vec<alcove_signaling::IceServer> =
         serde_json::from_value(started["ice_servers"].clone()).unwrap();
-    let policy = if started["ice_transport_policy"] == "relay" {
-        RTCIceTransportPolicy::Relay
-    } else {
-        RTCIceTransportPolicy::All
-    };
-    let (cand_tx, mut cand_rx) = mpsc::unbounded_channel();
-    let (state_tx, mut state_rx) = mpsc::unbounded_channel();
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_configuration(
-                RTCConfigurationBuilder::new()
-                    .with_ice_servers(
-                        servers
-                            .iter()
-                            .map(|s| RTCIceServer {
-                                urls: s.urls.clone(),
-                                username: s.username.clone().unwrap_or_default(),
-                                credential: s.credential.clone().unwrap_or_default(),
-                            })
-                            .collect(),
-                    )
-                    .with_ice_transport_policy(policy)
-                    .build(),
-            )
-            .with_handler(Arc::new(Handler {
-                candidates: cand_tx,
-                state: state_tx,
-            }))
-            .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
-            .build()
+    let relay = started["ice_transport_policy"] == "relay";
+    let (pc, events) =
+        alcove::nettest::peer_connection(&servers, relay, "127.0.0.1:0".parse().unwrap())
             .await
-            .unwrap(),
-    );
+            .unwrap();
+    let (mut cand_rx, mut state_rx) = (events.candidates, events.states);
     let echo = pc
         .create_data_channel(
             "echo",

@@ -16,119 +16,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-const COOKIE: u32 = 0x2112_A442;
-
-// Methods and classes.
-const ALLOCATE: u16 = 0x0003;
-const CREATE_PERMISSION: u16 = 0x0008;
-const SUCCESS: u16 = 0x0100;
-const ERROR: u16 = 0x0110;
-
-// Attributes.
-const USERNAME: u16 = 0x0006;
-const MESSAGE_INTEGRITY: u16 = 0x0008;
-const ERROR_CODE: u16 = 0x0009;
-const XOR_PEER_ADDRESS: u16 = 0x0012;
-const REALM: u16 = 0x0014;
-const NONCE: u16 = 0x0015;
-const XOR_RELAYED_ADDRESS: u16 = 0x0016;
-const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
-const REQUESTED_TRANSPORT: u16 = 0x0019;
-
-/// A STUN message: its type, transaction id and attributes.
-struct Msg {
-    kind: u16,
-    tid: [u8; 12],
-    attrs: Vec<(u16, Vec<u8>)>,
-}
-
-impl Msg {
-    fn request(method: u16) -> Msg {
-        let mut tid = [0u8; 12];
-        getrandom::fill(&mut tid).unwrap();
-        Msg {
-            kind: method,
-            tid,
-            attrs: Vec::new(),
-        }
-    }
-
-    fn attr(mut self, t: u16, v: impl Into<Vec<u8>>) -> Msg {
-        self.attrs.push((t, v.into()));
-        self
-    }
-
-    fn get(&self, t: u16) -> Option<&[u8]> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| *k == t)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    fn encode_attrs(&self) -> Vec<u8> {
-        let mut b = Vec::new();
-        for (t, v) in &self.attrs {
-            b.extend_from_slice(&t.to_be_bytes());
-            b.extend_from_slice(&(v.len() as u16).to_be_bytes());
-            b.extend_from_slice(v);
-            b.resize(b.len().div_ceil(4) * 4, 0);
-        }
-        b
-    }
-
-    fn header(&self, len: usize) -> Vec<u8> {
-        let mut h = Vec::with_capacity(20);
-        h.extend_from_slice(&self.kind.to_be_bytes());
-        h.extend_from_slice(&(len as u16).to_be_bytes());
-        h.extend_from_slice(&COOKIE.to_be_bytes());
-        h.extend_from_slice(&self.tid);
-        h
-    }
-
-    /// The message, with MESSAGE-INTEGRITY under `key` when given.
-    fn encode(&self, key: Option<&[u8]>) -> Vec<u8> {
-        let attrs = self.encode_attrs();
-        let Some(key) = key else {
-            let mut m = self.header(attrs.len());
-            m.extend(attrs);
-            return m;
-        };
-        use hmac::{Hmac, KeyInit as _, Mac as _};
-        // The length counts the integrity attribute (4 + 20) that follows.
-        let mut m = self.header(attrs.len() + 24);
-        m.extend(attrs);
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
-        mac.update(&m);
-        let sum = mac.finalize().into_bytes();
-        m.extend_from_slice(&MESSAGE_INTEGRITY.to_be_bytes());
-        m.extend_from_slice(&20u16.to_be_bytes());
-        m.extend_from_slice(&sum);
-        m
-    }
-
-    fn decode(b: &[u8]) -> Msg {
-        assert!(b.len() >= 20, "a STUN message");
-        let kind = u16::from_be_bytes([b[0], b[1]]);
-        let len = u16::from_be_bytes([b[2], b[3]]) as usize;
-        let mut tid = [0u8; 12];
-        tid.copy_from_slice(&b[8..20]);
-        let mut attrs = Vec::new();
-        let mut i = 20;
-        while i + 4 <= 20 + len && i + 4 <= b.len() {
-            let t = u16::from_be_bytes([b[i], b[i + 1]]);
-            let l = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
-            attrs.push((t, b[i + 4..i + 4 + l].to_vec()));
-            i += 4 + l.div_ceil(4) * 4;
-        }
-        Msg { kind, tid, attrs }
-    }
-
-    /// The error code of an error response.
-    fn error(&self) -> Option<u16> {
-        self.get(ERROR_CODE)
-            .map(|v| u16::from(v[2] & 0x07) * 100 + u16::from(v[3]))
-    }
-}
+use alcove::stun::{
+    ALLOCATE, COOKIE, CREATE_PERMISSION, ERROR, Msg, NONCE, REALM, REQUESTED_ADDRESS_FAMILY,
+    REQUESTED_TRANSPORT, SUCCESS, USERNAME, XOR_PEER_ADDRESS, XOR_RELAYED_ADDRESS, long_term_key,
+};
 
 /// An XOR-PEER-ADDRESS (or other XOR address) value.
 fn xor_address(addr: SocketAddr, tid: &[u8; 12]) -> Vec<u8> {
@@ -182,7 +73,7 @@ impl TurnClient {
             let mut buf = [0u8; 1500];
             match self.sock.recv_from(&mut buf) {
                 Ok((n, _)) => {
-                    let r = Msg::decode(&buf[..n]);
+                    let r = Msg::decode(&buf[..n]).expect("a STUN message");
                     if r.tid == m.tid {
                         return r;
                     }
@@ -212,18 +103,7 @@ impl TurnClient {
         assert_eq!(first.error(), Some(401), "no anonymous allocations");
         self.realm = first.get(REALM).expect("a realm").to_vec();
         self.nonce = first.get(NONCE).expect("a nonce").to_vec();
-        use md5::Digest as _;
-        self.key = md5::Md5::digest(
-            [
-                self.username.as_bytes(),
-                b":",
-                &self.realm,
-                b":",
-                password.as_bytes(),
-            ]
-            .concat(),
-        )
-        .to_vec();
+        self.key = long_term_key(&self.username, &self.realm, password);
         let m = family(
             Msg::request(ALLOCATE)
                 .attr(REQUESTED_TRANSPORT, transport)
