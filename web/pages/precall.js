@@ -55,7 +55,7 @@ export async function render(ctx) {
   const netCard = h('div', { class: 'card stack', id: 'network-card' },
     h('h2', {}, 'Your connection'),
     netStatus,
-    h('div', { class: 'field inline' }, netRelay, h('label', { for: 'network-relay-only' }, 'Test through the relay server only')),
+    h('div', { class: 'check' }, netRelay, h('label', { for: 'network-relay-only' }, 'Test through the relay server only')),
     h('div', { class: 'actions' }, netAgain));
 
   const support = supportCheck();
