@@ -337,6 +337,28 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay_only: Option<bool>,
 
+    /// The SMTP server for outgoing mail: smtps://user:pass@host:465,
+    /// smtp://host:587?tls=required, smtp://127.0.0.1:2525 [default: none, no mail]
+    #[arg(
+        long,
+        env = "ALCOVE_SMTP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_url: Option<SecretArg>,
+
+    /// The sender of outgoing mail, e.g. "Alcove <no-reply@example.org>" [default: none]
+    #[arg(long, env = "ALCOVE_MAIL_FROM", value_name = "MAILBOX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail_from: Option<String>,
+
+    /// Reminder lead times before each appointment, comma-separated (empty: none)
+    /// [default: 24h,1h]
+    #[arg(long, env = "ALCOVE_REMINDERS", value_name = "DURATIONS", value_parser = reminders)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reminders: Option<String>,
+
     /// The synthetic call's accounts for `alcove probe`: the therapist's email, then the
     /// client's, kept for the probe alone [default: none]
     #[arg(
@@ -575,6 +597,13 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 /// The environment variables the command line knows, for warning about unknown ones.
+/// `--reminders`: checked here so that a bad list names the option.
+fn reminders(s: &str) -> Result<String, String> {
+    crate::config::durations::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("ALCOVE_REMINDERS / --reminders: {e}"))
+}
+
 pub fn known_env_vars() -> Vec<String> {
     fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
         for arg in cmd.get_arguments() {

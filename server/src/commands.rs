@@ -257,6 +257,16 @@ pub fn config_check(cmd: &crate::cli::ServeCmd) -> anyhow::Result<()> {
     );
     obj.insert("turn_secret".into(), set(config.turn_secret.is_some()));
     obj.insert(
+        "smtp_url".into(),
+        config
+            .smtp_url
+            .as_ref()
+            .map_or(serde_json::Value::Null, |u| {
+                use secrecy::ExposeSecret as _;
+                serde_json::json!(crate::mail::redacted(u.expose_secret()))
+            }),
+    );
+    obj.insert(
         "webhook_secret".into(),
         set(config.webhook_secret.is_some()),
     );

@@ -278,6 +278,15 @@ pub struct Config {
     pub webhook_retry_base: Duration,
     /// Attempts before a webhook delivery is given up.
     pub webhook_max_attempts: u32,
+    /// The SMTP server outgoing mail goes through (`smtps://user:pass@host:465`,
+    /// `smtp://host:587?tls=required`, `smtp://127.0.0.1:2525`); none: no mail is sent.
+    #[serde(skip_serializing)]
+    pub smtp_url: Option<secrecy::SecretString>,
+    /// The sender of outgoing mail (`Alcove <no-reply@example.org>`).
+    pub mail_from: Option<String>,
+    /// How long before an appointment each reminder goes out (`24h,1h`; empty: none).
+    #[serde(with = "durations")]
+    pub reminders: Vec<Duration>,
     /// Network tests this node runs at once (each holds a WebRTC peer for up to 20 s).
     pub network_test_max: usize,
     /// Network tests one account may start in an hour.
@@ -346,11 +355,51 @@ impl Default for Config {
             webhook_secret: None,
             webhook_retry_base: Duration::from_secs(2),
             webhook_max_attempts: 12,
+            smtp_url: None,
+            mail_from: None,
+            reminders: vec![Duration::from_secs(24 * 3600), Duration::from_secs(3600)],
             network_test_max: 8,
             network_test_per_hour: 12,
             network_test_udp: SocketAddr::from(([0, 0, 0, 0], 0)),
             probe_accounts: Vec::new(),
         }
+    }
+}
+
+/// A list of durations: `24h,1h` (or a list of such strings in the file); empty: none.
+pub mod durations {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn parse(s: &str) -> Result<Vec<Duration>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(super::duration::parse)
+            .collect()
+    }
+
+    pub fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = d
+            .iter()
+            .map(|d| humantime::format_duration(*d).to_string())
+            .collect();
+        s.serialize_str(&text.join(","))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let text = match Given::deserialize(d)? {
+            Given::One(s) => s,
+            Given::Many(v) => v.join(","),
+        };
+        parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -448,6 +497,27 @@ impl Config {
             || self.turn_ttl > Duration::from_secs(7 * 24 * 3600)
         {
             bail!("ALCOVE_TURN_TTL must be between 10s and 7d");
+        }
+        if let Some(url) = &self.smtp_url {
+            use secrecy::ExposeSecret as _;
+            crate::mail::check_url(url.expose_secret())
+                .map_err(|e| anyhow::anyhow!("ALCOVE_SMTP_URL: {e}"))?;
+            let Some(from) = &self.mail_from else {
+                bail!(
+                    "ALCOVE_MAIL_FROM is needed with ALCOVE_SMTP_URL (the sender of outgoing mail, e.g. \"Alcove <no-reply@example.org>\")"
+                );
+            };
+            crate::mail::check_from(from).map_err(|e| anyhow::anyhow!("ALCOVE_MAIL_FROM: {e}"))?;
+        }
+        if self.reminders.len() > 5 {
+            bail!("ALCOVE_REMINDERS: at most 5 reminders");
+        }
+        if self
+            .reminders
+            .iter()
+            .any(|d| *d < Duration::from_secs(60) || *d > Duration::from_secs(30 * 24 * 3600))
+        {
+            bail!("ALCOVE_REMINDERS: each lead time must be between 1m and 30d");
         }
         if !(self.probe_accounts.is_empty() || self.probe_accounts.len() == 2) {
             bail!(

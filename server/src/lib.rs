@@ -27,6 +27,7 @@ pub mod domain;
 pub mod error;
 pub mod expiring;
 pub mod http;
+pub mod mail;
 pub mod metrics;
 pub mod nettest;
 pub mod probe;

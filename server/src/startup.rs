@@ -159,6 +159,19 @@ impl Application {
                 "closed sessions left open by a crash as server_lost"
             );
         }
+        // Mail (order 11): said once at start whether it goes out, and through where.
+        match &config.smtp_url {
+            None => {
+                tracing::info!("mail: ALCOVE_SMTP_URL is not set; no appointment emails are sent")
+            }
+            Some(url) => {
+                use secrecy::ExposeSecret as _;
+                tracing::info!(
+                    server = %crate::mail::redacted(url.expose_secret()),
+                    "mail: outgoing mail is configured"
+                );
+            }
+        }
         metrics.finish(
             hub.clone(),
             db.clone(),

@@ -407,7 +407,7 @@ fn the_configuration_reference_lists_every_option() {
     let config = serde_json::to_value(alcove::config::Config::default()).unwrap();
     let mut keys: Vec<String> = config.as_object().unwrap().keys().cloned().collect();
     // Secrets are not serialised; they are options all the same.
-    keys.extend(["turn_secret", "webhook_secret", "signing_keys"].map(String::from));
+    keys.extend(["turn_secret", "webhook_secret", "signing_keys", "smtp_url"].map(String::from));
     for key in keys {
         assert!(
             doc.contains(&format!("| `{key}` |")),

@@ -14,6 +14,7 @@ mod drain;
 mod faults;
 mod health;
 mod limits;
+mod mail;
 mod metrics;
 mod nettest;
 mod peers;
