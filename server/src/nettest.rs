@@ -515,7 +515,8 @@ async fn drive(
     let mut relay_protocol = None;
     let _ = to.send(ToBrowser::Step("connecting")).await;
     // Until connected: negotiate, trickle both ways.
-    let started = Instant::now();
+    // From the browser's offer (the time it takes to make one is the browser's own).
+    let mut offered: Option<Instant> = None;
     let deadline = tokio::time::Instant::now() + CONNECT_LIMIT;
     let mut echo: Option<Arc<dyn DataChannel>> = None;
     let mut bulk: Option<Arc<dyn DataChannel>> = None;
@@ -525,7 +526,12 @@ async fn drive(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             msg = from.recv() => match msg {
-                Some(msg) => on_browser(pc, msg, to, gathered, &mut relay_protocol).await?,
+                Some(msg) => {
+                    if matches!(msg, FromBrowser::Description(_)) {
+                        offered.get_or_insert_with(Instant::now);
+                    }
+                    on_browser(pc, msg, to, gathered, &mut relay_protocol).await?
+                }
                 None => anyhow::bail!("the browser went away"),
             },
             c = events.candidates.recv() => if let Some(c) = c {
@@ -540,7 +546,7 @@ async fn drive(
                 match s {
                     Some(RTCPeerConnectionState::Connected) if !connected => {
                         connected = true;
-                        m.connect_ms = Some(started.elapsed().as_millis() as i64);
+                        m.connect_ms = offered.map(|t| t.elapsed().as_millis() as i64);
                     }
                     Some(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) | None => break,
                     _ => {}

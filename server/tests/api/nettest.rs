@@ -231,6 +231,7 @@ async fn a_webrtc_peer_is_ready_directly_relay_only_through_turn_and_blocked_wit
     let (_t, c, _) = pair(&app).await;
 
     let direct = run(&app, &c, false).await.result;
+    eprintln!("direct: {direct}");
     assert_eq!(direct["verdict"], "ready", "{direct}");
     assert_eq!(direct["path"], "direct", "{direct}");
     assert!(direct.get("reason").is_none(), "{direct}");
@@ -244,6 +245,7 @@ async fn a_webrtc_peer_is_ready_directly_relay_only_through_turn_and_blocked_wit
     );
 
     let relayed = run(&app, &c, true).await.result;
+    eprintln!("relayed: {relayed}");
     assert_eq!(relayed["verdict"], "relay_only", "{relayed}");
     assert_eq!(relayed["path"], "relay_udp", "{relayed}");
     assert_eq!(relayed["relay_forced"], true, "{relayed}");
