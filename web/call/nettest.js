@@ -14,8 +14,8 @@ const CHUNK = 16 * 1024;
 /** Run one test. `onStep(name)` hears `connecting`, `echo`, `upload`. Resolves to the
  *  server's result ({verdict, reason?, advice, path?, rtt_ms?, packet_loss?,
  *  upload_kbps?, connect_ms?, relay_forced}); rejects with an Error whose `code` is the
- *  API's or the socket's problem code. */
-export async function runNetworkTest({ relayOnly = false, onStep = () => {} } = {}) {
+ *  API's or the socket's problem code (`aborted` when `signal` aborts it). */
+export async function runNetworkTest({ relayOnly = false, onStep = () => {}, signal } = {}) {
   // Imported here, not at the top: the words below are used (and unit-tested) without the
   // sign-in machinery, whose timers would keep a test process alive.
   const { api } = await import('../lib/api.js');
@@ -39,6 +39,11 @@ export async function runNetworkTest({ relayOnly = false, onStep = () => {} } = 
     };
     // The server ends every test within its limit; this only guards a socket that hangs.
     const guard = setTimeout(() => fail('timeout', 'The connection test did not finish. Please try again.'), (started.seconds + 15) * 1000);
+    // Leaving the page ends the test at once (the server frees its place when the socket closes).
+    if (signal) {
+      if (signal.aborted) fail('aborted', 'The connection test was stopped.');
+      signal.addEventListener('abort', () => { clearTimeout(guard); fail('aborted', 'The connection test was stopped.'); });
+    }
 
     ws.onopen = () => send({ type: 'hello', token: started.token });
     ws.onerror = () => {};

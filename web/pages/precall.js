@@ -169,6 +169,7 @@ export async function render(ctx) {
 
   const stepWords = { connecting: 'Connecting to the service…', echo: 'Measuring the round trip…', upload: 'Measuring your upload…' };
   let netRunning = false;
+  const netAbort = new AbortController();
   const runNet = async () => {
     if (netRunning) return;
     netRunning = true;
@@ -177,6 +178,7 @@ export async function render(ctx) {
     try {
       const r = await runNetworkTest({
         relayOnly: netRelay.checked,
+        signal: netAbort.signal,
         onStep: (step) => {
           const el = netStatus.querySelector('#network-step');
           if (el && stepWords[step]) el.textContent = stepWords[step];
@@ -200,15 +202,19 @@ export async function render(ctx) {
     }
   };
   netAgain.addEventListener('click', runNet);
-  if (supported) runNet(); else replace(netStatus, h('p', {}, 'The connection cannot be checked in this browser.'));
+  if (!supported) replace(netStatus, h('p', {}, 'The connection cannot be checked in this browser.'));
 
   const onDeviceChange = () => fillDevices().catch(() => {});
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener('devicechange', onDeviceChange);
   const timer = setInterval(updateContinue, 5000);
 
   await start(loadPrefs());
+  // After the camera question is answered: a browser that may use the camera offers its
+  // real local candidates, so the check sees the path a session will take.
+  if (supported && ctx.alive()) runNet();
 
   return () => {
+    netAbort.abort();
     clearInterval(timer);
     stopMeter();
     if (navigator.mediaDevices && navigator.mediaDevices.removeEventListener) navigator.mediaDevices.removeEventListener('devicechange', onDeviceChange);
