@@ -15,7 +15,7 @@ CREATE TABLE network_tests (
     path          TEXT,
     -- The person asked for the relay path only.
     relay_forced  BOOLEAN NOT NULL,
-    connect_ms    INTEGER,
+    connect_ms    BIGINT,
     rtt_ms        DOUBLE PRECISION,
     -- Fraction of echo packets lost, 0 to 1.
     packet_loss   DOUBLE PRECISION,

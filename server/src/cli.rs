@@ -77,7 +77,7 @@ pub struct ProbeCmd {
         hide_env_values = true,
         value_name = "PASSWORD"
     )]
-    pub therapist_password: String,
+    pub therapist_password: SecretArg,
     /// The probe's client account (the second of ALCOVE_PROBE_ACCOUNTS)
     #[arg(long, env = "ALCOVE_PROBE_CLIENT_EMAIL", value_name = "EMAIL")]
     pub client_email: String,
@@ -88,7 +88,7 @@ pub struct ProbeCmd {
         hide_env_values = true,
         value_name = "PASSWORD"
     )]
-    pub client_password: String,
+    pub client_password: SecretArg,
     /// Connect through the TURN relay only (checks the relay path)
     #[arg(long)]
     pub relay_only: bool,

@@ -43,8 +43,9 @@ pub fn redacted(url: &str) -> String {
         return "***".into();
     };
     let rest = &url[start..];
-    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..host_end].rfind('@') {
+    // Up to the last `@` before the query: a password may hold a `/` a parser would misread.
+    let query = rest.find('?').unwrap_or(rest.len());
+    match rest[..query].rfind('@') {
         Some(at) => format!("{}***@{}", &url[..start], &rest[at + 1..]),
         None => url.to_owned(),
     }

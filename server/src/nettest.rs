@@ -48,6 +48,9 @@ const ECHO_GRACE: Duration = Duration::from_millis(1500);
 pub const UPLOAD_BYTES: usize = 2 * 1024 * 1024;
 pub const UPLOAD_MS: u64 = 3000;
 
+/// Candidates taken from one browser (a browser gathers a handful).
+const MAX_CANDIDATES: u32 = 64;
+
 /// A round-trip time above this makes a session feel laggy.
 const SLOW_RTT_MS: f64 = 300.0;
 /// Packet loss above this degrades video visibly.
@@ -116,12 +119,23 @@ pub struct Outcome {
 /// The ICE candidates the browser sent, counted by type. The relayed ones' addresses are
 /// held in memory for the test's few seconds, to tell whether the selected pair goes
 /// through the relay; nothing of them is kept or logged.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Gathered {
     pub host: u32,
     pub srflx: u32,
     pub relay: u32,
     relayed: Vec<(String, u16)>,
+    lines: u32,
+}
+
+impl std::fmt::Debug for Gathered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gathered")
+            .field("host", &self.host)
+            .field("srflx", &self.srflx)
+            .field("relay", &self.relay)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gathered {
@@ -131,11 +145,13 @@ impl Gathered {
             srflx,
             relay,
             relayed: Vec::new(),
+            lines: 0,
         }
     }
 
     /// Count one candidate line (`candidate:f 1 udp prio ADDR PORT typ relay …`).
     pub fn count(&mut self, line: &str) {
+        self.lines += 1;
         let words: Vec<&str> = line.split_ascii_whitespace().collect();
         let Some(i) = words.iter().position(|w| *w == "typ") else {
             return;
@@ -166,6 +182,11 @@ impl Gathered {
 
     fn total(&self) -> u32 {
         self.host + self.srflx + self.relay
+    }
+
+    /// Candidates counted so far, of any type or none.
+    fn seen(&self) -> u32 {
+        self.lines
     }
 }
 
@@ -393,35 +414,37 @@ pub struct PeerSetup {
     pub ice_servers: Vec<IceServer>,
 }
 
+/// Why a test stopped without a verdict: the browser is told, nothing is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aborted {
+    /// The browser's offer could not be used (`bad_message`).
+    BadOffer(&'static str),
+    /// The test peer could not be set up: the service's fault (`unavailable`).
+    Internal(&'static str),
+    /// The browser went away.
+    Gone,
+}
+
 /// Run one test: answer the browser's offer, measure, judge. `from` carries what the
-/// browser says; `to` what the test peer says back. Never longer than [`TEST_LIMIT`].
+/// browser says; `to` what the test peer says back. Never longer than [`TEST_LIMIT`]; what
+/// was measured by then counts.
 pub async fn run(
     setup: PeerSetup,
     relay_forced: bool,
     mut from: mpsc::Receiver<FromBrowser>,
     to: mpsc::Sender<ToBrowser>,
-) -> Outcome {
+) -> Result<Outcome, Aborted> {
     let mut gathered = Gathered::default();
-    let measured =
-        tokio::time::timeout(TEST_LIMIT, measure(setup, &mut from, &to, &mut gathered)).await;
-    let m = match measured {
-        Ok(Ok(m)) => m,
-        // Every error here is a sentence of this module's own (the WebRTC stack's, which
-        // can quote addresses or SDP, are replaced where they arise).
-        Ok(Err(e)) => {
-            tracing::warn!("network test failed: {e}");
-            Measured::default()
-        }
-        Err(_) => Measured::default(),
-    };
-    judge(
+    let mut m = Measured::default();
+    measure(setup, &mut from, &to, &mut gathered, &mut m).await?;
+    Ok(judge(
         relay_forced,
         gathered,
         m.path,
         m.connect_ms,
         m.echo,
         m.upload_kbps,
-    )
+    ))
 }
 
 #[derive(Default)]
@@ -432,21 +455,37 @@ struct Measured {
     upload_kbps: Option<f64>,
 }
 
+/// Closes a peer connection however its test ends (a dropped future included): webrtc-rs
+/// keeps a connection's sockets and TURN allocations until it is closed.
+struct CloseOnDrop(Arc<dyn PeerConnection>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let pc = self.0.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}
+
 async fn measure(
     setup: PeerSetup,
     from: &mut mpsc::Receiver<FromBrowser>,
     to: &mpsc::Sender<ToBrowser>,
     gathered: &mut Gathered,
-) -> anyhow::Result<Measured> {
-    let mut m = Measured::default();
+    m: &mut Measured,
+) -> Result<(), Aborted> {
     let (pc, mut events) = peer_connection(&setup.ice_servers, false, setup.udp)
         .await
-        .map_err(|_| {
-            anyhow::anyhow!("the test peer could not be set up (ALCOVE_NETWORK_TEST_UDP)")
-        })?;
-    let result = drive(&pc, from, to, gathered, &mut m, &mut events).await;
-    let _ = pc.close().await;
-    result.map(|()| m)
+        .map_err(|_| Aborted::Internal("the test peer could not be set up"))?;
+    let _close = CloseOnDrop(pc.clone());
+    match tokio::time::timeout(TEST_LIMIT, drive(&pc, from, to, gathered, m, &mut events)).await {
+        Ok(r) => r,
+        // Out of time: what was measured counts.
+        Err(_) => Ok(()),
+    }
 }
 
 /// Handle one message of the browser's.
@@ -456,23 +495,25 @@ async fn on_browser(
     to: &mpsc::Sender<ToBrowser>,
     gathered: &mut Gathered,
     relay_protocol: &mut Option<String>,
-) -> anyhow::Result<()> {
+) -> Result<(), Aborted> {
     match msg {
         FromBrowser::Description(d) => {
-            anyhow::ensure!(d.kind == "offer", "the browser must offer");
+            if d.kind != "offer" {
+                return Err(Aborted::BadOffer("the browser must send an offer"));
+            }
             // The WebRTC stack's errors are not passed on: they can quote the SDP.
             let offer = RTCSessionDescription::offer(d.sdp)
-                .map_err(|_| anyhow::anyhow!("the browser's offer does not parse"))?;
+                .map_err(|_| Aborted::BadOffer("the offer does not parse"))?;
             pc.set_remote_description(offer)
                 .await
-                .map_err(|_| anyhow::anyhow!("the browser's offer was refused"))?;
+                .map_err(|_| Aborted::BadOffer("the offer cannot be used"))?;
             let answer = pc
                 .create_answer(None)
                 .await
-                .map_err(|_| anyhow::anyhow!("no answer could be made to the browser's offer"))?;
+                .map_err(|_| Aborted::BadOffer("no answer can be made to the offer"))?;
             pc.set_local_description(answer.clone())
                 .await
-                .map_err(|_| anyhow::anyhow!("the answer could not be applied"))?;
+                .map_err(|_| Aborted::Internal("the answer could not be applied"))?;
             let _ = to
                 .send(ToBrowser::Description(Description {
                     kind: "answer".into(),
@@ -481,7 +522,8 @@ async fn on_browser(
                 .await;
         }
         FromBrowser::Candidate(c) => {
-            if !c.candidate.is_empty() {
+            // At most MAX_CANDIDATES: a browser gathers a handful.
+            if !c.candidate.is_empty() && gathered.seen() < MAX_CANDIDATES {
                 gathered.count(&c.candidate);
                 // A candidate the peer cannot use is no reason to stop the test.
                 let _ = pc
@@ -511,7 +553,7 @@ async fn drive(
     gathered: &mut Gathered,
     m: &mut Measured,
     events: &mut PeerEvents,
-) -> anyhow::Result<()> {
+) -> Result<(), Aborted> {
     let mut relay_protocol = None;
     let _ = to.send(ToBrowser::Step("connecting")).await;
     // Until connected: negotiate, trickle both ways.
@@ -521,7 +563,6 @@ async fn drive(
     let mut echo: Option<Arc<dyn DataChannel>> = None;
     let mut bulk: Option<Arc<dyn DataChannel>> = None;
     let mut connected = false;
-    let mut channels_seen = 0;
     while !(connected && echo.is_some() && bulk.is_some()) {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
@@ -532,7 +573,7 @@ async fn drive(
                     }
                     on_browser(pc, msg, to, gathered, &mut relay_protocol).await?
                 }
-                None => anyhow::bail!("the browser went away"),
+                None => return Err(Aborted::Gone),
             },
             c = events.candidates.recv() => if let Some(c) = c {
                 let _ = to.send(ToBrowser::Candidate(Candidate {
@@ -553,11 +594,11 @@ async fn drive(
                 }
             },
             dc = events.channels.recv() => if let Some(dc) = dc {
-                channels_seen += 1;
                 match dc.label().await.unwrap_or_default().as_str() {
                     "echo" => echo = Some(dc),
                     "bulk" => bulk = Some(dc),
-                    _ => anyhow::ensure!(channels_seen <= 4, "unexpected data channels"),
+                    // Channels of other names are ignored (and not waited for).
+                    _ => {}
                 }
             },
         }
@@ -700,8 +741,11 @@ async fn upload(bulk: &Arc<dyn DataChannel>) -> Option<f64> {
                     // `done`: everything the browser sent has arrived (the channel is ordered).
                     break;
                 }
-                bytes += msg.data.len();
                 last = Instant::now();
+                // The first chunk starts the clock: its bytes arrived before it.
+                if first.is_some() {
+                    bytes += msg.data.len();
+                }
                 first.get_or_insert(last);
                 if bytes >= UPLOAD_BYTES {
                     break;

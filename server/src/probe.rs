@@ -56,13 +56,14 @@ pub async fn run(cmd: &ProbeCmd) -> anyhow::Result<()> {
     .await?;
     let therapist = p
         .step("sign in (therapist)", async |p: &Probe| {
-            p.sign_in(&cmd.therapist_email, &cmd.therapist_password)
+            p.sign_in(&cmd.therapist_email, cmd.therapist_password.expose())
                 .await
         })
         .await?;
     let client = p
         .step("sign in (client)", async |p: &Probe| {
-            p.sign_in(&cmd.client_email, &cmd.client_password).await
+            p.sign_in(&cmd.client_email, cmd.client_password.expose())
+                .await
         })
         .await?;
     let appointment = p
@@ -121,7 +122,12 @@ async fn call(
                 .map(move |url| (url.clone(), u.clone(), c.clone()))
         })
         .collect();
-    if cmd.relay_only && turn.is_empty() {
+    let any_turn = servers.iter().any(|s| {
+        s.urls
+            .iter()
+            .any(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+    });
+    if cmd.relay_only && !any_turn {
         bail!(
             "step `turn` failed: --relay-only, and this service hands out no TURN server (ALCOVE_TURN_URLS, ALCOVE_TURN_SECRET)"
         );
@@ -248,10 +254,19 @@ async fn peer(
     let mut remote = to;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
     if let Some(to) = to {
-        let dc = pc.create_data_channel("probe", None).await?;
+        // The WebRTC stack's errors are replaced: they can quote SDP or addresses.
+        let dc = pc
+            .create_data_channel("probe", None)
+            .await
+            .map_err(|_| anyhow!("no data channel"))?;
         tokio::spawn(talk(dc, true, done_tx.clone()));
-        let offer = pc.create_offer(None).await?;
-        pc.set_local_description(offer.clone()).await?;
+        let offer = pc
+            .create_offer(None)
+            .await
+            .map_err(|_| anyhow!("no offer could be made"))?;
+        pc.set_local_description(offer.clone())
+            .await
+            .map_err(|_| anyhow!("the offer could not be applied"))?;
         sock.send(&ClientMessage::Signal {
             to,
             description: Some(Description {
@@ -277,16 +292,18 @@ async fn peer(
                     remote = Some(from);
                     if let Some(d) = description {
                         if d.kind == "offer" {
-                            pc.set_remote_description(RTCSessionDescription::offer(d.sdp)?).await?;
-                            let a = pc.create_answer(None).await?;
-                            pc.set_local_description(a.clone()).await?;
+                            let offer = RTCSessionDescription::offer(d.sdp).map_err(|_| anyhow!("the other side's offer does not parse"))?;
+                            pc.set_remote_description(offer).await.map_err(|_| anyhow!("the other side's offer was refused"))?;
+                            let a = pc.create_answer(None).await.map_err(|_| anyhow!("no answer could be made"))?;
+                            pc.set_local_description(a.clone()).await.map_err(|_| anyhow!("the answer could not be applied"))?;
                             sock.send(&ClientMessage::Signal {
                                 to: from,
                                 description: Some(Description { kind: "answer".into(), sdp: a.sdp }),
                                 candidate: None,
                             }).await?;
                         } else {
-                            pc.set_remote_description(RTCSessionDescription::answer(d.sdp)?).await?;
+                            let answer = RTCSessionDescription::answer(d.sdp).map_err(|_| anyhow!("the other side's answer does not parse"))?;
+                            pc.set_remote_description(answer).await.map_err(|_| anyhow!("the other side's answer was refused"))?;
                         }
                     }
                     if let Some(c) = candidate.filter(|c| !c.candidate.is_empty()) {

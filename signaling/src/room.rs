@@ -630,9 +630,7 @@ impl Room {
                 m.conn = Some(conn.clone());
                 m.resume_hash = hash(&token);
                 m.display_name = grant.display_name.clone();
-                if grant.network.is_some() {
-                    m.network = grant.network.clone();
-                }
+                m.network = grant.network.clone();
                 let held: Vec<Arc<str>> = m.held.drain(..).collect();
                 if let Some(old) = old {
                     self.error(

@@ -424,7 +424,7 @@ async fn serve(state: AppState, mut ws: WebSocket) {
         }
         Ok(None) => return,
         Ok(Some(Err(()))) => {
-            return fail(&mut ws, 1003, "bad_message", "messages are JSON text").await;
+            return fail(&mut ws, 4002, "bad_message", "messages are JSON text").await;
         }
         Ok(Some(Ok(text))) => match serde_json::from_str::<ClientMsg>(&text) {
             Ok(ClientMsg::Hello { token }) => token,
@@ -479,9 +479,15 @@ async fn serve(state: AppState, mut ws: WebSocket) {
     let (from_tx, from_rx) = mpsc::channel(64);
     let (to_tx, mut to_rx) = mpsc::channel(64);
     let mut run = Box::pin(nettest::run(setup, claims.relay, from_rx, to_tx));
+    // A bound of its own for the whole exchange, whatever the browser does.
+    let limit = tokio::time::sleep(nettest::TEST_LIMIT + Duration::from_secs(10));
+    tokio::pin!(limit);
     let outcome = loop {
         tokio::select! {
             outcome = &mut run => break outcome,
+            () = &mut limit => {
+                return fail(&mut ws, 4008, "timeout", "the test took too long and was stopped").await;
+            },
             out = to_rx.recv() => if let Some(out) = out {
                 let msg = match out {
                     ToBrowser::Description(d) => ServerMsg::Signal { description: Some(d), candidate: None },
@@ -514,14 +520,42 @@ async fn serve(state: AppState, mut ws: WebSocket) {
                             None
                         }
                     };
-                    if let Some(m) = msg {
-                        let _ = from_tx.send(m).await;
+                    // Never wait on the test here (it would stop reading its own answers):
+                    // a browser that floods it is told so, and the flood dropped.
+                    if let Some(m) = msg
+                        && from_tx.try_send(m).is_err()
+                    {
+                        let _ = send(&mut ws, &ServerMsg::Error { code: "bad_message", message: "too many messages at once".into() }).await;
                     }
                 }
             },
         }
     };
     drop(permit);
+    let outcome = match outcome {
+        Ok(o) => o,
+        // Nothing is kept of a test that could not run.
+        Err(nettest::Aborted::Gone) => return,
+        Err(nettest::Aborted::BadOffer(why)) => {
+            return fail(
+                &mut ws,
+                4002,
+                "bad_message",
+                format!("{why}; nothing was measured"),
+            )
+            .await;
+        }
+        Err(nettest::Aborted::Internal(why)) => {
+            tracing::warn!("network test could not run: {why} (ALCOVE_NETWORK_TEST_UDP?)");
+            return fail(
+                &mut ws,
+                1011,
+                "unavailable",
+                "the service cannot run a network test right now; try again later",
+            )
+            .await;
+        }
+    };
     let record = NetworkTestRecord {
         id: test_id,
         user_id: claims.sub,

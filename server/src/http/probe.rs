@@ -73,7 +73,8 @@ async fn probe_appointment(
             0,
         )
         .await?;
-    for a in left {
+    // Only the probe pair's own appointments (a probe still running holds one of them).
+    for a in left.into_iter().filter(|a| a.is_participant(client.id)) {
         let _ = state
             .db
             .cancel_appointment(a.id, &user.actor(), Some("synthetic probe"), false)

@@ -352,6 +352,33 @@ async fn tests_at_once_are_capped_and_each_account_is_limited_per_hour() {
     };
     assert_eq!(bad["type"], "error", "{bad}");
     assert_eq!(bad["code"], "bad_message", "{bad}");
+    // An offer that cannot be used: said, the socket closed, nothing kept as a verdict.
+    ws.send(Message::text(
+        json!({"type": "signal", "description": {"type": "offer", "sdp": "not an offer"}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let refused = loop {
+        let m = next(&mut ws).await.expect("an answer before the close");
+        if m["type"] != "step" {
+            break m;
+        }
+    };
+    assert_eq!(refused["code"], "bad_message", "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("offer"),
+        "{refused}"
+    );
+    assert!(next(&mut ws).await.is_none(), "closed after the refusal");
+    let kept: i64 = match &app.state.db {
+        alcove::store::Db::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM network_tests")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        alcove::store::Db::Postgres(_) => unreachable!(),
+    };
+    assert_eq!(kept, 0, "abandoned and refused tests leave no verdict");
     drop(ws);
     let (_, reused) = hello(&again).await;
     assert_eq!(reused["code"], "invalid_token", "{reused}");
@@ -361,14 +388,34 @@ async fn tests_at_once_are_capped_and_each_account_is_limited_per_hour() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_therapist_sees_a_waiting_clients_latest_verdict_in_the_lobby() {
+crate::on_both_backends!(the_therapist_sees_a_waiting_clients_latest_verdict_in_the_lobby);
+
+async fn the_therapist_sees_a_waiting_clients_latest_verdict_in_the_lobby(backend: Backend) {
     use crate::peers::RtcPeer;
     use alcove_signaling::ServerMessage;
-    let app = spawn_app_with(Backend::Sqlite, on_loopback).await;
+    let app = spawn_app_with(backend, on_loopback).await;
     let (t, c, id) = pair(&app).await;
     let ran = run(&app, &c, false).await.result;
     assert_eq!(ran["verdict"], "ready", "{ran}");
+    // Kept and read back on this database, every figure as measured.
+    let latest = app
+        .get("/api/v1/network-tests/latest", c.token())
+        .await
+        .expect(200);
+    for k in [
+        "verdict",
+        "path",
+        "connect_ms",
+        "rtt_ms",
+        "packet_loss",
+        "upload_kbps",
+        "advice",
+    ] {
+        assert_eq!(latest[k], ran[k], "{k}: {latest} vs {ran}");
+    }
+    app.get("/api/v1/network-tests/latest", t.token())
+        .await
+        .expect_problem(404, "not_found");
     let mut th = RtcPeer::join(&app, &t, id).await;
     let _cl = RtcPeer::join(&app, &c, id).await;
     let waiting = th
