@@ -15,7 +15,7 @@
 //! kind and the numbers: never an address, a candidate or an SDP (protocol:
 //! `docs/network-test.md`).
 
-use alcove_signaling::protocol::{Candidate, Description, IceServer, IceTransportPolicy};
+use alcove_signaling::protocol::{Candidate, Description, IceServer};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -327,6 +327,27 @@ pub fn rtc_servers(servers: &[IceServer]) -> Vec<RTCIceServer> {
         .collect()
 }
 
+/// A signalled candidate as webrtc-rs takes it.
+pub fn rtc_candidate(c: Candidate) -> RTCIceCandidateInit {
+    RTCIceCandidateInit {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_m_line_index,
+        username_fragment: c.username_fragment,
+        ..Default::default()
+    }
+}
+
+/// A webrtc-rs candidate as the signalling protocols carry it.
+pub fn signal_candidate(c: RTCIceCandidateInit) -> Candidate {
+    Candidate {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_m_line_index: c.sdp_mline_index,
+        username_fragment: c.username_fragment,
+    }
+}
+
 /// What a peer connection does, as channels.
 pub struct PeerEvents {
     /// Its local ICE candidates, to send to the other side.
@@ -526,15 +547,7 @@ async fn on_browser(
             if !c.candidate.is_empty() && gathered.seen() < MAX_CANDIDATES {
                 gathered.count(&c.candidate);
                 // A candidate the peer cannot use is no reason to stop the test.
-                let _ = pc
-                    .add_ice_candidate(RTCIceCandidateInit {
-                        candidate: c.candidate,
-                        sdp_mid: c.sdp_mid,
-                        sdp_mline_index: c.sdp_m_line_index,
-                        username_fragment: c.username_fragment,
-                        ..Default::default()
-                    })
-                    .await;
+                let _ = pc.add_ice_candidate(rtc_candidate(c)).await;
             }
         }
         FromBrowser::RelayProtocol(p) => {
@@ -576,12 +589,7 @@ async fn drive(
                 None => return Err(Aborted::Gone),
             },
             c = events.candidates.recv() => if let Some(c) = c {
-                let _ = to.send(ToBrowser::Candidate(Candidate {
-                    candidate: c.candidate,
-                    sdp_mid: c.sdp_mid,
-                    sdp_m_line_index: c.sdp_mline_index,
-                    username_fragment: c.username_fragment,
-                })).await;
+                let _ = to.send(ToBrowser::Candidate(signal_candidate(c))).await;
             },
             s = events.states.recv() => {
                 match s {
@@ -760,15 +768,6 @@ async fn upload(bulk: &Arc<dyn DataChannel>) -> Option<f64> {
     // The first chunk's own time is not measured; one chunk is too few to time.
     let secs = last.duration_since(first).as_secs_f64();
     (secs > 0.0 && bytes > 0).then(|| ((bytes as f64 * 8.0 / secs / 1000.0) * 10.0).round() / 10.0)
-}
-
-/// The transport policy a browser is told for a test.
-pub fn policy(relay: bool) -> IceTransportPolicy {
-    if relay {
-        IceTransportPolicy::Relay
-    } else {
-        IceTransportPolicy::All
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::cli::ProbeCmd;
 use alcove_signaling::{
     ClientMessage, IceServer, ServerMessage,
     client::{Incoming, SignalClient},
-    protocol::{Candidate, Description},
+    protocol::Description,
 };
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::{Value, json};
@@ -25,9 +25,7 @@ use std::{
 use tokio::sync::mpsc;
 use webrtc::{
     data_channel::{DataChannel, DataChannelEvent},
-    peer_connection::{
-        PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription,
-    },
+    peer_connection::{PeerConnection, RTCPeerConnectionState, RTCSessionDescription},
 };
 
 /// Run the probe; `Err` names the step that failed and why.
@@ -307,13 +305,7 @@ async fn peer(
                         }
                     }
                     if let Some(c) = candidate.filter(|c| !c.candidate.is_empty()) {
-                        let _ = pc.add_ice_candidate(RTCIceCandidateInit {
-                            candidate: c.candidate,
-                            sdp_mid: c.sdp_mid,
-                            sdp_mline_index: c.sdp_m_line_index,
-                            username_fragment: c.username_fragment,
-                            ..Default::default()
-                        }).await;
+                        let _ = pc.add_ice_candidate(crate::nettest::rtc_candidate(c)).await;
                     }
                 }
                 Incoming::Message(ServerMessage::Error { code, message }) => {
@@ -326,12 +318,7 @@ async fn peer(
                 sock.send(&ClientMessage::Signal {
                     to,
                     description: None,
-                    candidate: Some(Candidate {
-                        candidate: c.candidate,
-                        sdp_mid: c.sdp_mid,
-                        sdp_m_line_index: c.sdp_mline_index,
-                        username_fragment: c.username_fragment,
-                    }),
+                    candidate: Some(crate::nettest::signal_candidate(c)),
                 }).await?;
             },
             s = events.states.recv() => match s {

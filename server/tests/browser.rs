@@ -21,6 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[allow(dead_code)]
+#[path = "api/turn.rs"]
+mod turn;
+
 const IN_NETNS: &str = "ALCOVE_E2E_IN_NETNS";
 const TEST: &str = "a_therapist_and_a_client_meet_in_real_browsers";
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
@@ -118,47 +122,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A coturn of the test's own on 127.0.0.1 (in the namespace), with the deployment's
-/// configuration and loopback peers allowed; its port and secret.
-fn start_coturn(dir: &Path) -> (Proc, u16, String) {
-    let bin = which("turnserver").expect("coturn is required: apt-get install coturn");
-    let port = free_port();
-    let secret = "browser-test-turn-secret".to_owned();
-    let d = dir.display();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/coturn/turnserver.conf"
-        ))
-        .args([
-            "--listening-ip=127.0.0.1".to_owned(),
-            "--relay-ip=127.0.0.1".to_owned(),
-            format!("--listening-port={port}"),
-            "--min-port=41000".to_owned(),
-            "--max-port=41200".to_owned(),
-            "--realm=alcove-test".to_owned(),
-            format!("--static-auth-secret={secret}"),
-            "--no-tls".to_owned(),
-            "--no-dtls".to_owned(),
-            format!("--userdb={d}/turndb"),
-            format!("--pidfile={d}/turnserver.pid"),
-            format!("--log-file={d}/turn.log"),
-            "--allow-loopback-peers".to_owned(),
-            "--allowed-peer-ip=127.0.0.1".to_owned(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnserver starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "coturn listens");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Proc(child), port, secret)
 }
 
 /// The TURN relay the server hands out: (port, secret).
@@ -491,8 +454,9 @@ async fn check_verification(client: &Client, therapist: &Client, shown: &str) {
 
 async fn scenario() {
     let dir = tempfile::tempdir().unwrap();
-    let (coturn, turn_port, turn_secret) = start_coturn(dir.path());
-    TURN.set((turn_port, turn_secret)).unwrap();
+    // A coturn of the test's own, in the namespace (the API tests' helper).
+    let coturn = turn::Coturn::start();
+    TURN.set((coturn.port, coturn.secret.clone())).unwrap();
     let (server, base) = start_server(dir.path(), 0);
     let (_driver, driver_port) = start_chromedriver();
 

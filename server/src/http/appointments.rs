@@ -229,7 +229,7 @@ fn not_active() -> ApiError {
     )
 }
 
-fn booking_error(e: BookingError) -> ApiError {
+pub(super) fn booking_error(e: BookingError) -> ApiError {
     match e {
         BookingError::Overlap => slot_taken(),
         BookingError::ConsultationUsed => consultation_used(),

@@ -95,10 +95,7 @@ async fn probe_appointment(
         .db
         .create_appointments(&[new], Some(&user.actor()))
         .await
-        .map_err(|(_, e)| match e {
-            crate::store::BookingError::Store(e) => ApiError::from(e),
-            other => ApiError::conflict("slot_taken", other.to_string()),
-        })?;
+        .map_err(|(_, e)| super::appointments::booking_error(e))?;
     let a = state
         .db
         .appointment(ids[0])

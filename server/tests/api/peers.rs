@@ -6,7 +6,7 @@ use crate::helpers::Session;
 use alcove_signaling::{
     ClientMessage, ParticipantId, ServerMessage,
     client::{Incoming, SignalClient, SignalSender},
-    protocol::{Candidate, Description, IceTransportPolicy},
+    protocol::{Description, IceTransportPolicy},
 };
 use serde_json::{Value, json};
 use std::{sync::Arc, time::Duration};
@@ -470,13 +470,7 @@ async fn negotiate(
                         && !c.candidate.is_empty()
                     {
                         let _ = pc
-                            .add_ice_candidate(RTCIceCandidateInit {
-                                candidate: c.candidate,
-                                sdp_mid: c.sdp_mid,
-                                sdp_mline_index: c.sdp_m_line_index,
-                                username_fragment: c.username_fragment,
-                                ..Default::default()
-                            })
+                            .add_ice_candidate(alcove::nettest::rtc_candidate(c))
                             .await;
                     }
                 }
@@ -488,12 +482,7 @@ async fn negotiate(
                     send(ClientMessage::Signal {
                         to,
                         description: None,
-                        candidate: Some(Candidate {
-                            candidate: c.candidate,
-                            sdp_mid: c.sdp_mid,
-                            sdp_m_line_index: c.sdp_mline_index,
-                            username_fragment: c.username_fragment,
-                        }),
+                        candidate: Some(alcove::nettest::signal_candidate(c)),
                     })
                     .await;
                 }
