@@ -310,18 +310,8 @@ async fn socket(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let ok = origin
-            .to_str()
-            .is_ok_and(|o| super::signal::origin_allowed(&state, o));
-        if !ok {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "this page's origin may not open the network test",
-            )
-            .into_response();
-        }
+    if let Some(refused) = super::signal::origin_refused(&state, &headers, "the network test") {
+        return refused.into_response();
     }
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)

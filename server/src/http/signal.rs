@@ -165,7 +165,7 @@ fn origin_of(url: &str) -> &str {
 }
 
 /// Whether a browser at `origin` may open the signalling socket.
-pub(super) fn origin_allowed(state: &AppState, origin: &str) -> bool {
+fn origin_allowed(state: &AppState, origin: &str) -> bool {
     let allowed = &state.config.allowed_origins;
     if allowed.is_empty() {
         return origin == origin_of(&state.public_url);
@@ -173,6 +173,25 @@ pub(super) fn origin_allowed(state: &AppState, origin: &str) -> bool {
     allowed
         .iter()
         .any(|o| o == "*" || o.trim_end_matches('/') == origin)
+}
+
+/// A 403 when a browser's page of a disallowed origin asks to open `what` (a WebSocket);
+/// `None` when it may (a missing `Origin`, as from non-browser clients, is accepted: only
+/// browsers can be made to connect by a page of another site).
+pub(super) fn origin_refused(
+    state: &AppState,
+    headers: &HeaderMap,
+    what: &str,
+) -> Option<ApiError> {
+    let origin = headers.get(header::ORIGIN)?;
+    if origin.to_str().is_ok_and(|o| origin_allowed(state, o)) {
+        return None;
+    }
+    Some(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        format!("this page's origin may not open {what}"),
+    ))
 }
 
 /// The signalling WebSocket. Browsers must come from an allowed origin (a missing `Origin`,
@@ -189,16 +208,8 @@ async fn signal(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let ok = origin.to_str().is_ok_and(|o| origin_allowed(&state, o));
-        if !ok {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "this page's origin may not open the signalling connection",
-            )
-            .into_response();
-        }
+    if let Some(refused) = origin_refused(&state, &headers, "the signalling connection") {
+        return refused.into_response();
     }
     upgrade(state.hub.clone(), ws)
 }

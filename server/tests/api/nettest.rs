@@ -213,6 +213,20 @@ async fn local_relay_protocol(pc: &Arc<dyn PeerConnection>) -> Option<&'static s
     relayed.then_some("udp")
 }
 
+/// Network tests kept in the app's database.
+async fn kept_tests(app: &TestApp) -> i64 {
+    match &app.state.db {
+        alcove::store::Db::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM network_tests")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        alcove::store::Db::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM network_tests")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+    }
+}
+
 async fn app_with_turn(turn: &Coturn, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let (url, secret) = (turn.url(), turn.secret.clone());
     spawn_app_with(Backend::Sqlite, move |c| {
@@ -270,13 +284,7 @@ async fn a_webrtc_peer_is_ready_directly_relay_only_through_turn_and_blocked_wit
         .expect(200);
     assert_eq!(latest["verdict"], "blocked", "{latest}");
     assert_eq!(latest["advice"], blocked["advice"], "{latest}");
-    let kept: i64 = match &app.state.db {
-        alcove::store::Db::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM network_tests")
-            .fetch_one(p)
-            .await
-            .unwrap(),
-        alcove::store::Db::Postgres(_) => unreachable!(),
-    };
+    let kept = kept_tests(&app).await;
     assert_eq!(kept, 3);
 }
 
@@ -371,13 +379,7 @@ async fn tests_at_once_are_capped_and_each_account_is_limited_per_hour() {
         "{refused}"
     );
     assert!(next(&mut ws).await.is_none(), "closed after the refusal");
-    let kept: i64 = match &app.state.db {
-        alcove::store::Db::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM network_tests")
-            .fetch_one(p)
-            .await
-            .unwrap(),
-        alcove::store::Db::Postgres(_) => unreachable!(),
-    };
+    let kept = kept_tests(&app).await;
     assert_eq!(kept, 0, "abandoned and refused tests leave no verdict");
     drop(ws);
     let (_, reused) = hello(&again).await;
