@@ -353,6 +353,12 @@ pub struct ServeArgs {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mail_from: Option<String>,
 
+    /// How long one conversation with the SMTP server may take before it is retried
+    /// later [default: 30s]
+    #[arg(long, env = "ALCOVE_SMTP_TIMEOUT", value_name = "DURATION", value_parser = duration::parse)]
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_duration")]
+    pub smtp_timeout: Option<Duration>,
+
     /// Reminder lead times before each appointment, comma-separated (empty: none)
     /// [default: 24h,1h]
     #[arg(long, env = "ALCOVE_REMINDERS", value_name = "DURATIONS", value_parser = reminders)]

@@ -284,6 +284,10 @@ pub struct Config {
     pub smtp_url: Option<secrecy::SecretString>,
     /// The sender of outgoing mail (`Alcove <no-reply@example.org>`).
     pub mail_from: Option<String>,
+    /// How long one conversation with the SMTP server may take before it counts as failed
+    /// (and is retried later).
+    #[serde(with = "duration")]
+    pub smtp_timeout: Duration,
     /// How long before an appointment each reminder goes out (`24h,1h`; empty: none).
     #[serde(with = "durations")]
     pub reminders: Vec<Duration>,
@@ -357,6 +361,7 @@ impl Default for Config {
             webhook_max_attempts: 12,
             smtp_url: None,
             mail_from: None,
+            smtp_timeout: Duration::from_secs(30),
             reminders: vec![Duration::from_secs(24 * 3600), Duration::from_secs(3600)],
             network_test_max: 8,
             network_test_per_hour: 12,
@@ -508,6 +513,11 @@ impl Config {
                 );
             };
             crate::mail::check_from(from).map_err(|e| anyhow::anyhow!("ALCOVE_MAIL_FROM: {e}"))?;
+        }
+        if self.smtp_timeout < Duration::from_secs(1)
+            || self.smtp_timeout > Duration::from_secs(300)
+        {
+            bail!("ALCOVE_SMTP_TIMEOUT must be between 1s and 5m");
         }
         if self.reminders.len() > 5 {
             bail!("ALCOVE_REMINDERS: at most 5 reminders");

@@ -3,16 +3,25 @@
 //! time in the recipient's time zone, the other person's display name in the body only,
 //! and a link to the appointments page of the web client, which asks the person to sign in.
 //!
-//! This is the first step of order 11: the transport and the messages, checked at start
-//! and tested against a real SMTP conversation. The outbox that sends them (with the
-//! booking's transaction, retries, reminders) is the next.
+//! Delivery goes through the outbox in the database ([`crate::store::mail`]): the booking,
+//! change or cancellation queues its messages in its own transaction, and [`run_outbox`],
+//! on every node, claims due rows, builds each message from the appointment as it is
+//! then, sends it, and marks it sent, retried later, or dropped with a reason.
 
+use crate::{
+    domain::{AppointmentStatus, Role},
+    state::AppState,
+    store::{Appointment, DueMail, OutboxKind, Ts},
+};
 use jiff::{Timestamp, tz::TimeZone};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor,
     message::{Attachment, Mailbox, MultiPart, header::ContentType},
 };
+use secrecy::ExposeSecret as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Whether `url` is an SMTP URL the transport understands. Its error never repeats the
 /// URL (it can hold a password).
@@ -227,13 +236,16 @@ impl AppointmentMail {
         )
     }
 
-    /// The whole message, from `from`.
-    pub fn message(&self, from: &Mailbox) -> anyhow::Result<Message> {
+    /// The whole message, from `from`, with the Message-ID `message_id` (stable per
+    /// outbox row, so that a message sent twice, say after a crash between the server's
+    /// answer and the row being marked, is recognisably one).
+    pub fn message(&self, from: &Mailbox, message_id: Option<String>) -> anyhow::Result<Message> {
         let to = Mailbox::new(Some(self.to_name.clone()), self.to_email.parse()?);
         let body = MultiPart::alternative_plain_html(self.text(), self.html());
         let builder = Message::builder()
             .from(from.clone())
             .to(to)
+            .message_id(message_id)
             .subject(self.subject());
         Ok(match &self.ics {
             Some(ics) => builder.multipart(MultiPart::mixed().multipart(body).singlepart(
@@ -245,6 +257,302 @@ impl AppointmentMail {
             None => builder.multipart(body)?,
         })
     }
+}
+
+/// Whether the mail server took this node's last message, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct MailHealth {
+    degraded: AtomicBool,
+}
+
+impl MailHealth {
+    /// `degraded` while the last attempt failed for want of a server.
+    pub fn status(&self) -> &'static str {
+        if self.degraded.load(Ordering::Relaxed) {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+
+    fn set(&self, degraded: bool) {
+        let was = self.degraded.swap(degraded, Ordering::Relaxed);
+        if was != degraded {
+            if degraded {
+                tracing::warn!(
+                    "mail: degraded, the mail server is not taking messages; they wait in the outbox"
+                );
+            } else {
+                tracing::info!("mail: the mail server takes messages again");
+            }
+        }
+    }
+}
+
+/// How often each node looks for due messages.
+const POLL: Duration = Duration::from_secs(1);
+/// Rows claimed at a time.
+const BATCH: i64 = 10;
+/// A reschedule or cancellation notice (or a confirmation) the mail server has not taken
+/// in this long is given up.
+const GIVE_UP_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_hours(48);
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// Send what the outbox holds, until `stop`. Does nothing when no mail is configured.
+pub async fn run_outbox(state: AppState, stop: CancellationToken) {
+    let (Some(url), Some(from)) = (&state.config.smtp_url, &state.config.mail_from) else {
+        return;
+    };
+    let timeout = state.config.smtp_timeout;
+    let mailer = match Mailer::new(url.expose_secret(), from, timeout) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "mail: cannot start the outbox; no mail is sent");
+            return;
+        }
+    };
+    // Long enough for a batch to finish; a node that dies holding rows frees them then.
+    let lease = timeout * 3 + Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+        }
+        if state.db_health.is_down() {
+            continue;
+        }
+        let rows = match state.db.claim_mail(Ts::now(), lease, BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "mail: cannot read the outbox");
+                continue;
+            }
+        };
+        let claimed = Timestamp::now() + jiff::SignedDuration::try_from(lease).unwrap_or_default();
+        let mut rows = rows.into_iter();
+        while let Some(row) = rows.next() {
+            // Never begin a send that could outlast the claim: another node would take
+            // the row and the message would go twice.
+            let room = claimed.duration_since(Timestamp::now());
+            let failed = if room < jiff::SignedDuration::try_from(timeout * 2).unwrap_or_default() {
+                true
+            } else {
+                deliver(&state, &mailer, &row, timeout).await
+            };
+            if failed {
+                // The server is down: leave the rest of the batch for later.
+                for rest in rows.by_ref() {
+                    let _ = state.db.mail_release(rest.id).await;
+                }
+                break;
+            }
+            if stop.is_cancelled() {
+                for rest in rows.by_ref() {
+                    let _ = state.db.mail_release(rest.id).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Why a row is not sent, if it is not to be.
+fn obsolete(
+    row: &DueMail,
+    kind: OutboxKind,
+    a: Option<&Appointment>,
+    now: Ts,
+) -> Option<&'static str> {
+    let Some(a) = a else {
+        return Some("cancelled");
+    };
+    if kind != OutboxKind::Cancelled {
+        match a.status {
+            AppointmentStatus::Booked => {}
+            AppointmentStatus::Cancelled => return Some("cancelled"),
+            _ => return Some("too_late"),
+        }
+        if a.starts_at != row.starts_at {
+            return Some("moved");
+        }
+    }
+    if !a.is_participant(row.user_id) {
+        return Some("not_participant");
+    }
+    if kind == OutboxKind::Reminder && now >= a.starts_at {
+        return Some("too_late");
+    }
+    None
+}
+
+/// Handle one claimed row; true when the mail server could not be reached (stop the batch).
+async fn deliver(state: &AppState, mailer: &Mailer, row: &DueMail, timeout: Duration) -> bool {
+    let now = Ts::now();
+    let Some(kind) = OutboxKind::parse(&row.kind) else {
+        drop_row(state, row, "unknown_kind", "other").await;
+        return false;
+    };
+    let built = match build(state, row, kind, now).await {
+        Ok(Ok(mail)) => mail,
+        Ok(Err(reason)) => {
+            drop_row(state, row, reason, kind.as_str()).await;
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(mail_id = %row.id, error = %e, "mail: cannot build a message now; retrying");
+            retry(state, row, kind).await;
+            return false;
+        }
+    };
+    let message_id = format!("<{}@{}>", row.id, mailer.from().email.domain());
+    let message = match built.message(mailer.from(), Some(message_id)) {
+        Ok(m) => m,
+        Err(_) => {
+            // The stored address cannot be written as a recipient.
+            drop_row(state, row, "bad_address", kind.as_str()).await;
+            return false;
+        }
+    };
+    let sent = match tokio::time::timeout(timeout, mailer.send(message)).await {
+        Ok(r) => r,
+        Err(_) => Err(MailError::Transient("timed out")),
+    };
+    match sent {
+        Ok(()) => {
+            state.mail_health.set(false);
+            state.metrics.mail(kind.as_str(), "sent");
+            if let Err(e) = state.db.mail_sent(row, Ts::now()).await {
+                // Sent but not marked: it may go again when the claim ends (the same
+                // Message-ID). Nothing better can be done without the database.
+                tracing::error!(mail_id = %row.id, error = %e, "mail: sent but could not mark it sent");
+            }
+            tracing::info!(mail_id = %row.id, appointment_id = %row.appointment_id, kind = kind.as_str(), "mail: sent");
+            false
+        }
+        Err(MailError::Permanent(why)) => {
+            state.mail_health.set(false);
+            tracing::warn!(mail_id = %row.id, kind = kind.as_str(), why, "mail: the mail server refused the message for good; dropped");
+            drop_row(state, row, "refused", kind.as_str()).await;
+            false
+        }
+        Err(MailError::Transient(why)) => {
+            state.mail_health.set(true);
+            tracing::warn!(mail_id = %row.id, kind = kind.as_str(), why, attempts = row.attempts + 1, "mail: not sent; retrying later");
+            retry(state, row, kind).await;
+            true
+        }
+    }
+}
+
+/// The message of `row`, or why it is not to be sent.
+async fn build(
+    state: &AppState,
+    row: &DueMail,
+    kind: OutboxKind,
+    now: Ts,
+) -> anyhow::Result<Result<AppointmentMail, &'static str>> {
+    let a = state.db.appointment(row.appointment_id).await?;
+    if let Some(reason) = obsolete(row, kind, a.as_ref(), now) {
+        return Ok(Err(reason));
+    }
+    let Some(a) = a else {
+        return Ok(Err("cancelled"));
+    };
+    let Some(to) = state.db.recipient(row.user_id).await? else {
+        return Ok(Err("no_account"));
+    };
+    if to.disabled {
+        return Ok(Err("account_disabled"));
+    }
+    if kind == OutboxKind::Reminder && !to.email_reminders {
+        return Ok(Err("reminders_off"));
+    }
+    if state
+        .config
+        .probe_accounts
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(&to.email))
+    {
+        return Ok(Err("probe"));
+    }
+    // A client hears the therapist's name; the therapist the clients' (clients of a group
+    // never learn each other's names from mail).
+    let me = a.participants.iter().find(|p| p.user_id == row.user_id);
+    let with = match me.map(|p| p.role) {
+        Some(Role::Client) => a
+            .therapist()
+            .map(|t| vec![t.display_name.clone()])
+            .unwrap_or_default(),
+        _ => a.clients().map(|c| c.display_name.clone()).collect(),
+    };
+    let tz = to
+        .time_zone
+        .as_deref()
+        .and_then(|name| TimeZone::get(name).ok())
+        .unwrap_or(TimeZone::UTC);
+    Ok(Ok(AppointmentMail {
+        kind: match kind {
+            OutboxKind::Confirmation => MailKind::Confirmation,
+            OutboxKind::Reminder => MailKind::Reminder,
+            OutboxKind::Rescheduled => MailKind::Rescheduled {
+                previous: row.previous_starts_at.unwrap_or(row.starts_at).get(),
+            },
+            OutboxKind::Cancelled => MailKind::Cancelled,
+        },
+        to_name: to.display_name,
+        to_email: to.email,
+        with,
+        starts_at: a.starts_at.get(),
+        ends_at: a.ends_at.get(),
+        tz,
+        link: crate::http::calendar::join_link(state, &a),
+        ics: (kind == OutboxKind::Confirmation)
+            .then(|| crate::http::calendar::render(state, std::slice::from_ref(&a), false)),
+    }))
+}
+
+async fn drop_row(state: &AppState, row: &DueMail, reason: &'static str, kind: &'static str) {
+    state.metrics.mail(kind, "dropped");
+    tracing::info!(mail_id = %row.id, appointment_id = %row.appointment_id, kind, reason, "mail: not sent");
+    if let Err(e) = state.db.mail_dropped(row.id, Ts::now(), reason).await {
+        tracing::warn!(mail_id = %row.id, error = %e, "mail: could not mark a message dropped");
+    }
+}
+
+/// Try `row` again later (doubling waits), or give it up when it is no use any more.
+async fn retry(state: &AppState, row: &DueMail, kind: OutboxKind) {
+    let now = Timestamp::now();
+    let pointless = match kind {
+        OutboxKind::Reminder => now >= row.starts_at.get(),
+        _ => now.duration_since(row.created_at.get()) > GIVE_UP_AFTER,
+    };
+    if pointless {
+        drop_row(
+            state,
+            row,
+            if kind == OutboxKind::Reminder {
+                "too_late"
+            } else {
+                "expired"
+            },
+            kind.as_str(),
+        )
+        .await;
+        return;
+    }
+    state.metrics.mail(kind.as_str(), "retried");
+    let wait = backoff(row.attempts);
+    let next = now + jiff::SignedDuration::try_from(wait).unwrap_or_default();
+    if let Err(e) = state.db.mail_retry(row.id, next.into()).await {
+        tracing::warn!(mail_id = %row.id, error = %e, "mail: could not schedule a retry");
+    }
+}
+
+/// The wait before the attempt after `attempts` failed ones: 1 s, 2 s, 4 s, … up to 10 min.
+pub fn backoff(attempts: i32) -> Duration {
+    let exp = attempts.clamp(0, 20) as u32;
+    Duration::from_secs(1u64 << exp).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

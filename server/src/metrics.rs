@@ -65,6 +65,12 @@ struct VerdictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MailLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -115,6 +121,8 @@ pub struct Metrics {
     connections_refused: Counter,
     /// Network tests finished, by verdict.
     network_tests: Family<VerdictLabels, Counter>,
+    /// Outbox rows handled, by kind and outcome.
+    mail: Family<MailLabels, Counter>,
     rooms: Mutex<HashMap<Uuid, Room>>,
     registry: OnceLock<Registry>,
 }
@@ -171,6 +179,7 @@ impl Metrics {
             reconnects: Counter::default(),
             connections_refused: Counter::default(),
             network_tests: Family::default(),
+            mail: Family::default(),
             rooms: Mutex::new(HashMap::new()),
             registry: OnceLock::new(),
         })
@@ -225,6 +234,11 @@ impl Metrics {
             "Network tests finished, by verdict (ready, relay_only, blocked)",
             self.network_tests.clone(),
         );
+        r.register(
+            "mail_messages",
+            "Appointment messages by kind (confirmation, reminder, rescheduled, cancelled) and outcome (sent, retried, dropped)",
+            self.mail.clone(),
+        );
         r.register_collector(Box::new(Scrape {
             metrics: self.clone(),
             hub,
@@ -245,6 +259,11 @@ impl Metrics {
         self.network_tests
             .get_or_create(&VerdictLabels { verdict })
             .inc();
+    }
+
+    /// An outbox row of `kind` was `sent`, `retried` or `dropped`.
+    pub fn mail(&self, kind: &'static str, outcome: &'static str) {
+        self.mail.get_or_create(&MailLabels { kind, outcome }).inc();
     }
 
     /// The metrics, as OpenMetrics text.

@@ -812,6 +812,9 @@ pub async fn purge_once(db: &Db, config: &Config) -> anyhow::Result<crate::store
     purged.network_tests = db
         .purge_network_tests(ago(config.session_retention))
         .await?;
+    purged.mail = db
+        .purge_mail(ago(Duration::from_secs(30 * 24 * 3600)))
+        .await?;
     if purged != crate::store::Purged::default() {
         tracing::info!(
             sessions = purged.sessions,
@@ -819,6 +822,7 @@ pub async fn purge_once(db: &Db, config: &Config) -> anyhow::Result<crate::store
             deliveries = purged.deliveries,
             sign_ins = purged.sign_ins,
             network_tests = purged.network_tests,
+            mail = purged.mail,
             "retention purge"
         );
     }

@@ -195,6 +195,12 @@ impl Application {
             hub,
             ice,
             network_tests: Arc::new(tokio::sync::Semaphore::new(config.network_test_max)),
+            mail_plan: config.smtp_url.as_ref().map(|_| {
+                Arc::new(crate::store::MailPlan {
+                    reminders: config.reminders.clone(),
+                })
+            }),
+            mail_health: Arc::default(),
             passwords: Passwords::with_workers(match config.hash_workers {
                 0 => crate::auth::password::default_workers(),
                 n => n,
@@ -273,6 +279,7 @@ impl Application {
                 self.sink.webhooks_due.clone(),
                 stop.clone(),
             )),
+            tokio::spawn(crate::mail::run_outbox(self.state.clone(), stop.clone())),
         ];
         let stop_tasks = stop.clone();
         let drain = self.state.config.drain_timeout;

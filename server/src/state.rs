@@ -38,9 +38,18 @@ pub struct AppState {
     pub ice: crate::signal::IceMinter,
     /// Places for network tests running on this node (`ALCOVE_NETWORK_TEST_MAX`).
     pub network_tests: Arc<tokio::sync::Semaphore>,
+    /// Which messages appointment changes queue: present when mail is configured.
+    pub mail_plan: Option<Arc<crate::store::MailPlan>>,
+    /// Whether the mail server took this node's last message (`/readyz`).
+    pub mail_health: Arc<crate::mail::MailHealth>,
 }
 
 impl AppState {
+    /// The messages appointment changes queue (`None`: no mail is sent).
+    pub fn mail_plan(&self) -> Option<&crate::store::MailPlan> {
+        self.mail_plan.as_deref()
+    }
+
     /// Append to the audit trail for an actor known by id and role (or none: the system).
     pub async fn audit_as(
         &self,

@@ -508,7 +508,7 @@ async fn book(
     };
     let ids = state
         .db
-        .create_appointments(&[new], Some(&user.actor()))
+        .create_appointments(&[new], Some(&user.actor()), state.mail_plan())
         .await
         .map_err(|(_, e)| booking_error(e))?;
     let a = state
@@ -669,7 +669,7 @@ async fn book_series(
     if body.all_or_nothing {
         created_ids = state
             .db
-            .create_appointments(&planned, Some(&user.actor()))
+            .create_appointments(&planned, Some(&user.actor()), state.mail_plan())
             .await
             .map_err(|(i, e)| {
                 let err = booking_error(e);
@@ -683,7 +683,11 @@ async fn book_series(
         for n in planned {
             match state
                 .db
-                .create_appointments(std::slice::from_ref(&n), Some(&user.actor()))
+                .create_appointments(
+                    std::slice::from_ref(&n),
+                    Some(&user.actor()),
+                    state.mail_plan(),
+                )
                 .await
             {
                 Ok(ids) => created_ids.extend(ids),
@@ -858,7 +862,13 @@ async fn cancel(
         && a.starts_at.get().duration_since(now) < sd(state.config.late_cancel_window);
     state
         .db
-        .cancel_appointment(id, &user.actor(), reason.as_deref(), late)
+        .cancel_appointment(
+            id,
+            &user.actor(),
+            reason.as_deref(),
+            late,
+            state.mail_plan(),
+        )
         .await
         .map_err(booking_error)?;
     state.hub.end_room(id, "appointment_cancelled").await;
@@ -926,7 +936,7 @@ async fn reschedule(
     }
     state
         .db
-        .reschedule_appointment(id, &user.actor(), start, p.end, p.buffer)
+        .reschedule_appointment(id, &user.actor(), start, p.end, p.buffer, state.mail_plan())
         .await
         .map_err(booking_error)?;
     state.hub.end_room(id, "appointment_changed").await;
@@ -1065,7 +1075,13 @@ async fn add_client(
     }
     state
         .db
-        .add_participant(id, &user.actor(), body.client_id, MAX_CLIENTS)
+        .add_participant(
+            id,
+            &user.actor(),
+            body.client_id,
+            MAX_CLIENTS,
+            state.mail_plan(),
+        )
         .await
         .map_err(participant_error)?;
     let a = visible(&state, &user, id).await?;

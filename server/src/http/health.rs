@@ -48,6 +48,7 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Readiness
             redis: None,
             disk_free_bytes: None,
             disk: None,
+            mail: None,
         }
     } else {
         state.db.readiness().await
@@ -60,6 +61,7 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<axum::Json<Readiness
             "ok"
         });
     }
+    r.mail = state.mail_plan.as_ref().map(|_| state.mail_health.status());
     let mut redis_down = None;
     if let Some(conn) = &state.redis {
         match crate::redis_store::ping(conn).await {

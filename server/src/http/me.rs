@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(change_password))
         .routes(routes!(sign_out_everywhere))
         .routes(routes!(get_privacy, set_privacy))
+        .routes(routes!(get_settings, patch_settings))
 }
 
 /// The signed-in account.
@@ -253,4 +254,97 @@ async fn set_privacy(
         .set_relay_only(user.id, body.relay_only, &user.actor())
         .await?;
     Ok(axum::Json(privacy_view(&state, body.relay_only)))
+}
+
+/// The account's mail settings, and what this deployment sends.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SettingsView {
+    /// Reminders before each appointment, by email. Confirmations and notices of changes
+    /// and cancellations are always sent.
+    pub email_reminders: bool,
+    /// The IANA time zone the times in your mail are given in (none: your therapist
+    /// profile's, else UTC). The web client sets it from the browser when it is unset.
+    pub time_zone: Option<String>,
+    /// Whether this service sends mail at all.
+    pub mail_enabled: bool,
+    /// How long before an appointment each reminder goes out, in seconds.
+    pub reminder_lead_seconds: Vec<u64>,
+}
+
+/// A change of the account's settings: fields left out stay as they are.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    pub email_reminders: Option<bool>,
+    /// An IANA time zone (`Europe/Berlin`), or null to clear it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub time_zone: Option<Option<String>>,
+}
+
+/// A field that is present (even as null) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+fn settings_view(state: &AppState, s: crate::store::MailSettings) -> SettingsView {
+    SettingsView {
+        email_reminders: s.email_reminders,
+        time_zone: s.time_zone,
+        mail_enabled: state.mail_plan.is_some(),
+        reminder_lead_seconds: state
+            .mail_plan()
+            .map(|p| p.reminders.iter().map(|d| d.as_secs()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// The account's settings: reminders by email and the time zone of its mail.
+#[utoipa::path(get, path = "/api/v1/me/settings", tag = "account", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Settings", body = SettingsView),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_settings(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<axum::Json<SettingsView>> {
+    let s = state.db.mail_settings(user.id).await?;
+    Ok(axum::Json(settings_view(&state, s)))
+}
+
+/// Change the account's settings. Switching reminders off also drops reminders already
+/// waiting to be sent.
+#[utoipa::path(patch, path = "/api/v1/me/settings", tag = "account", security(("bearer" = [])),
+    request_body = SettingsPatch,
+    responses(
+        (status = 200, description = "Settings", body = SettingsView),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown time zone", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn patch_settings(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<SettingsPatch>,
+) -> ApiResult<axum::Json<SettingsView>> {
+    let mut fields = Fields::default();
+    let time_zone = match body.time_zone {
+        Some(Some(raw)) => fields
+            .check("time_zone", crate::domain::TimeZoneName::parse(&raw))
+            .map(|tz| Some(tz.as_str().to_owned())),
+        other => other,
+    };
+    fields.finish()?;
+    let mut s = state.db.mail_settings(user.id).await?;
+    if let Some(on) = body.email_reminders {
+        s.email_reminders = on;
+    }
+    if let Some(tz) = time_zone {
+        s.time_zone = tz;
+    }
+    state
+        .db
+        .set_mail_settings(user.id, &s, &user.actor())
+        .await?;
+    Ok(axum::Json(settings_view(&state, s)))
 }

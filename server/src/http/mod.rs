@@ -5,7 +5,7 @@ mod admin;
 mod appointments;
 mod auth;
 mod availability;
-mod calendar;
+pub(crate) mod calendar;
 mod care;
 pub mod extract;
 mod health;

@@ -77,7 +77,7 @@ async fn probe_appointment(
     for a in left.into_iter().filter(|a| a.is_participant(client.id)) {
         let _ = state
             .db
-            .cancel_appointment(a.id, &user.actor(), Some("synthetic probe"), false)
+            .cancel_appointment(a.id, &user.actor(), Some("synthetic probe"), false, None)
             .await;
     }
     let start = Timestamp::from_second(now.as_second()).unwrap_or(now);
@@ -93,7 +93,7 @@ async fn probe_appointment(
     };
     let ids = state
         .db
-        .create_appointments(&[new], Some(&user.actor()))
+        .create_appointments(&[new], Some(&user.actor()), None)
         .await
         .map_err(|(_, e)| super::appointments::booking_error(e))?;
     let a = state

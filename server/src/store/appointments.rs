@@ -4,6 +4,7 @@
 //! migrations 0002): every write here may fail with `StoreError::Conflict`, which
 //! [`BookingError`] names.
 
+use super::mail::{MailPlan, OutboxKind, drop_queued_mail, queue_mail};
 use super::{Actor, AuditEntry, Db, StoreError, StoreResult, Ts, User, WritePool};
 use crate::domain::{AppointmentKind, AppointmentStatus, Role};
 use uuid::Uuid;
@@ -244,11 +245,13 @@ const LIST_WHERE: &str = "($1 IS NULL OR EXISTS (SELECT 1 FROM appointment_parti
 
 impl Db {
     /// Insert appointments in one transaction: all are written or none. On a conflict the
-    /// error names the first refused one by index.
+    /// error names the first refused one by index. With `mail`, each participant's
+    /// confirmation and reminders are queued in the same transaction.
     pub async fn create_appointments(
         &self,
         new: &[NewAppointment],
         actor: Option<&Actor>,
+        mail: Option<&MailPlan>,
     ) -> Result<Vec<Uuid>, (usize, BookingError)> {
         let now = Ts::now();
         let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
@@ -324,6 +327,15 @@ impl Db {
                 });
                 insert_event!(tx, *id, now, Some(n.created_by), "created", &details)
                     .map_err(at)?;
+                let mut people = vec![n.therapist_id];
+                people.extend(&n.client_ids);
+                let rows = MailPlan::rows(mail, OutboxKind::Confirmation, &people, n.starts_at, None, now);
+                async {
+                    queue_mail!(tx, *id, &rows, now);
+                    Ok::<(), sqlx::Error>(())
+                }
+                .await
+                .map_err(at)?;
             }
             // The audit trail's head is one row that every audited write locks (PostgreSQL):
             // append last, so that lock is held for the least time and is never held while
@@ -439,27 +451,37 @@ impl Db {
         actor: &Actor,
         reason: Option<&str>,
         late: bool,
+        mail: Option<&MailPlan>,
     ) -> Result<(), BookingError> {
         let now = Ts::now();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let n = sqlx::query(
+            let starts_at: Option<Ts> = sqlx::query_scalar(
                 "UPDATE appointments SET status = 'cancelled', cancelled_at = $1, cancelled_by = $2,
                         cancel_reason = $3, late_cancellation = $4, updated_at = $1,
                         revision = revision + 1
-                 WHERE id = $5 AND status = 'booked'",
+                 WHERE id = $5 AND status = 'booked' RETURNING starts_at",
             )
             .bind(now)
             .bind(actor.id)
             .bind(reason)
             .bind(late)
             .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(starts_at) = starts_at else {
                 return Err(BookingError::NotBooked);
-            }
+            };
+            // Every participant hears of it; what was still to come about it is not sent.
+            let people: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT user_id FROM appointment_participants WHERE appointment_id = $1",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            drop_queued_mail!(tx, id, None::<Uuid>, "('confirmation', 'reminder', 'rescheduled')", "cancelled", now)?;
+            let rows = MailPlan::rows(mail, OutboxKind::Cancelled, &people, starts_at, None, now);
+            queue_mail!(tx, id, &rows, now);
             sqlx::query("UPDATE appointment_participants SET live = FALSE WHERE appointment_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -485,6 +507,7 @@ impl Db {
         starts_at: Ts,
         ends_at: Ts,
         buffer_minutes: i32,
+        mail: Option<&MailPlan>,
     ) -> Result<(), BookingError> {
         let now = Ts::now();
         on_pool!(self, pool => {
@@ -509,6 +532,25 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            // Reminders move with it (the old ones are dropped, new ones queued); a
+            // confirmation not yet sent confirms the new time; every participant is told.
+            let people: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT user_id FROM appointment_participants WHERE appointment_id = $1",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            drop_queued_mail!(tx, id, None::<Uuid>, "('reminder', 'rescheduled')", "moved", now)?;
+            sqlx::query(
+                "UPDATE mail_outbox SET starts_at = $1 WHERE appointment_id = $2
+                   AND kind = 'confirmation' AND sent_at IS NULL AND dropped_at IS NULL",
+            )
+            .bind(starts_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let rows = MailPlan::rows(mail, OutboxKind::Rescheduled, &people, starts_at, Some(old_start), now);
+            queue_mail!(tx, id, &rows, now);
             let details = serde_json::json!({ "from": old_start.to_string(), "to": starts_at.to_string() });
             insert_event!(tx, id, now, Some(actor.id), "rescheduled", &details)?;
             append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "appointment.reschedule", "appointment", Some(id.to_string()), details.clone()));
@@ -595,6 +637,7 @@ impl Db {
         actor: &Actor,
         client_id: Uuid,
         max_clients: i64,
+        mail: Option<&MailPlan>,
     ) -> Result<(), AddParticipantError> {
         let now = Ts::now();
         on_pool!(self, pool => {
@@ -630,7 +673,9 @@ impl Db {
                 other => BookingError::from(other).into(),
             })?;
             let details = serde_json::json!({ "client": client_id });
+            let rows = MailPlan::rows(mail, OutboxKind::Confirmation, &[client_id], starts_at, None, now);
             async {
+                queue_mail!(tx, id, &rows, now);
                 insert_event!(tx, id, now, Some(actor.id), "participant_added", &details)?;
                 append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "appointment.participant_add", "appointment", Some(id.to_string()), details.clone()));
                 tx.commit().await?;
@@ -678,6 +723,7 @@ impl Db {
             }
             let details = serde_json::json!({ "client": client_id });
             async {
+                drop_queued_mail!(tx, id, Some(client_id), "('confirmation', 'reminder', 'rescheduled')", "not_participant", now)?;
                 insert_event!(tx, id, now, Some(actor.id), "participant_removed", &details)?;
                 append_audit!(self, tx, now, &AuditEntry::new(Some(actor), "appointment.participant_remove", "appointment", Some(id.to_string()), details.clone()));
                 tx.commit().await?;

@@ -13,6 +13,7 @@ pub use appointments::{
 };
 pub use availability::{AvailabilityRecord, ExceptionRow, SchedulingSettings, WeeklyRow};
 pub use care::CareClient;
+pub use mail::{DueMail, MailPlan, MailSettings, OutboxKind, OutboxRow, Recipient};
 pub use network_tests::NetworkTestRecord;
 pub use records::{
     Actor, AuditEntry, AuditFilter, AuditLink, AuditRow, AuditVerdict, DueDelivery, IntervalRecord,
@@ -96,6 +97,7 @@ macro_rules! append_audit {
 mod appointments;
 mod availability;
 mod care;
+pub mod mail;
 mod network_tests;
 mod records;
 mod sessions;
@@ -365,6 +367,10 @@ pub struct Readiness {
     /// server stays ready: reads work).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<&'static str>,
+    /// `ok`, or `degraded` while the mail server refuses or cannot be reached (messages
+    /// wait in the outbox; the server stays ready); absent when no mail is sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail: Option<&'static str>,
 }
 
 impl Readiness {
@@ -488,6 +494,7 @@ impl Db {
             redis: None,
             disk_free_bytes: None,
             disk: None,
+            mail: None,
         }
     }
 

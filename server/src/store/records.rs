@@ -268,6 +268,8 @@ pub struct Purged {
     pub sign_ins: u64,
     /// Network tests kept as long as the session records.
     pub network_tests: u64,
+    /// Outbox rows sent or dropped more than 30 days ago.
+    pub mail: u64,
 }
 
 impl Db {

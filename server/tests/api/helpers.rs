@@ -477,7 +477,7 @@ impl TestApp {
         };
         self.state
             .db
-            .create_appointments(&[new], None)
+            .create_appointments(&[new], None, None)
             .await
             .unwrap()[0]
     }

@@ -1,15 +1,42 @@
-//! Outgoing mail (order 11, first step): the SMTP transport speaks to a real SMTP server on
-//! loopback (a small sink of the test's own that speaks the protocol over TCP), the
-//! messages are neutral and carry their calendar file, refusals are told apart, and a bad
-//! SMTP configuration stops the start naming the option.
+//! Outgoing mail (order 11) against a real SMTP server on loopback: a small sink of the
+//! test's own that speaks the protocol over TCP, and can refuse, hang or go away.
+//!
+//! - The transport: messages are neutral, carry their calendar file, refusals are told
+//!   apart, and a bad SMTP configuration stops the start naming the option.
+//! - The outbox: a booking confirms to every participant; a reminder goes once at its lead
+//!   time (also with two nodes on one PostgreSQL); cancelling drops it, rescheduling moves
+//!   it and tells everyone; an outage (with a SIGKILL in one variant) delays messages but
+//!   loses and duplicates none; and no message holds a token or a word of health.
 
-use alcove::mail::{AppointmentMail, MailError, MailKind, Mailer};
+use crate::{
+    cluster::Cluster,
+    helpers::{Api, Backend, Session, TestApp, five_minute_mark_after, spawn_app_with},
+    on_both_backends,
+    process::ServerProcess,
+};
+use alcove::{
+    domain::Role,
+    mail::{AppointmentMail, MailError, MailKind, Mailer},
+};
+use jiff::{SignedDuration, Timestamp};
+use mail_parser::MimeHeaders as _;
+use reqwest::Method;
+use serde_json::{Value, json};
 use std::{sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
     net::TcpListener,
     sync::Mutex,
+    task::JoinHandle,
 };
+use uuid::Uuid;
+
+on_both_backends!(
+    a_booking_confirms_to_everyone_and_each_reminder_goes_once_at_its_time,
+    cancelling_drops_the_reminders_and_rescheduling_moves_them_telling_everyone,
+    an_outage_of_the_mail_server_delays_messages_but_loses_and_repeats_none,
+    reminders_can_be_switched_off_and_settings_are_checked,
+);
 
 /// One message as the sink received it.
 #[derive(Debug, Clone)]
@@ -19,20 +46,61 @@ pub struct Received {
     pub data: String,
 }
 
-/// An SMTP server on 127.0.0.1 that keeps what it is sent, or answers every message with
-/// `refuse` (e.g. `451 try later`).
+/// How the sink answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep every message.
+    Keep,
+    /// Answer every message with this reply (e.g. `451 try later`).
+    Refuse(&'static str),
+    /// Greet, then never answer again.
+    Hang,
+}
+
+/// An SMTP server on 127.0.0.1 that keeps what it is sent; it can be stopped (nothing
+/// listens on its port) and started again on the same port.
 pub struct SmtpSink {
     pub port: u16,
     pub received: Arc<Mutex<Vec<Received>>>,
+    mode: Mode,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl SmtpSink {
     pub async fn start(refuse: Option<&'static str>) -> SmtpSink {
+        Self::start_with(refuse.map_or(Mode::Keep, Mode::Refuse)).await
+    }
+
+    pub async fn start_with(mode: Mode) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let kept = received.clone();
-        tokio::spawn(async move {
+        let sink = SmtpSink {
+            port,
+            received: Arc::new(Mutex::new(Vec::new())),
+            mode,
+            task: std::sync::Mutex::new(None),
+        };
+        sink.serve(listener);
+        sink
+    }
+
+    /// Stop listening: connections are refused until [`Self::up`].
+    pub fn down(&self) {
+        if let Some(t) = self.task.lock().unwrap().take() {
+            t.abort();
+        }
+    }
+
+    /// Listen again on the same port.
+    pub async fn up(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.serve(listener);
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let kept = self.received.clone();
+        let mode = self.mode;
+        let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let kept = kept.clone();
                 tokio::spawn(async move {
@@ -45,6 +113,9 @@ impl SmtpSink {
                         line.clear();
                         if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
                             return;
+                        }
+                        if mode == Mode::Hang {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
                         let upper = line.to_ascii_uppercase();
                         let answer: String = if upper.starts_with("EHLO") {
@@ -74,9 +145,9 @@ impl SmtpSink {
                                 }
                                 data.push_str(&line);
                             }
-                            match refuse {
-                                Some(code) => format!("{code}\r\n"),
-                                None => {
+                            match mode {
+                                Mode::Refuse(code) => format!("{code}\r\n"),
+                                _ => {
                                     kept.lock().await.push(Received {
                                         from: from.clone(),
                                         to: to.clone(),
@@ -98,11 +169,70 @@ impl SmtpSink {
                 });
             }
         });
-        SmtpSink { port, received }
+        *self.task.lock().unwrap() = Some(task);
     }
 
     pub fn url(&self) -> String {
         format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message kept so far, parsed.
+    pub async fn mails(&self) -> Vec<Mail> {
+        self.received.lock().await.iter().map(Mail::parse).collect()
+    }
+
+    /// Wait until at least `n` messages are kept (at most `within`); return them all.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Mail> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.mails().await;
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {n} messages within {within:?}: {got:#?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A kept message, as its recipient's mail program reads it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub message_id: String,
+    /// The attached calendar file.
+    pub ics: Option<String>,
+}
+
+impl Mail {
+    fn parse(r: &Received) -> Mail {
+        let m = mail_parser::MessageParser::default()
+            .parse(r.data.as_bytes())
+            .expect("a MIME message");
+        let ics = m.attachments().find_map(|a| {
+            (a.attachment_name() == Some("appointment.ics"))
+                .then(|| String::from_utf8(a.contents().to_vec()).unwrap())
+        });
+        assert_eq!(r.to.len(), 1, "one recipient per message");
+        Mail {
+            to: r.to[0].trim_matches(['<', '>']).to_owned(),
+            subject: m.subject().unwrap_or_default().to_owned(),
+            text: m.body_text(0).unwrap_or_default().into_owned(),
+            html: m.body_html(0).unwrap_or_default().into_owned(),
+            message_id: m.message_id().unwrap_or_default().to_owned(),
+            ics,
+        }
+    }
+
+    pub fn is(&self, to: &Session, subject_starts: &str) -> bool {
+        self.to == to.email && self.subject.starts_with(subject_starts)
     }
 }
 
@@ -133,7 +263,7 @@ async fn a_confirmation_crosses_a_real_smtp_conversation_with_its_calendar_file(
     .unwrap();
     let m = confirmation();
     mailer
-        .send(m.message(mailer.from()).unwrap())
+        .send(m.message(mailer.from(), None).unwrap())
         .await
         .unwrap();
     let got = sink.received.lock().await.clone();
@@ -173,7 +303,7 @@ async fn refusals_for_now_for_good_and_no_server_are_told_apart() {
     for (url, transient) in [(later.url(), true), (never.url(), false)] {
         let mailer = Mailer::new(&url, "no-reply@example.org", Duration::from_secs(5)).unwrap();
         let e = mailer
-            .send(confirmation().message(mailer.from()).unwrap())
+            .send(confirmation().message(mailer.from(), None).unwrap())
             .await
             .unwrap_err();
         assert_eq!(
@@ -195,7 +325,7 @@ async fn refusals_for_now_for_good_and_no_server_are_told_apart() {
     )
     .unwrap();
     let e = mailer
-        .send(confirmation().message(mailer.from()).unwrap())
+        .send(confirmation().message(mailer.from(), None).unwrap())
         .await
         .unwrap_err();
     assert!(matches!(e, MailError::Transient(_)), "{e}");
@@ -245,4 +375,544 @@ fn a_bad_smtp_configuration_stops_the_start_naming_the_option() {
         "{out}"
     );
     assert!(out.contains("reminders = 2days,2h"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The outbox.
+
+/// An appointment start (on a 5-minute mark, over a minute ahead) and the reminder lead
+/// time that makes its reminder due `ahead` from now.
+fn start_and_lead(ahead: Duration) -> (Timestamp, Duration) {
+    let start = five_minute_mark_after(SignedDuration::from_secs(75));
+    let until = start.duration_since(Timestamp::now());
+    let lead = until - SignedDuration::try_from(ahead).unwrap();
+    (start, Duration::from_secs(lead.as_secs() as u64))
+}
+
+/// The settings of a deployment that sends mail through `sink`.
+fn mail_env(sink: &SmtpSink, lead: Duration) -> Vec<(&'static str, String)> {
+    vec![
+        ("ALCOVE_SMTP_URL", sink.url()),
+        ("ALCOVE_MAIL_FROM", "Alcove <no-reply@alcove.test>".into()),
+        ("ALCOVE_REMINDERS", format!("{}s", lead.as_secs())),
+        ("ALCOVE_SMTP_TIMEOUT", "2s".into()),
+    ]
+}
+
+async fn mail_app(backend: Backend, sink: &SmtpSink, lead: Duration) -> TestApp {
+    spawn_app_with(backend, |c| {
+        c.smtp_url = Some(sink.url().into());
+        c.mail_from = Some("Alcove <no-reply@alcove.test>".into());
+        c.reminders = vec![lead];
+        c.smtp_timeout = Duration::from_secs(2);
+    })
+    .await
+}
+
+/// A therapist with a profile full of what mail must never say, in New York.
+async fn therapist(app: &impl Api, t: &Session) {
+    app.put(
+        "/api/v1/therapists/me",
+        t.token(),
+        json!({"display_name": "Dr Tess Ward",
+               "bio": "Integrative psychotherapist for grief and trauma.",
+               "specialisations": ["grief", "trauma"], "modalities": ["emdr"],
+               "languages": ["en"], "time_zone": "America/New_York"}),
+    )
+    .await
+    .expect(200);
+}
+
+async fn patch(app: &impl Api, who: &Session, body: Value) -> crate::helpers::Resp {
+    app.send(
+        Method::PATCH,
+        "/api/v1/me/settings",
+        who.token(),
+        Some(body),
+    )
+    .await
+}
+
+/// The therapist books the client at `start`.
+async fn book(app: &impl Api, t: &Session, c: &Session, start: Timestamp) -> Uuid {
+    app.relate(t, c).await;
+    app.post(
+        "/api/v1/appointments",
+        t.token(),
+        json!({"starts_at": start.to_string(), "kind": "session", "client_ids": [c.id]}),
+    )
+    .await
+    .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Order 11's sentinel: no message says a word of health or carries a token, and its only
+/// link is the appointment's page.
+fn assert_neutral(mails: &[Mail], secrets: &[&str], base: &str) {
+    for m in mails {
+        let all = format!("{}\n{}\n{}", m.subject, m.text, m.html);
+        let lower = all.to_lowercase();
+        for word in [
+            "therapy",
+            "therapist",
+            "psychotherap",
+            "grief",
+            "trauma",
+            "emdr",
+            "token",
+        ] {
+            assert!(!lower.contains(word), "{word:?} in a message: {all}");
+        }
+        for s in secrets {
+            assert!(!all.contains(s), "a secret in a message: {all}");
+        }
+        let links: Vec<&str> = m
+            .text
+            .split_whitespace()
+            .filter(|w| w.starts_with("http"))
+            .collect();
+        assert_eq!(links.len(), 1, "{}", m.text);
+        let rest = links[0]
+            .strip_prefix(&format!("{base}/#/appointments/"))
+            .unwrap_or_else(|| panic!("not the appointment page: {}", links[0]));
+        assert!(rest.parse::<Uuid>().is_ok(), "{}", links[0]);
+        assert!(!links[0].contains('?'), "{}", links[0]);
+    }
+}
+
+fn count(mails: &[Mail], to: &Session, subject_starts: &str) -> usize {
+    mails.iter().filter(|m| m.is(to, subject_starts)).count()
+}
+
+/// "Tue 8 Dec at 10:00" of `t` in `tz`.
+fn when(t: Timestamp, tz: &str) -> String {
+    alcove::mail::when(t, &jiff::tz::TimeZone::get(tz).unwrap())
+}
+
+async fn history(app: &impl Api, who: &Session, id: Uuid) -> Vec<Value> {
+    app.get(&format!("/api/v1/appointments/{id}/history"), who.token())
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn a_booking_confirms_to_everyone_and_each_reminder_goes_once_at_its_time(backend: Backend) {
+    let sink = SmtpSink::start(None).await;
+    let (start, lead) = start_and_lead(Duration::from_secs(15));
+    let app = mail_app(backend, &sink, lead).await;
+    let t = app.user_with_role("Dr Tess Ward", Role::Therapist).await;
+    therapist(&app, &t).await;
+    let c = app.client("Casey Marsh").await;
+    let set = patch(&app, &c, json!({"time_zone": "Europe/Berlin"}))
+        .await
+        .expect(200);
+    assert_eq!(set["time_zone"], "Europe/Berlin");
+    assert_eq!(set["mail_enabled"], true);
+    let id = book(&app, &t, &c, start).await;
+
+    // One confirmation each, at once, in each one's time zone, with the calendar file.
+    let mails = sink.wait_for(2, Duration::from_secs(15)).await;
+    let to_client = mails
+        .iter()
+        .find(|m| m.to == c.email)
+        .expect("the client's");
+    let to_therapist = mails
+        .iter()
+        .find(|m| m.to == t.email)
+        .expect("the therapist's");
+    assert_eq!(
+        to_client.subject,
+        format!("Your appointment on {}", when(start, "Europe/Berlin"))
+    );
+    assert_eq!(
+        to_therapist.subject,
+        format!("Your appointment on {}", when(start, "America/New_York"))
+    );
+    assert!(
+        to_client.text.contains("Hello Casey Marsh"),
+        "{}",
+        to_client.text
+    );
+    assert!(
+        to_client.text.contains("with Dr Tess Ward"),
+        "{}",
+        to_client.text
+    );
+    assert!(
+        to_therapist.text.contains("with Casey Marsh"),
+        "{}",
+        to_therapist.text
+    );
+    for m in [to_client, to_therapist] {
+        let ics = m.ics.as_deref().expect("a calendar file");
+        let cal: icalendar::Calendar = ics.parse().expect("a valid iCalendar file");
+        let events: Vec<_> = cal.components.iter().filter_map(|c| c.as_event()).collect();
+        assert_eq!(events.len(), 1, "{ics}");
+        use icalendar::Component as _;
+        assert_eq!(events[0].get_uid(), Some(format!("{id}@alcove").as_str()));
+        let dtstart = events[0].get_start().expect("DTSTART");
+        let expected = icalendar::DatePerhapsTime::DateTime(icalendar::CalendarDateTime::Utc(
+            chrono::DateTime::from_timestamp(start.as_second(), 0).unwrap(),
+        ));
+        assert_eq!(dtstart, expected, "{ics}");
+        assert!(m.message_id.ends_with("@alcove.test"), "{}", m.message_id);
+    }
+
+    // The reminder, at its lead time, once each (several polls of the outbox later too).
+    let mails = sink.wait_for(4, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = {
+        let all = sink.mails().await;
+        assert_eq!(all.len(), 4, "{mails:#?}");
+        all
+    };
+    for who in [&c, &t] {
+        assert_eq!(count(&mails, who, "Your appointment on"), 1);
+        assert_eq!(count(&mails, who, "Reminder: your appointment on"), 1);
+    }
+    let reminder = mails.iter().find(|m| m.is(&c, "Reminder")).unwrap();
+    assert_eq!(
+        reminder.subject,
+        format!(
+            "Reminder: your appointment on {}",
+            when(start, "Europe/Berlin")
+        )
+    );
+    assert!(reminder.ics.is_none());
+    let ids: std::collections::HashSet<_> = mails.iter().map(|m| &m.message_id).collect();
+    assert_eq!(ids.len(), 4, "one Message-ID per message");
+
+    // The record notes each reminder: when and to whom, nothing of what it said.
+    let h = history(&app, &t, id).await;
+    let sent: Vec<&Value> = h
+        .iter()
+        .filter(|e| e["action"] == "reminder_sent")
+        .collect();
+    assert_eq!(sent.len(), 2, "{h:#?}");
+    let mut to: Vec<String> = sent
+        .iter()
+        .map(|e| e["details"]["participant"].as_str().unwrap().to_owned())
+        .collect();
+    to.sort();
+    let mut both = vec![t.id.to_string(), c.id.to_string()];
+    both.sort();
+    assert_eq!(to, both);
+    for e in sent {
+        assert_eq!(e["details"]["lead_seconds"], lead.as_secs());
+        assert!(e["at"].is_string());
+    }
+    let rows = app.store().outbox_of(id).await.unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(
+        rows.iter().all(|r| r.sent_at.is_some() && r.attempts == 1),
+        "{rows:#?}"
+    );
+
+    assert_neutral(
+        &mails,
+        &[&t.access, &t.refresh, &c.access, &c.refresh],
+        &app.base,
+    );
+    let ready = app.get("/readyz", None).await.expect(200);
+    assert_eq!(ready["mail"], "ok");
+}
+
+async fn cancelling_drops_the_reminders_and_rescheduling_moves_them_telling_everyone(
+    backend: Backend,
+) {
+    let sink = SmtpSink::start(None).await;
+    let (start, lead) = start_and_lead(Duration::from_secs(20));
+    let app = mail_app(backend, &sink, lead).await;
+    let t = app.user_with_role("Dr Tess Ward", Role::Therapist).await;
+    therapist(&app, &t).await;
+    let c = app.client("Casey Marsh").await;
+    let t2 = app.user_with_role("Dr Ana Ruiz", Role::Therapist).await;
+    let c2 = app.client("Robin Vale").await;
+
+    // Booked five minutes later than `start` (its reminder far off), then moved to `start`.
+    let later = start + SignedDuration::from_mins(5);
+    let moved = book(&app, &t, &c, later).await;
+    // Booked at `start`, then cancelled by the client: its reminder must never go.
+    let cancelled = book(&app, &t2, &c2, start).await;
+    sink.wait_for(4, Duration::from_secs(15)).await;
+    app.post(
+        &format!("/api/v1/appointments/{moved}/reschedule"),
+        t.token(),
+        json!({"starts_at": start.to_string()}),
+    )
+    .await
+    .expect(200);
+    app.post(
+        &format!("/api/v1/appointments/{cancelled}/cancel"),
+        c2.token(),
+        json!({"reason": "something came up"}),
+    )
+    .await
+    .expect(200);
+
+    // Notices at once, to every participant (the one who acted too).
+    let mails = sink.wait_for(8, Duration::from_secs(15)).await;
+    for who in [&t, &c] {
+        let notice = mails
+            .iter()
+            .find(|m| m.is(who, "Your appointment has moved to"))
+            .unwrap_or_else(|| panic!("a notice of the move: {mails:#?}"));
+        let tz = if who.id == t.id {
+            "America/New_York"
+        } else {
+            "UTC"
+        };
+        assert!(
+            notice.subject.ends_with(&when(start, tz)),
+            "{}",
+            notice.subject
+        );
+        assert!(
+            notice
+                .text
+                .contains(&format!("that was on {}", when(later, tz))),
+            "{}",
+            notice.text
+        );
+    }
+    for who in [&t2, &c2] {
+        assert_eq!(count(&mails, who, "Your appointment on"), 2, "{mails:#?}");
+    }
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.is(&c2, "Your appointment on") && m.subject.ends_with("is cancelled"))
+    );
+
+    // The moved appointment's reminders go at the new time, once each; the cancelled
+    // one's never do (nor the moved one's old ones).
+    sink.wait_for(10, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = sink.mails().await;
+    assert_eq!(mails.len(), 10, "{mails:#?}");
+    for who in [&t, &c] {
+        assert_eq!(count(&mails, who, "Reminder: your appointment on"), 1);
+    }
+    for who in [&t2, &c2] {
+        assert_eq!(count(&mails, who, "Reminder"), 0);
+    }
+    let rows = app.store().outbox_of(cancelled).await.unwrap();
+    let dropped: Vec<_> = rows
+        .iter()
+        .filter(|r| r.kind == "reminder")
+        .map(|r| r.dropped_reason.as_deref())
+        .collect();
+    assert_eq!(dropped, [Some("cancelled"), Some("cancelled")]);
+    let rows = app.store().outbox_of(moved).await.unwrap();
+    let reminders: Vec<_> = rows.iter().filter(|r| r.kind == "reminder").collect();
+    // The old reminders were for a start more than a lead time ahead: queued, then moved.
+    assert_eq!(reminders.len(), 4, "{rows:#?}");
+    assert_eq!(
+        reminders
+            .iter()
+            .filter(|r| r.dropped_reason.as_deref() == Some("moved"))
+            .count(),
+        2
+    );
+    assert_eq!(reminders.iter().filter(|r| r.sent_at.is_some()).count(), 2);
+    assert_neutral(
+        &mails,
+        &[&t.access, &c.access, &t2.access, &c2.access],
+        &app.base,
+    );
+}
+
+async fn an_outage_of_the_mail_server_delays_messages_but_loses_and_repeats_none(backend: Backend) {
+    let sink = SmtpSink::start(None).await;
+    sink.down();
+    let (start, lead) = start_and_lead(Duration::from_secs(20));
+    let app = mail_app(backend, &sink, lead).await;
+    let t = app.user_with_role("Dr Tess Ward", Role::Therapist).await;
+    let c = app.client("Casey Marsh").await;
+    let id = book(&app, &t, &c, start).await;
+
+    // Nothing listens: the confirmations are tried, wait, and the server says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = app.store().outbox_of(id).await.unwrap();
+        let tried = rows
+            .iter()
+            .filter(|r| r.kind == "confirmation" && r.attempts >= 2)
+            .count();
+        if tried == 2 {
+            assert!(
+                rows.iter()
+                    .all(|r| r.sent_at.is_none() && r.dropped_at.is_none())
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = app.get("/readyz", None).await.expect(200);
+    assert_eq!(ready["mail"], "degraded", "{ready}");
+
+    // Back: everything arrives, once.
+    sink.up().await;
+    let mails = sink.wait_for(4, Duration::from_secs(40)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails_now = sink.mails().await;
+    assert_eq!(mails_now.len(), 4, "{mails:#?}");
+    for who in [&t, &c] {
+        assert_eq!(count(&mails_now, who, "Your appointment on"), 1);
+        assert_eq!(count(&mails_now, who, "Reminder"), 1);
+    }
+    let ready = app.get("/readyz", None).await.expect(200);
+    assert_eq!(ready["mail"], "ok", "{ready}");
+    assert_neutral(&mails_now, &[&t.access, &c.access], &app.base);
+}
+
+async fn reminders_can_be_switched_off_and_settings_are_checked(backend: Backend) {
+    let sink = SmtpSink::start(None).await;
+    let (start, lead) = start_and_lead(Duration::from_secs(15));
+    let app = mail_app(backend, &sink, lead).await;
+    let t = app.user_with_role("Dr Tess Ward", Role::Therapist).await;
+    let c = app.client("Casey Marsh").await;
+    let before = app.get("/api/v1/me/settings", c.token()).await.expect(200);
+    assert_eq!(before["email_reminders"], true);
+    assert_eq!(before["time_zone"], Value::Null);
+    assert_eq!(before["reminder_lead_seconds"], json!([lead.as_secs()]));
+    // Bad input: a clear error, nothing changed.
+    let bad = patch(&app, &c, json!({"time_zone": "Mars/Olympus"}))
+        .await
+        .expect(422);
+    assert!(bad.to_string().contains("time_zone"), "{bad}");
+    patch(&app, &c, json!({"email_reminders": "no"}))
+        .await
+        .expect(422);
+    patch(&app, &c, json!({"colour": "blue"})).await.expect(422);
+    assert_eq!(
+        app.get("/api/v1/me/settings", c.token()).await.expect(200),
+        before
+    );
+    app.get("/api/v1/me/settings", None).await.expect(401);
+
+    let id = book(&app, &t, &c, start).await;
+    sink.wait_for(2, Duration::from_secs(15)).await;
+    // Off after booking: the reminder already queued is dropped, not sent.
+    let off = patch(&app, &c, json!({"email_reminders": false}))
+        .await
+        .expect(200);
+    assert_eq!(off["email_reminders"], false);
+    let mails = sink.wait_for(3, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mails = {
+        let now = sink.mails().await;
+        assert_eq!(now.len(), 3, "{mails:#?}");
+        now
+    };
+    assert_eq!(count(&mails, &t, "Reminder"), 1);
+    assert_eq!(count(&mails, &c, "Reminder"), 0);
+    let rows = app.store().outbox_of(id).await.unwrap();
+    assert!(
+        rows.iter().any(|r| r.user_id == c.id
+            && r.kind == "reminder"
+            && r.dropped_reason.as_deref() == Some("reminders_off")),
+        "{rows:#?}"
+    );
+    // The time zone can be cleared again.
+    let cleared = patch(&app, &c, json!({"time_zone": null}))
+        .await
+        .expect(200);
+    assert_eq!(cleared["time_zone"], Value::Null);
+}
+
+/// Two nodes on one PostgreSQL claim from one outbox: every message goes exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_send_each_confirmation_and_reminder_exactly_once() {
+    let sink = SmtpSink::start(None).await;
+    let (start, lead) = start_and_lead(Duration::from_secs(30));
+    let env = mail_env(&sink, lead);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cluster = Cluster::start(2, &env).await;
+    let pairs = 4;
+    let mut people = Vec::new();
+    for i in 0..pairs {
+        let node = &cluster.nodes[i % 2];
+        let t = cluster
+            .user_with_role(&format!("Dr Node {i}"), Role::Therapist)
+            .await;
+        let t = node.login(&t.email).await;
+        let c = node.client(&format!("Client {i}")).await;
+        book(node, &t, &c, start).await;
+        people.push(t);
+        people.push(c);
+    }
+    let expected = pairs * 2 * 2;
+    sink.wait_for(expected, Duration::from_secs(40)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mails = sink.mails().await;
+    assert_eq!(mails.len(), expected, "{mails:#?}");
+    for who in &people {
+        assert_eq!(
+            count(&mails, who, "Your appointment on"),
+            1,
+            "{}",
+            who.email
+        );
+        assert_eq!(count(&mails, who, "Reminder"), 1, "{}", who.email);
+    }
+    let ids: std::collections::HashSet<_> = mails.iter().map(|m| &m.message_id).collect();
+    assert_eq!(ids.len(), expected);
+    let secrets: Vec<&str> = people.iter().map(|p| p.access.as_str()).collect();
+    assert_neutral(&mails, &secrets, "http://alcove.test");
+    for node in &cluster.nodes {
+        let sent = node.log_text().matches("mail: sent").count();
+        eprintln!("{} sent {sent} of {expected}", node.name);
+    }
+}
+
+/// An outage, and the node killed with SIGKILL in it: a fresh start sends what waited,
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_an_outage_leaves_its_messages_to_the_next_start() {
+    let sink = SmtpSink::start(None).await;
+    sink.down();
+    let (start, lead) = start_and_lead(Duration::from_secs(30));
+    let env = mail_env(&sink, lead);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = ServerProcess::start(Backend::Postgres, &env).await;
+    let t = server.user_with_role("Dr Tess Ward", Role::Therapist).await;
+    let c = server.client("Casey Marsh").await;
+    let id = book(&server, &t, &c, start).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = server.db.outbox_of(id).await.unwrap();
+        if rows.iter().filter(|r| r.attempts >= 1).count() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = server.get("/readyz", None).await.expect(200);
+    assert_eq!(ready["mail"], "degraded", "{ready}");
+    server.kill9();
+    sink.up().await;
+    assert!(sink.mails().await.is_empty());
+    server.restart();
+    let mails = sink.wait_for(4, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = sink.mails().await;
+    assert_eq!(now.len(), 4, "{mails:#?}");
+    for who in [&t, &c] {
+        assert_eq!(count(&now, who, "Your appointment on"), 1);
+        assert_eq!(count(&now, who, "Reminder"), 1);
+    }
+    assert_neutral(&now, &[&t.access, &c.access], &server.base);
+    // The log: failures and sends by id and kind, never an address.
+    let log = server.log_text();
+    assert!(log.contains("mail: not sent; retrying later"), "{log}");
+    for who in [&t, &c] {
+        assert!(!log.contains(&who.email), "an address in the log");
+    }
 }
