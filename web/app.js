@@ -9,6 +9,7 @@ import { h, replace, focusHeading, announce } from './lib/dom.js';
 import { onServiceTrouble } from './lib/http.js';
 import { currentUser, onAuthChange, logout, setIdleLimit } from './lib/auth.js';
 import { loadConfig, getConfig } from './lib/config.js';
+import { api } from './lib/api.js';
 import { startIdleWatch } from './lib/idle.js';
 import { onSessionsChange, allSessions, activeCall, callInProgress, closeAllSessions } from './call/session.js';
 import { discardPreparedStream } from './call/media.js';
@@ -19,6 +20,8 @@ const ROUTES = [
   { path: '/therapists', page: 'therapists', title: 'Find a therapist', access: 'public' },
   { path: '/therapists/:id', page: 'profile', title: 'Therapist', access: 'public' },
   { path: '/appointments', page: 'appointments', title: 'My appointments', access: 'user' },
+  // The link in emails and calendar files: the list, with that appointment marked.
+  { path: '/appointments/:id', page: 'appointments', title: 'My appointments', access: 'user' },
   { path: '/dashboard', page: 'dashboard', title: 'Dashboard', access: 'therapist' },
   { path: '/settings', page: 'settings', title: 'Settings', access: 'user' },
   { path: '/precall/:id', page: 'precall', title: 'Check your camera and microphone', access: 'user' },
@@ -240,6 +243,7 @@ async function boot() {
 
   onAuthChange((user) => {
     renderNav();
+    if (user) syncTimeZone(user);
     if (!user) {
       // Refresh refused (signed out elsewhere, or the sign-in expired).
       closeAllSessions();
@@ -259,6 +263,8 @@ async function boot() {
     }
   });
 
+  if (currentUser()) syncTimeZone(currentUser());
+
   startIdleWatch({
     seconds: config.idle_sign_out_seconds,
     isActive: () => !!currentUser(),
@@ -273,5 +279,21 @@ async function boot() {
   render();
 }
 
+
+// The times in a person's emails are in their time zone: the first time they are signed
+// in here without one, this browser's is kept (they can change it in Settings).
+let timeZoneChecked = null;
+async function syncTimeZone(user) {
+  if (timeZoneChecked === user.id) return;
+  timeZoneChecked = user.id;
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (!zone) return;
+  try {
+    const s = await api('/me/settings');
+    if (!s.time_zone) await api('/me/settings', { method: 'PATCH', body: { time_zone: zone } });
+  } catch {
+    timeZoneChecked = null; // tried again at the next sign-in change
+  }
+}
 
 boot();

@@ -65,6 +65,7 @@ pub fn redacted(url: &str) -> String {
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -94,7 +95,11 @@ impl Mailer {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
             .timeout(Some(timeout))
             .build();
-        Ok(Mailer { transport, from })
+        Ok(Mailer {
+            transport,
+            from,
+            timeout,
+        })
     }
 
     /// The sender.
@@ -102,9 +107,14 @@ impl Mailer {
         &self.from
     }
 
-    /// Send one message.
+    /// Send one message, within the timeout as a whole (the transport's own timeout bounds
+    /// connecting, not a server that greets and then stalls).
     pub async fn send(&self, message: Message) -> Result<(), MailError> {
-        match self.transport.send(message).await {
+        let sent = tokio::time::timeout(self.timeout, self.transport.send(message)).await;
+        let Ok(sent) = sent else {
+            return Err(MailError::Transient("timed out"));
+        };
+        match sent {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(MailError::Permanent("5xx")),
             Err(e) if e.is_transient() => Err(MailError::Transient("4xx")),
@@ -338,7 +348,7 @@ pub async fn run_outbox(state: AppState, stop: CancellationToken) {
             let failed = if room < jiff::SignedDuration::try_from(timeout * 2).unwrap_or_default() {
                 true
             } else {
-                deliver(&state, &mailer, &row, timeout).await
+                deliver(&state, &mailer, &row).await
             };
             if failed {
                 // The server is down: leave the rest of the batch for later.
@@ -387,7 +397,7 @@ fn obsolete(
 }
 
 /// Handle one claimed row; true when the mail server could not be reached (stop the batch).
-async fn deliver(state: &AppState, mailer: &Mailer, row: &DueMail, timeout: Duration) -> bool {
+async fn deliver(state: &AppState, mailer: &Mailer, row: &DueMail) -> bool {
     let now = Ts::now();
     let Some(kind) = OutboxKind::parse(&row.kind) else {
         drop_row(state, row, "unknown_kind", "other").await;
@@ -414,11 +424,7 @@ async fn deliver(state: &AppState, mailer: &Mailer, row: &DueMail, timeout: Dura
             return false;
         }
     };
-    let sent = match tokio::time::timeout(timeout, mailer.send(message)).await {
-        Ok(r) => r,
-        Err(_) => Err(MailError::Transient("timed out")),
-    };
-    match sent {
+    match mailer.send(message).await {
         Ok(()) => {
             state.mail_health.set(false);
             state.metrics.mail(kind.as_str(), "sent");

@@ -25,6 +25,10 @@ use std::{
 #[path = "api/turn.rs"]
 mod turn;
 
+#[allow(dead_code)]
+#[path = "api/smtp_sink.rs"]
+mod smtp_sink;
+
 const IN_NETNS: &str = "ALCOVE_E2E_IN_NETNS";
 const TEST: &str = "a_therapist_and_a_client_meet_in_real_browsers";
 const CHROMIUM: &str = "/usr/lib/chromium/chromium";
@@ -126,6 +130,8 @@ fn free_port() -> u16 {
 
 /// The TURN relay the server hands out: (port, secret).
 static TURN: std::sync::OnceLock<(u16, String)> = std::sync::OnceLock::new();
+/// The SMTP sink's URL (appointment emails).
+static SMTP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Start the server (embedded web client, SQLite, data in `dir`) on `port` (0: any) and
 /// return it with its base URL.
@@ -144,6 +150,8 @@ fn start_server(dir: &Path, port: u16) -> (Proc, String) {
             format!("turn:127.0.0.1:{turn_port}?transport=udp"),
         )
         .env("ALCOVE_TURN_SECRET", turn_secret)
+        .env("ALCOVE_SMTP_URL", SMTP.get().expect("the SMTP sink first"))
+        .env("ALCOVE_MAIL_FROM", "Alcove <no-reply@alcove.test>")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -457,6 +465,8 @@ async fn scenario() {
     // A coturn of the test's own, in the namespace (the API tests' helper).
     let coturn = turn::Coturn::start();
     TURN.set((coturn.port, coturn.secret.clone())).unwrap();
+    let sink = smtp_sink::SmtpSink::start(None).await;
+    SMTP.set(sink.url()).unwrap();
     let (server, base) = start_server(dir.path(), 0);
     let (_driver, driver_port) = start_chromedriver();
 
@@ -579,6 +589,70 @@ async fn scenario() {
     )
     .await;
     let appointment = appointment.as_str().unwrap().to_owned();
+
+    // The booking's confirmation comes by email; its link opens the appointment (after
+    // signing in, were the client signed out) and holds no token.
+    let mails = sink.wait_for(2, Duration::from_secs(20)).await;
+    let mail = mails
+        .iter()
+        .find(|m| m.to == "casey@example.com")
+        .expect("the client's confirmation");
+    assert!(mail.subject.starts_with("Your appointment on"), "{mail:?}");
+    assert!(mail.ics.is_some(), "{mail:?}");
+    let link = format!("{base}/#/appointments/{appointment}");
+    assert!(mail.text.contains(&link), "{}", mail.text);
+    client.goto(&link).await.unwrap();
+    wait_js(
+        &client,
+        "the emailed appointment, marked",
+        &format!("(() => {{ const el = document.querySelector('.appointment.linked'); return !!el && el.dataset.id === '{appointment}'; }})()"),
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Settings: the time zone of emails was taken from the browser; reminders switch off.
+    client.goto(&format!("{base}/#/settings")).await.unwrap();
+    wait_visible(&client, "#email-reminders", Duration::from_secs(20)).await;
+    let zone = wait_js(
+        &client,
+        "the time zone of emails",
+        "document.querySelector('#email-time-zone').value",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(zone, *MIDDAY_ZONE);
+    assert_eq!(
+        client
+            .execute(
+                "return document.querySelector('#email-reminders').checked",
+                vec![]
+            )
+            .await
+            .unwrap(),
+        true
+    );
+    click(&client, "#email-reminders").await;
+    click(&client, "#email-save").await;
+    wait_js(
+        &client,
+        "the settings saved",
+        "!!document.querySelector('#email-status .notice-success')",
+        Duration::from_secs(10),
+    )
+    .await;
+    client.refresh().await.unwrap();
+    wait_visible(&client, "#email-reminders", Duration::from_secs(20)).await;
+    assert_eq!(
+        client
+            .execute(
+                "return document.querySelector('#email-reminders').checked",
+                vec![]
+            )
+            .await
+            .unwrap(),
+        false,
+        "switching reminders off is kept"
+    );
 
     // The therapist signs in and opens the dashboard.
     therapist.goto(&format!("{base}/#/signin")).await.unwrap();

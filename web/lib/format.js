@@ -89,3 +89,13 @@ export function languageName(tag) {
 export function pluralise(n, one, many) {
   return `${n} ${n === 1 ? one : many}`;
 }
+
+/** A lead time in whole units: "24 hours", "1 hour", "90 minutes", "2 days". */
+export function leadText(seconds) {
+  if (seconds === 86_400) return '24 hours';
+  const units = [[86_400, 'day'], [3600, 'hour'], [60, 'minute'], [1, 'second']];
+  for (const [size, name] of units) {
+    if (seconds >= size && seconds % size === 0) return pluralise(seconds / size, name, `${name}s`);
+  }
+  return pluralise(seconds, 'second', 'seconds');
+}

@@ -272,6 +272,20 @@ export async function render(ctx) {
   }
 
   await load();
+  // A link to one appointment (from an email or a calendar file) shows the list with that
+  // appointment marked and focused.
+  if (ctx.params && ctx.params.id) {
+    const item = [...page.querySelectorAll('[data-id]')].find((el) => el.dataset.id === ctx.params.id);
+    if (item) {
+      item.classList.add('linked');
+      item.setAttribute('aria-current', 'true');
+      item.tabIndex = -1;
+      item.scrollIntoView({ block: 'center' });
+      item.focus();
+    } else if (ctx.alive()) {
+      status.replaceChildren(notice('info', 'That appointment is not among yours here. If it was booked for another account, sign in with that one.'));
+    }
+  }
   // Join buttons open by themselves when the join window starts.
   let ticks = 0;
   const timer = setInterval(() => {

@@ -1,8 +1,9 @@
-// Settings: relay-only privacy mode and password.
+// Settings: email reminders and the time zone of emails, relay-only privacy mode, password.
 
 import { h, field, notice, setBusy, announce } from '../lib/dom.js';
 import { api, ApiError, describeError } from '../lib/api.js';
 import { logout } from '../lib/auth.js';
+import { leadText } from '../lib/format.js';
 
 export async function render(ctx) {
   const { root, config, user } = ctx;
@@ -10,7 +11,60 @@ export async function render(ctx) {
     h('h1', {}, 'Settings'),
     h('p', { class: 'muted' }, `Signed in as ${user.display_name} (${user.email}).`));
   root.append(page);
-  page.append(await privacyCard(config), passwordCard(user), signOutEverywhereCard());
+  page.append(await emailCard(), await privacyCard(config), passwordCard(user), signOutEverywhereCard());
+}
+
+async function emailCard() {
+  const status = h('div', { 'aria-live': 'polite', id: 'email-status' });
+  const card = h('section', { class: 'card section-gap', 'aria-labelledby': 'email-title' },
+    h('h2', { id: 'email-title' }, 'Emails'));
+  let s;
+  try {
+    s = await api('/me/settings');
+  } catch (err) {
+    card.append(notice('error', describeError(err)));
+    return card;
+  }
+  if (!s.mail_enabled) {
+    card.append(h('p', { id: 'email-off' }, 'This service does not send emails: check your appointments here.'));
+    return card;
+  }
+  const leads = s.reminder_lead_seconds.map(leadText);
+  const when = leads.length ? ` (${leads.join(' and ')} before it starts)` : '';
+  card.append(h('p', {}, 'You get an email when an appointment is booked, moved or cancelled. The emails never say what the appointment is about; their link asks you to sign in.'));
+  const box = h('input', { type: 'checkbox', id: 'email-reminders' });
+  box.checked = s.email_reminders;
+  const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+  const here = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const current = s.time_zone || here || 'UTC';
+  const options = [...new Set([current, ...zones])].sort();
+  const zone = field('Time zone of the times in your emails',
+    h('select', { id: 'email-time-zone' }, ...options.map((z) => h('option', { value: z }, z.replace(/_/g, ' ')))),
+    { hint: here ? `This browser is in ${here.replace(/_/g, ' ')}.` : undefined });
+  zone.control.value = current;
+  const save = h('button', { type: 'submit', class: 'button primary', id: 'email-save' }, 'Save');
+  const form = h('form', {},
+    h('div', { class: 'check' }, box, h('label', { for: 'email-reminders' }, `Email me a reminder before each appointment${when}`)),
+    zone.wrap, status, h('div', { class: 'actions' }, save));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    zone.setError(null);
+    setBusy(save, true, 'Saving…');
+    try {
+      const res = await api('/me/settings', { method: 'PATCH', body: { email_reminders: box.checked, time_zone: zone.control.value } });
+      box.checked = res.email_reminders;
+      const msg = res.email_reminders ? 'Saved. You will get reminders by email.' : 'Saved. You will not get reminders by email; other appointment emails still come.';
+      status.replaceChildren(notice('success', msg));
+      announce(msg);
+    } catch (err) {
+      if (err instanceof ApiError && err.fieldErrors().time_zone) zone.setError('Please choose a time zone from the list.');
+      else status.replaceChildren(notice('error', describeError(err)));
+    } finally {
+      setBusy(save, false);
+    }
+  });
+  card.append(form);
+  return card;
 }
 
 function signOutEverywhereCard() {

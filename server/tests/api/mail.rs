@@ -8,6 +8,7 @@
 //!   it and tells everyone; an outage (with a SIGKILL in one variant) delays messages but
 //!   loses and duplicates none; and no message holds a token or a word of health.
 
+use crate::smtp_sink::{Mail, Mode, SmtpSink};
 use crate::{
     cluster::Cluster,
     helpers::{Api, Backend, Session, TestApp, five_minute_mark_after, spawn_app_with},
@@ -19,16 +20,9 @@ use alcove::{
     mail::{AppointmentMail, MailError, MailKind, Mailer},
 };
 use jiff::{SignedDuration, Timestamp};
-use mail_parser::MimeHeaders as _;
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::{sync::Arc, time::Duration};
-use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
-    net::TcpListener,
-    sync::Mutex,
-    task::JoinHandle,
-};
+use std::time::Duration;
 use uuid::Uuid;
 
 on_both_backends!(
@@ -37,204 +31,6 @@ on_both_backends!(
     an_outage_of_the_mail_server_delays_messages_but_loses_and_repeats_none,
     reminders_can_be_switched_off_and_settings_are_checked,
 );
-
-/// One message as the sink received it.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub from: String,
-    pub to: Vec<String>,
-    pub data: String,
-}
-
-/// How the sink answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Keep every message.
-    Keep,
-    /// Answer every message with this reply (e.g. `451 try later`).
-    Refuse(&'static str),
-    /// Greet, then never answer again.
-    Hang,
-}
-
-/// An SMTP server on 127.0.0.1 that keeps what it is sent; it can be stopped (nothing
-/// listens on its port) and started again on the same port.
-pub struct SmtpSink {
-    pub port: u16,
-    pub received: Arc<Mutex<Vec<Received>>>,
-    mode: Mode,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl SmtpSink {
-    pub async fn start(refuse: Option<&'static str>) -> SmtpSink {
-        Self::start_with(refuse.map_or(Mode::Keep, Mode::Refuse)).await
-    }
-
-    pub async fn start_with(mode: Mode) -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let sink = SmtpSink {
-            port,
-            received: Arc::new(Mutex::new(Vec::new())),
-            mode,
-            task: std::sync::Mutex::new(None),
-        };
-        sink.serve(listener);
-        sink
-    }
-
-    /// Stop listening: connections are refused until [`Self::up`].
-    pub fn down(&self) {
-        if let Some(t) = self.task.lock().unwrap().take() {
-            t.abort();
-        }
-    }
-
-    /// Listen again on the same port.
-    pub async fn up(&self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        self.serve(listener);
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let kept = self.received.clone();
-        let mode = self.mode;
-        let task = tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                let kept = kept.clone();
-                tokio::spawn(async move {
-                    let (r, mut w) = sock.into_split();
-                    let mut lines = BufReader::new(r);
-                    w.write_all(b"220 sink ESMTP\r\n").await.unwrap();
-                    let (mut from, mut to) = (String::new(), Vec::new());
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if mode == Mode::Hang {
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                        }
-                        let upper = line.to_ascii_uppercase();
-                        let answer: String = if upper.starts_with("EHLO") {
-                            "250-sink\r\n250 8BITMIME\r\n".into()
-                        } else if upper.starts_with("HELO")
-                            || upper.starts_with("RSET")
-                            || upper.starts_with("NOOP")
-                        {
-                            "250 OK\r\n".into()
-                        } else if upper.starts_with("MAIL FROM:") {
-                            from = line[10..].trim().to_owned();
-                            to.clear();
-                            "250 OK\r\n".into()
-                        } else if upper.starts_with("RCPT TO:") {
-                            to.push(line[8..].trim().to_owned());
-                            "250 OK\r\n".into()
-                        } else if upper.starts_with("DATA") {
-                            w.write_all(b"354 go on\r\n").await.unwrap();
-                            let mut data = String::new();
-                            loop {
-                                line.clear();
-                                if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                                    return;
-                                }
-                                if line == ".\r\n" {
-                                    break;
-                                }
-                                data.push_str(&line);
-                            }
-                            match mode {
-                                Mode::Refuse(code) => format!("{code}\r\n"),
-                                _ => {
-                                    kept.lock().await.push(Received {
-                                        from: from.clone(),
-                                        to: to.clone(),
-                                        data,
-                                    });
-                                    "250 kept\r\n".into()
-                                }
-                            }
-                        } else if upper.starts_with("QUIT") {
-                            let _ = w.write_all(b"221 bye\r\n").await;
-                            return;
-                        } else {
-                            "502 not implemented\r\n".into()
-                        };
-                        if w.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        *self.task.lock().unwrap() = Some(task);
-    }
-
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
-    }
-
-    /// Every message kept so far, parsed.
-    pub async fn mails(&self) -> Vec<Mail> {
-        self.received.lock().await.iter().map(Mail::parse).collect()
-    }
-
-    /// Wait until at least `n` messages are kept (at most `within`); return them all.
-    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Mail> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let got = self.mails().await;
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} of {n} messages within {within:?}: {got:#?}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// A kept message, as its recipient's mail program reads it.
-#[derive(Debug, Clone)]
-pub struct Mail {
-    pub to: String,
-    pub subject: String,
-    pub text: String,
-    pub html: String,
-    pub message_id: String,
-    /// The attached calendar file.
-    pub ics: Option<String>,
-}
-
-impl Mail {
-    fn parse(r: &Received) -> Mail {
-        let m = mail_parser::MessageParser::default()
-            .parse(r.data.as_bytes())
-            .expect("a MIME message");
-        let ics = m.attachments().find_map(|a| {
-            (a.attachment_name() == Some("appointment.ics"))
-                .then(|| String::from_utf8(a.contents().to_vec()).unwrap())
-        });
-        assert_eq!(r.to.len(), 1, "one recipient per message");
-        Mail {
-            to: r.to[0].trim_matches(['<', '>']).to_owned(),
-            subject: m.subject().unwrap_or_default().to_owned(),
-            text: m.body_text(0).unwrap_or_default().into_owned(),
-            html: m.body_html(0).unwrap_or_default().into_owned(),
-            message_id: m.message_id().unwrap_or_default().to_owned(),
-            ics,
-        }
-    }
-
-    pub fn is(&self, to: &Session, subject_starts: &str) -> bool {
-        self.to == to.email && self.subject.starts_with(subject_starts)
-    }
-}
 
 fn confirmation() -> AppointmentMail {
     AppointmentMail {
@@ -313,6 +109,14 @@ async fn refusals_for_now_for_good_and_no_server_are_told_apart() {
         );
         assert!(!e.to_string().contains("casey"), "{e}");
     }
+    // A server that greets and then says nothing: for now, after the timeout.
+    let hangs = SmtpSink::start_with(Mode::Hang).await;
+    let mailer = Mailer::new(&hangs.url(), "no-reply@example.org", Duration::from_secs(1)).unwrap();
+    let e = mailer
+        .send(confirmation().message(mailer.from(), None).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MailError::Transient(_)), "{e}");
     // Nobody listening: for now.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -484,7 +288,10 @@ fn assert_neutral(mails: &[Mail], secrets: &[&str], base: &str) {
 }
 
 fn count(mails: &[Mail], to: &Session, subject_starts: &str) -> usize {
-    mails.iter().filter(|m| m.is(to, subject_starts)).count()
+    mails
+        .iter()
+        .filter(|m| m.is(&to.email, subject_starts))
+        .count()
 }
 
 /// "Tue 8 Dec at 10:00" of `t` in `tz`.
@@ -575,7 +382,7 @@ async fn a_booking_confirms_to_everyone_and_each_reminder_goes_once_at_its_time(
         assert_eq!(count(&mails, who, "Your appointment on"), 1);
         assert_eq!(count(&mails, who, "Reminder: your appointment on"), 1);
     }
-    let reminder = mails.iter().find(|m| m.is(&c, "Reminder")).unwrap();
+    let reminder = mails.iter().find(|m| m.is(&c.email, "Reminder")).unwrap();
     assert_eq!(
         reminder.subject,
         format!(
@@ -660,7 +467,7 @@ async fn cancelling_drops_the_reminders_and_rescheduling_moves_them_telling_ever
     for who in [&t, &c] {
         let notice = mails
             .iter()
-            .find(|m| m.is(who, "Your appointment has moved to"))
+            .find(|m| m.is(&who.email, "Your appointment has moved to"))
             .unwrap_or_else(|| panic!("a notice of the move: {mails:#?}"));
         let tz = if who.id == t.id {
             "America/New_York"
@@ -686,7 +493,7 @@ async fn cancelling_drops_the_reminders_and_rescheduling_moves_them_telling_ever
     assert!(
         mails
             .iter()
-            .any(|m| m.is(&c2, "Your appointment on") && m.subject.ends_with("is cancelled"))
+            .any(|m| m.is(&c2.email, "Your appointment on") && m.subject.ends_with("is cancelled"))
     );
 
     // The moved appointment's reminders go at the new time, once each; the cancelled

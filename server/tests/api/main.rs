@@ -23,6 +23,7 @@ mod records;
 mod revocation;
 mod schemathesis;
 mod signaling;
+mod smtp_sink;
 mod tls;
 mod tokens;
 mod turn;
