@@ -272,6 +272,41 @@ async fn wait_js(c: &Client, what: &str, expr: &str, within: Duration) -> Value 
     }
 }
 
+/// axe-core, from npm, kept in the repository for this test (web/tests/vendor/axe-core).
+const AXE: &str = include_str!("../../web/tests/vendor/axe-core/axe.min.js");
+
+/// The WCAG 2.0, 2.1 and 2.2 rules of levels A and AA.
+const WCAG_TAGS: &str = "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22a', 'wcag22aa']";
+
+/// Run axe-core on the page as it is now: no violation of the WCAG A and AA rules.
+async fn audit(c: &Client, page: &str) {
+    let loaded = c
+        .execute("return typeof window.axe === 'object'", vec![])
+        .await
+        .unwrap();
+    if loaded != Value::Bool(true) {
+        c.execute(&format!("{AXE}\nreturn true;"), vec![])
+            .await
+            .expect("axe-core loads");
+    }
+    let script = format!(
+        "const done = arguments[arguments.length - 1];
+         axe.run(document, {{ runOnly: {{ type: 'tag', values: {WCAG_TAGS} }}, resultTypes: ['violations'] }})
+           .then((r) => done(r.violations.map((v) => ({{ id: v.id, impact: v.impact, help: v.help,
+               nodes: v.nodes.slice(0, 5).map((n) => n.target.join(' ') + ' :: ' + n.failureSummary) }}))))
+           .catch((e) => done([{{ id: 'axe-error', help: String(e) }}]));"
+    );
+    let violations = c.execute_async(&script, vec![]).await.expect("axe runs");
+    let list = violations.as_array().expect("a list");
+    assert!(
+        list.is_empty(),
+        "axe-core: {} WCAG A/AA violation(s) on {page}:\n{}",
+        list.len(),
+        serde_json::to_string_pretty(&violations).unwrap()
+    );
+    eprintln!("axe-core: no WCAG A/AA violation on {page}");
+}
+
 async fn visible(c: &Client, selector: &str) -> bool {
     let js = format!(
         "const e = document.querySelector({sel}); return !!e && !e.hidden && e.offsetParent !== null;",
@@ -541,6 +576,8 @@ async fn scenario() {
 
     // The client registers and signs in.
     client.goto(&format!("{base}/#/register")).await.unwrap();
+    wait_visible(&client, "#register-name", Duration::from_secs(20)).await;
+    audit(&client, "the registration page").await;
     fill(&client, "#register-name", "Casey Marsh").await;
     fill(&client, "#register-email", "casey@example.com").await;
     fill(&client, "#register-password", PASSWORD).await;
@@ -556,6 +593,7 @@ async fn scenario() {
     // Finds the therapist in the directory, and books the first free slot.
     client.goto(&format!("{base}/#/therapists")).await.unwrap();
     wait_visible(&client, ".therapist-card", Duration::from_secs(20)).await;
+    audit(&client, "the directory").await;
     shot(&client, "directory.png").await;
     client
         .goto(&format!(
@@ -565,6 +603,7 @@ async fn scenario() {
         .await
         .unwrap();
     wait_visible(&client, "button.slot", Duration::from_secs(20)).await;
+    audit(&client, "a therapist's profile and booking").await;
     shot(&client, "booking.png").await;
     // The first slot at least a minute away (slots come every 5 minutes from now: one that
     // starts within seconds could pass while the test clicks), so inside its join window.
@@ -589,6 +628,7 @@ async fn scenario() {
     )
     .await;
     let appointment = appointment.as_str().unwrap().to_owned();
+    audit(&client, "the booking confirmed").await;
 
     // The booking's confirmation comes by email; its link opens the appointment (after
     // signing in, were the client signed out) and holds no token.
@@ -609,10 +649,12 @@ async fn scenario() {
         Duration::from_secs(20),
     )
     .await;
+    audit(&client, "the appointments page, one marked").await;
 
     // Settings: the time zone of emails was taken from the browser; reminders switch off.
     client.goto(&format!("{base}/#/settings")).await.unwrap();
     wait_visible(&client, "#email-reminders", Duration::from_secs(20)).await;
+    audit(&client, "the settings").await;
     let zone = wait_js(
         &client,
         "the time zone of emails",
@@ -640,6 +682,7 @@ async fn scenario() {
         Duration::from_secs(10),
     )
     .await;
+    audit(&client, "the settings, saved").await;
     client.refresh().await.unwrap();
     wait_visible(&client, "#email-reminders", Duration::from_secs(20)).await;
     assert_eq!(
@@ -656,6 +699,8 @@ async fn scenario() {
 
     // The therapist signs in and opens the dashboard.
     therapist.goto(&format!("{base}/#/signin")).await.unwrap();
+    wait_visible(&therapist, "#signin-email", Duration::from_secs(20)).await;
+    audit(&therapist, "the sign-in page").await;
     fill(&therapist, "#signin-email", "dr.ward@example.com").await;
     fill(&therapist, "#signin-password", PASSWORD).await;
     click(&therapist, "#signin-submit").await;
@@ -671,6 +716,7 @@ async fn scenario() {
         .await
         .unwrap();
     wait_visible(&therapist, "#today-sessions", Duration::from_secs(20)).await;
+    audit(&therapist, "the dashboard").await;
 
     // The client joins: pre-call check, then the waiting room.
     client
@@ -685,6 +731,7 @@ async fn scenario() {
         Duration::from_secs(30),
     )
     .await;
+    audit(&client, "the appointments page, the room open").await;
     click(&client, &join).await;
     wait_js(
         &client,
@@ -714,6 +761,7 @@ async fn scenario() {
         "{figures}"
     );
     shot(&client, "precall.png").await;
+    audit(&client, "the pre-call check").await;
     // Through the relay only: relay_only, over UDP.
     let again = |want: &'static str| {
         format!(
@@ -754,6 +802,7 @@ async fn scenario() {
         .await
         .unwrap();
     shot(&client, "precall-blocked.png").await;
+    audit(&client, "the pre-call check, blocked").await;
     // A direct test again (the relay is not needed here), whose verdict the therapist sees.
     click(&client, "#network-relay-only").await;
     click(&client, "#network-test-again").await;
@@ -767,6 +816,7 @@ async fn scenario() {
     click(&client, "#precall-continue").await;
     wait_visible(&client, "#waiting-room", Duration::from_secs(30)).await;
     shot(&client, "waiting-room.png").await;
+    audit(&client, "the waiting room").await;
 
     // The therapist admits from the dashboard, seeing the client's connection check.
     wait_visible(&therapist, ".lobby-entry", Duration::from_secs(30)).await;
@@ -776,6 +826,7 @@ async fn scenario() {
         "{check}"
     );
     shot(&therapist, "dashboard.png").await;
+    audit(&therapist, "the dashboard, someone waiting").await;
     click(&therapist, "button.admit-button").await;
 
     // Each side's remote video decodes frames.
@@ -812,6 +863,8 @@ async fn scenario() {
     .await;
     assert_eq!(code_c, code_t, "the verification codes match");
     check_verification(&client, &therapist, code_c.as_str().unwrap()).await;
+    audit(&client, "the call, live (client)").await;
+    audit(&therapist, "the call, live (therapist)").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     shot(&therapist, "call.png").await;
 
@@ -912,6 +965,7 @@ async fn scenario() {
     wait_visible(&client, "#call-duration", Duration::from_secs(30)).await;
     let duration = text_of(&client, "#call-duration").await;
     assert!(!duration.trim().is_empty());
+    audit(&client, "after the session (client)").await;
 
     // The session record shows it.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -940,6 +994,19 @@ async fn scenario() {
         c["admitted_at"].is_string() && c["reconnects"].as_i64().unwrap() >= 1,
         "{c}"
     );
+
+    client
+        .goto(&format!("{base}/#/no-such-page"))
+        .await
+        .unwrap();
+    wait_js(
+        &client,
+        "the page-not-found page",
+        "document.title.startsWith('Page not found')",
+        Duration::from_secs(10),
+    )
+    .await;
+    audit(&client, "a page that does not exist").await;
 
     let _ = client.close().await;
     let _ = therapist.close().await;

@@ -273,7 +273,7 @@ export async function render(ctx) {
     if (!isTherapist) return;
     replace(lobbySection.querySelector('ul'), ...session.lobby.map((w) => {
       const admit = h('button', { type: 'button', class: 'button small primary admit-button', dataset: { participant: w.participant_id }, 'aria-label': `Admit ${w.display_name}` }, 'Admit');
-      const deny = h('button', { type: 'button', class: 'button small deny-button', dataset: { participant: w.participant_id }, 'aria-label': `Turn ${w.display_name} away` }, 'Deny');
+      const deny = h('button', { type: 'button', class: 'button small deny-button', dataset: { participant: w.participant_id }, 'aria-label': `Turn away ${w.display_name}` }, 'Turn away');
       admit.addEventListener('click', () => { session.admit(w.participant_id); announce(`${w.display_name} admitted.`); });
       deny.addEventListener('click', () => { session.denyClient(w.participant_id); announce(`${w.display_name} was turned away.`); });
       return h('li', { class: 'lobby-entry', dataset: { participant: w.participant_id } }, h('span', { class: 'who' }, w.display_name, networkBadge(h, w.network)), h('span', { class: 'actions' }, admit, deny));

@@ -194,7 +194,7 @@ export async function render(ctx) {
       for (const w of s.lobby) {
         const name = w.display_name;
         const admit = h('button', { type: 'button', class: 'button primary small admit-button', dataset: { participant: w.participant_id }, 'aria-label': `Admit ${name}` }, 'Admit');
-        const deny = h('button', { type: 'button', class: 'button small deny-button', dataset: { participant: w.participant_id }, 'aria-label': `Turn ${name} away` }, 'Deny');
+        const deny = h('button', { type: 'button', class: 'button small deny-button', dataset: { participant: w.participant_id }, 'aria-label': `Turn away ${name}` }, 'Turn away');
         admit.addEventListener('click', () => {
           if (s.admit(w.participant_id)) {
             announce(`${name} admitted. Opening the session.`);

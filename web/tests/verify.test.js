@@ -225,3 +225,38 @@ test('every run broken off in a call is counted, and an honest rebuild is not', 
   attacked.fail();
   assert.equal(attacked.interrupted, 4, 'a failed run counts too');
 });
+
+test('the test vector of web/README.md: two SDPs and two nonces in, the code out', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+  const block = (info) => {
+    const m = readme.match(new RegExp('```' + info + '\\n([\\s\\S]*?)```'));
+    assert.ok(m, `web/README.md has a \`\`\`${info} block`);
+    // The blocks sit in a list item: take off its indentation.
+    return m[1].split('\n').map((l) => l.replace(/^ {2}/, '')).join('\n');
+  };
+  const sdpA = block('sdp side-a');
+  const sdpB = block('sdp side-b');
+  const vector = Object.fromEntries(block('text vector').trim().split('\n').map((l) => {
+    const at = l.indexOf(': ');
+    return [l.slice(0, at).trim(), l.slice(at + 2).trim()];
+  }));
+  const fpA = fingerprintOf(sdpA);
+  const fpB = fingerprintOf(sdpB);
+  assert.equal(fpA, vector['fingerprint A']);
+  assert.equal(fpB, vector['fingerprint B']);
+  const nI = fromHex(vector['initiator nonce nI']);
+  const nR = fromHex(vector['responder nonce nR']);
+  assert.equal(await commitmentOf(nI), vector['commitment c']);
+  const [fpI, fpR] = vector.initiator === 'A' ? [fpA, fpB] : [fpB, fpA];
+  assert.equal(await codeOf(fpI, fpR, nI, nR), vector.code);
+  // And the whole exchange, as two clients run it with these nonces.
+  const nonceOf = (fp) => () => (fp === fpI ? nI : nR);
+  const a = new Verification({ localFingerprint: fpA, remoteFingerprint: fpB, send: () => {}, nonce: nonceOf(fpA), timeoutMs: 0 });
+  const b = new Verification({ localFingerprint: fpB, remoteFingerprint: fpA, send: () => {}, nonce: nonceOf(fpB), timeoutMs: 0 });
+  await run(a, b);
+  assert.equal((vector.initiator === 'A' ? a : b).role, 'initiator');
+  assert.equal(a.code, vector.code);
+  assert.equal(b.code, vector.code);
+  assert.equal((vector.initiator === 'A' ? a : b).transcript().commitment, vector['commitment c']);
+});
