@@ -340,11 +340,101 @@ async fn click(c: &Client, selector: &str) {
         .unwrap();
 }
 
-async fn fill(c: &Client, selector: &str, text: &str) {
-    wait_visible(c, selector, Duration::from_secs(20)).await;
-    let e = c.find(Locator::Css(selector)).await.unwrap();
-    e.clear().await.unwrap();
-    e.send_keys(text).await.unwrap();
+// ---- by keyboard alone (order 12) ----------------------------------------------------------
+
+const TAB: char = '\u{E004}';
+const ENTER: char = '\u{E007}';
+const SPACE: char = '\u{E00D}';
+
+/// Press one key, as a person at the keyboard does (WebDriver's key actions).
+async fn press(c: &Client, key: char) {
+    use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
+    c.perform_actions(keys).await.expect("a key press");
+}
+
+/// Tab until `selector` has the focus, then press `key` (if any). Every element the focus
+/// stops at on the way must show where the focus is (an outline or a shadow).
+async fn key_to(c: &Client, selector: &str, key: Option<char>) {
+    wait_visible(c, selector, Duration::from_secs(30)).await;
+    let sel = serde_json::to_string(selector).unwrap();
+    let check = format!(
+        "const a = document.activeElement;
+         if (!a || a === document.body || a === document.documentElement) return 'none';
+         const s = getComputedStyle(a);
+         const shown = (s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0) || s.boxShadow !== 'none';
+         const name = a.id ? '#' + a.id : a.tagName.toLowerCase() + '.' + a.className;
+         if (!shown) return 'unmarked ' + name;
+         return a.matches({sel}) ? 'target' : 'other ' + name;"
+    );
+    let mut path = Vec::new();
+    for _ in 0..150 {
+        press(c, TAB).await;
+        let at = c.execute(&check, vec![]).await.unwrap();
+        let at = at.as_str().unwrap_or("none").to_owned();
+        assert!(
+            !at.starts_with("unmarked"),
+            "the keyboard focus is not visible on {} (tabbing to {selector})",
+            &at[9..]
+        );
+        if at == "target" {
+            if let Some(k) = key {
+                press(c, k).await;
+            }
+            return;
+        }
+        path.push(at);
+    }
+    panic!(
+        "{selector} cannot be reached with Tab; the focus went: {}",
+        path.join(" ")
+    );
+}
+
+/// Type into the focused field, key by key.
+async fn type_keys(c: &Client, text: &str) {
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// Tab to a field and type into it.
+async fn key_in(c: &Client, selector: &str, text: &str) {
+    key_to(c, selector, None).await;
+    type_keys(c, text).await;
+}
+
+/// Keep what the page's screen-reader live region says (`#sr-status`), in `window.__said`.
+async fn listen(c: &Client) {
+    c.execute(
+        "if (!window.__said) {
+           window.__said = [];
+           const region = document.getElementById('sr-status');
+           new MutationObserver(() => { const t = region.textContent.trim(); if (t) window.__said.push(t); })
+             .observe(region, { childList: true, characterData: true, subtree: true });
+         }
+         return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+}
+
+/// Wait until the live region has said something containing `words`.
+async fn heard(c: &Client, who: &str, words: &str) {
+    let w = serde_json::to_string(words).unwrap();
+    wait_js(
+        c,
+        &format!("{who}'s screen reader to hear {words:?}"),
+        &format!("(window.__said || []).some((t) => t.includes({w}))"),
+        Duration::from_secs(30),
+    )
+    .await;
 }
 
 async fn text_of(c: &Client, selector: &str) -> String {
@@ -578,10 +668,12 @@ async fn scenario() {
     client.goto(&format!("{base}/#/register")).await.unwrap();
     wait_visible(&client, "#register-name", Duration::from_secs(20)).await;
     audit(&client, "the registration page").await;
-    fill(&client, "#register-name", "Casey Marsh").await;
-    fill(&client, "#register-email", "casey@example.com").await;
-    fill(&client, "#register-password", PASSWORD).await;
-    click(&client, "#register-submit").await;
+    // A whole session by keyboard alone from here (booking aside): registering signs in.
+    listen(&client).await;
+    key_in(&client, "#register-name", "Casey Marsh").await;
+    key_in(&client, "#register-email", "casey@example.com").await;
+    key_in(&client, "#register-password", PASSWORD).await;
+    press(&client, ENTER).await;
     wait_js(
         &client,
         "signed in",
@@ -685,6 +777,7 @@ async fn scenario() {
     audit(&client, "the settings, saved").await;
     client.refresh().await.unwrap();
     wait_visible(&client, "#email-reminders", Duration::from_secs(20)).await;
+    listen(&client).await;
     assert_eq!(
         client
             .execute(
@@ -701,9 +794,10 @@ async fn scenario() {
     therapist.goto(&format!("{base}/#/signin")).await.unwrap();
     wait_visible(&therapist, "#signin-email", Duration::from_secs(20)).await;
     audit(&therapist, "the sign-in page").await;
-    fill(&therapist, "#signin-email", "dr.ward@example.com").await;
-    fill(&therapist, "#signin-password", PASSWORD).await;
-    click(&therapist, "#signin-submit").await;
+    listen(&therapist).await;
+    key_in(&therapist, "#signin-email", "dr.ward@example.com").await;
+    key_in(&therapist, "#signin-password", PASSWORD).await;
+    press(&therapist, ENTER).await;
     wait_js(
         &therapist,
         "signed in",
@@ -732,7 +826,7 @@ async fn scenario() {
     )
     .await;
     audit(&client, "the appointments page, the room open").await;
-    click(&client, &join).await;
+    key_to(&client, &join, Some(ENTER)).await;
     wait_js(
         &client,
         "the camera preview",
@@ -768,8 +862,8 @@ async fn scenario() {
             "document.querySelector('#network-verdict') && !document.querySelector('#network-test-again').disabled && document.querySelector('#network-verdict').dataset.verdict === '{want}'"
         )
     };
-    click(&client, "#network-relay-only").await;
-    click(&client, "#network-test-again").await;
+    key_to(&client, "#network-relay-only", Some(SPACE)).await;
+    key_to(&client, "#network-test-again", Some(ENTER)).await;
     wait_js(
         &client,
         "relay_only",
@@ -781,7 +875,7 @@ async fn scenario() {
     assert!(figures.contains("Path: relay (UDP)"), "{figures}");
     // The relay stops: forced through it, blocked, with the reason in plain words.
     drop(coturn);
-    click(&client, "#network-test-again").await;
+    key_to(&client, "#network-test-again", Some(ENTER)).await;
     wait_js(
         &client,
         "blocked",
@@ -804,8 +898,8 @@ async fn scenario() {
     shot(&client, "precall-blocked.png").await;
     audit(&client, "the pre-call check, blocked").await;
     // A direct test again (the relay is not needed here), whose verdict the therapist sees.
-    click(&client, "#network-relay-only").await;
-    click(&client, "#network-test-again").await;
+    key_to(&client, "#network-relay-only", Some(SPACE)).await;
+    key_to(&client, "#network-test-again", Some(ENTER)).await;
     wait_js(
         &client,
         "ready again",
@@ -813,8 +907,9 @@ async fn scenario() {
         Duration::from_secs(40),
     )
     .await;
-    click(&client, "#precall-continue").await;
+    key_to(&client, "#precall-continue", Some(ENTER)).await;
     wait_visible(&client, "#waiting-room", Duration::from_secs(30)).await;
+    heard(&client, "the client", "You are in the waiting room").await;
     shot(&client, "waiting-room.png").await;
     audit(&client, "the waiting room").await;
 
@@ -827,17 +922,61 @@ async fn scenario() {
     );
     shot(&therapist, "dashboard.png").await;
     audit(&therapist, "the dashboard, someone waiting").await;
-    click(&therapist, "button.admit-button").await;
+    key_to(&therapist, "button.admit-button", Some(ENTER)).await;
+    heard(&therapist, "the therapist", "admitted").await;
 
     // Each side's remote video decodes frames.
     wait_visible(&client, "#call", Duration::from_secs(30)).await;
     wait_visible(&therapist, "#call", Duration::from_secs(30)).await;
     video_flows(&client, "client").await;
     video_flows(&therapist, "therapist").await;
+    heard(&client, "the client", "You have been let in").await;
 
-    // Chat crosses the data channel.
-    fill(&client, "#chat-input", "Hello, I made it in").await;
-    click(&client, "#chat-send").await;
+    // Mute and unmute, camera off and on, by keyboard: the state and the words say so.
+    let pressed = |sel: &str, on: bool| {
+        format!("document.querySelector('{sel}').getAttribute('aria-pressed') === '{on}'")
+    };
+    key_to(&client, "#mute-button", Some(SPACE)).await;
+    wait_js(
+        &client,
+        "muted",
+        &pressed("#mute-button", true),
+        Duration::from_secs(5),
+    )
+    .await;
+    heard(&client, "the client", "Microphone muted.").await;
+    press(&client, SPACE).await;
+    wait_js(
+        &client,
+        "unmuted",
+        &pressed("#mute-button", false),
+        Duration::from_secs(5),
+    )
+    .await;
+    heard(&client, "the client", "Microphone on.").await;
+    key_to(&client, "#camera-button", Some(SPACE)).await;
+    wait_js(
+        &client,
+        "camera off",
+        &pressed("#camera-button", true),
+        Duration::from_secs(5),
+    )
+    .await;
+    heard(&client, "the client", "Camera off.").await;
+    press(&client, SPACE).await;
+    wait_js(
+        &client,
+        "camera on",
+        &pressed("#camera-button", false),
+        Duration::from_secs(5),
+    )
+    .await;
+    heard(&client, "the client", "Camera on.").await;
+    video_flows(&therapist, "therapist, the client's camera back on").await;
+
+    // Chat crosses the data channel (typed, and sent with Enter).
+    key_in(&client, "#chat-input", "Hello, I made it in").await;
+    press(&client, ENTER).await;
     wait_js(
         &therapist,
         "the chat message",
@@ -862,6 +1001,9 @@ async fn scenario() {
     )
     .await;
     assert_eq!(code_c, code_t, "the verification codes match");
+    let said = format!("Verification code: {}", code_c.as_str().unwrap());
+    heard(&client, "the client", &said).await;
+    heard(&therapist, "the therapist", &said).await;
     check_verification(&client, &therapist, code_c.as_str().unwrap()).await;
     audit(&client, "the call, live (client)").await;
     audit(&therapist, "the call, live (therapist)").await;
@@ -870,9 +1012,17 @@ async fn scenario() {
 
     // The client reloads mid-call, and the call recovers.
     client.refresh().await.unwrap();
+    heard(
+        &therapist,
+        "the therapist",
+        "Casey Marsh's connection dropped",
+    )
+    .await;
     wait_visible(&client, "#call", Duration::from_secs(30)).await;
+    listen(&client).await;
     video_flows(&client, "client after reload").await;
     video_flows(&therapist, "therapist after the client's reload").await;
+    heard(&therapist, "the therapist", "Casey Marsh is back.").await;
     // A new connection, a new exchange: the two codes agree again.
     let code_c = wait_js(
         &client,
@@ -950,8 +1100,8 @@ async fn scenario() {
     }
     video_flows(&client, "client after the server restart").await;
     video_flows(&therapist, "therapist after the server restart").await;
-    fill(&client, "#chat-input", "Still here after the restart").await;
-    click(&client, "#chat-send").await;
+    key_in(&client, "#chat-input", "Still here after the restart").await;
+    press(&client, ENTER).await;
     wait_js(
         &therapist,
         "the chat message after the restart",
@@ -961,8 +1111,9 @@ async fn scenario() {
     .await;
 
     // The therapist ends the session for everyone.
-    click(&therapist, "#end-session-button").await;
+    key_to(&therapist, "#end-session-button", Some(ENTER)).await;
     wait_visible(&client, "#call-duration", Duration::from_secs(30)).await;
+    heard(&client, "the client", "The session has ended.").await;
     let duration = text_of(&client, "#call-duration").await;
     assert!(!duration.trim().is_empty());
     audit(&client, "after the session (client)").await;

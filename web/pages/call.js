@@ -212,6 +212,14 @@ export async function render(ctx) {
     };
     t.statusEl.textContent = words[st] || '';
     t.statusEl.hidden = st === 'connected';
+    // Said when someone's connection drops and when they are back.
+    if (st === 'reconnecting' && !t.dropped) {
+      t.dropped = true;
+      announce(words.reconnecting);
+    } else if (st === 'connected' && t.dropped) {
+      t.dropped = false;
+      announce(`${link.info.display_name} is back.`);
+    }
     return t;
   };
 
@@ -239,6 +247,7 @@ export async function render(ctx) {
     drawCodes();
   };
 
+  let lastCodeSaid = '';
   const drawCodes = () => {
     const links = [...session.peers.values()];
     const withCode = links.filter((l) => l.code);
@@ -255,6 +264,14 @@ export async function render(ctx) {
     if (withCode.some((l) => l.codeChanged)) {
       codeNote.textContent = `The code changed because the connection was rebuilt: compare it again. ${codeNote.textContent}`;
     }
+    // Said once per new code (screen readers do not notice a span changing).
+    const said = withCode.map((l) => `${l.info.display_name} ${l.code}`).join(', ');
+    if (said && said !== lastCodeSaid) {
+      announce(withCode.length === 1
+        ? `Verification code: ${withCode[0].code}. ${codeNote.textContent}`
+        : `Verification codes: ${withCode.map((l) => `${l.info.display_name}, ${l.code}`).join('; ')}. ${codeNote.textContent}`);
+    }
+    lastCodeSaid = said;
     const suspicious = links.filter((l) => l.history.suspicious);
     if (suspicious.length) {
       // A check was broken off or failed at least once in this call: that is how someone in
@@ -353,6 +370,7 @@ export async function render(ctx) {
         waiting.hidden = false;
         ctx.setTitle('Waiting room');
         if (lastView !== 'waiting') {
+          if (session.role !== 'therapist') announce('You are in the waiting room. Your therapist will let you in.');
           lastView = 'waiting';
           waiting.querySelector('h1').setAttribute('tabindex', '-1');
           waiting.querySelector('h1').focus();
@@ -375,6 +393,7 @@ export async function render(ctx) {
         if (!lastView) showStatus('Reconnecting…', h('p', { class: 'muted' }, 'Trying to reach the session room again.'));
         return;
       case 'ended':
+        announce(session.endReason === 'left' ? 'You left the session.' : 'The session has ended.');
         // Left before anything started (e.g. from the waiting room): nothing to sum up.
         if (session.endReason === 'left' && !session.startedAt) {
           ctx.navigate(user.role === 'therapist' ? '/dashboard' : '/appointments', { replace: true });
