@@ -10,23 +10,24 @@ import { onServiceTrouble } from './lib/http.js';
 import { currentUser, onAuthChange, logout, setIdleLimit } from './lib/auth.js';
 import { loadConfig, getConfig } from './lib/config.js';
 import { api } from './lib/api.js';
+import { t, language, setLanguage, onLanguageChange, LANGUAGES } from './lib/i18n.js';
 import { startIdleWatch } from './lib/idle.js';
 import { onSessionsChange, allSessions, activeCall, callInProgress, closeAllSessions } from './call/session.js';
 import { discardPreparedStream } from './call/media.js';
 
 const ROUTES = [
-  { path: '/signin', page: 'signin', title: 'Sign in', access: 'guest' },
-  { path: '/register', page: 'register', title: 'Create an account', access: 'guest' },
-  { path: '/therapists', page: 'therapists', title: 'Find a therapist', access: 'public' },
-  { path: '/therapists/:id', page: 'profile', title: 'Therapist', access: 'public' },
-  { path: '/appointments', page: 'appointments', title: 'My appointments', access: 'user' },
+  { path: '/signin', page: 'signin', title: 'route.signin', access: 'guest' },
+  { path: '/register', page: 'register', title: 'route.register', access: 'guest' },
+  { path: '/therapists', page: 'therapists', title: 'route.therapists', access: 'public' },
+  { path: '/therapists/:id', page: 'profile', title: 'route.profile', access: 'public' },
+  { path: '/appointments', page: 'appointments', title: 'route.appointments', access: 'user' },
   // The link in emails and calendar files: the list, with that appointment marked.
-  { path: '/appointments/:id', page: 'appointments', title: 'My appointments', access: 'user' },
-  { path: '/dashboard', page: 'dashboard', title: 'Dashboard', access: 'therapist' },
-  { path: '/settings', page: 'settings', title: 'Settings', access: 'user' },
-  { path: '/precall/:id', page: 'precall', title: 'Check your camera and microphone', access: 'user' },
-  { path: '/call/:id', page: 'call', title: 'Session', access: 'user', layout: 'call' },
-  { path: '/summary/:id', page: 'summary', title: 'After your session', access: 'user' },
+  { path: '/appointments/:id', page: 'appointments', title: 'route.appointments', access: 'user' },
+  { path: '/dashboard', page: 'dashboard', title: 'route.dashboard', access: 'therapist' },
+  { path: '/settings', page: 'settings', title: 'route.settings', access: 'user' },
+  { path: '/precall/:id', page: 'precall', title: 'route.precall', access: 'user' },
+  { path: '/call/:id', page: 'call', title: 'route.call', access: 'user', layout: 'call' },
+  { path: '/summary/:id', page: 'summary', title: 'route.summary', access: 'user' },
 ];
 
 const main = document.getElementById('main');
@@ -92,10 +93,10 @@ async function render() {
   document.body.dataset.layout = found && found.route.layout ? found.route.layout : 'page';
 
   if (!found) {
-    document.title = 'Page not found · Alcove';
+    document.title = `${t('route.not_found')} · Alcove`;
     replace(main, h('section', { class: 'page narrow' },
-      h('h1', {}, 'We could not find that page'),
-      h('p', {}, 'The link may be old. ', h('a', { href: '#/' }, 'Go to the start page'), '.')));
+      h('h1', {}, t('app.not_found_title')),
+      h('p', {}, t('app.not_found_text'), ' ', h('a', { href: '#/' }, t('app.not_found_link')))));
     focusHeading(main);
     renderNav();
     return;
@@ -117,7 +118,7 @@ async function render() {
   }
 
   renderNav();
-  document.title = `${route.title} · Alcove`;
+  document.title = `${t(route.title)} · Alcove`;
   const container = h('div', { class: `route route-${route.page}` });
   replace(main, container);
   let mod;
@@ -125,7 +126,7 @@ async function render() {
     mod = await import(`./pages/${route.page}.js`);
   } catch (err) {
     console.error(err);
-    replace(container, h('section', { class: 'page narrow' }, h('h1', {}, 'This page did not load'), h('p', {}, 'Please check your connection and reload the page.')));
+    replace(container, h('section', { class: 'page narrow' }, h('h1', {}, t('app.load_failed_title')), h('p', {}, t('app.load_failed_text'))));
     return;
   }
   if (seq !== renderSeq) return;
@@ -149,7 +150,7 @@ async function render() {
   } catch (err) {
     console.error(err);
     if (seq === renderSeq) {
-      replace(container, h('section', { class: 'page narrow' }, h('h1', {}, 'Something went wrong'), h('p', {}, 'Please reload the page. If it keeps happening, contact the practice.')));
+      replace(container, h('section', { class: 'page narrow' }, h('h1', {}, t('app.crashed_title')), h('p', {}, t('app.crashed_text'))));
     }
   }
   if (seq === renderSeq && !ctx.keepFocus) focusHeading(container);
@@ -168,14 +169,14 @@ function renderNav() {
   };
   const items = [];
   if (!user) {
-    items.push(link('/therapists', 'Find a therapist'), link('/signin', 'Sign in'));
-    if (getConfig().registration_open) items.push(link('/register', 'Create account'));
+    items.push(link('/therapists', t('nav.find')), link('/signin', t('nav.signin')));
+    if (getConfig().registration_open) items.push(link('/register', t('nav.register')));
   } else {
-    if (user.role === 'therapist') items.push(link('/dashboard', 'Dashboard'));
-    if (user.role !== 'therapist') items.push(link('/therapists', 'Find a therapist'));
-    items.push(link('/appointments', user.role === 'client' ? 'My appointments' : 'Appointments'));
-    items.push(link('/settings', 'Settings'));
-    items.push(h('li', {}, h('button', { type: 'button', class: 'link-button', id: 'signout-button', onclick: () => signOut() }, 'Sign out')));
+    if (user.role === 'therapist') items.push(link('/dashboard', t('nav.dashboard')));
+    if (user.role !== 'therapist') items.push(link('/therapists', t('nav.find')));
+    items.push(link('/appointments', user.role === 'client' ? t('nav.my_appointments') : t('nav.appointments')));
+    items.push(link('/settings', t('nav.settings')));
+    items.push(h('li', {}, h('button', { type: 'button', class: 'link-button', id: 'signout-button', onclick: () => signOut() }, t('nav.signout'))));
   }
   replace(nav, h('ul', {}, items));
   if (user) document.body.dataset.signedIn = user.role;
@@ -192,11 +193,12 @@ async function signOut(reason = null) {
 
 function watchServiceTrouble() {
   const el = h('div', { id: 'service-banner', class: 'global-banner service-banner', role: 'alert', hidden: true },
-    'We can\u2019t reach the service right now. Retrying\u2026 You do not need to do anything.');
+    t('banner.service_away'));
+  onLanguageChange(() => { el.textContent = t('banner.service_away'); });
   document.body.prepend(el);
   onServiceTrouble((on) => {
     el.hidden = !on;
-    if (!on) announce('The service is back.');
+    if (!on) announce(t('banner.service_back'));
   });
 }
 
@@ -209,14 +211,14 @@ function updateBanner() {
   const user = currentUser();
   let content = null;
   if (call && path !== `/call/${call.appointmentId}`) {
-    content = [h('span', {}, 'You are in a session.'), ' ',
-      h('a', { href: `#/call/${call.appointmentId}`, class: 'button small primary' }, 'Return to the session')];
+    content = [h('span', {}, t('banner.in_session')), ' ',
+      h('a', { href: `#/call/${call.appointmentId}`, class: 'button small primary' }, t('banner.return'))];
   } else if (user && user.role === 'therapist' && !path.startsWith('/call/') && path !== '/dashboard') {
     const waiting = allSessions().flatMap((s) => (s.live ? s.lobby : []));
     if (waiting.length) {
       const names = waiting.map((w) => w.display_name).join(', ');
-      content = [h('span', {}, `${names} ${waiting.length === 1 ? 'is' : 'are'} in the waiting room.`), ' ',
-        h('a', { href: '#/dashboard', class: 'button small primary' }, 'Open the dashboard')];
+      content = [h('span', {}, t('banner.waiting', { count: waiting.length, names })), ' ',
+        h('a', { href: '#/dashboard', class: 'button small primary' }, t('banner.open_dashboard'))];
     }
   }
   if (content) {
@@ -230,7 +232,52 @@ function updateBanner() {
 
 // ---- boot -----------------------------------------------------------------------------------
 
+// ---- languages ------------------------------------------------------------------------------
+
+/** The texts of index.html, in the current language. */
+function applyShell() {
+  document.getElementById('skip-link').textContent = t('shell.skip');
+  document.querySelector('.brand').setAttribute('aria-label', t('shell.home'));
+  document.getElementById('nav').setAttribute('aria-label', t('shell.main_nav'));
+  document.getElementById('footer-text').textContent = t('shell.footer');
+  const loading = document.querySelector('#main .loading');
+  if (loading) loading.textContent = t('shell.loading');
+  const label = document.getElementById('language-label');
+  if (label) label.textContent = t('shell.language');
+}
+
+/** The language picker in the header, on every page. */
+function languagePicker() {
+  // Each language is named in itself, whatever the page's language.
+  const select = h('select', { id: 'language-select', translate: 'no' },
+    LANGUAGES.map((l) => h('option', { value: l.code, lang: l.code }, l.name)));
+  select.value = language();
+  select.addEventListener('change', () => chooseLanguage(select.value));
+  onLanguageChange((code) => { select.value = code; });
+  return h('div', { class: 'language-picker' },
+    h('label', { for: 'language-select', id: 'language-label' }, t('shell.language')), select);
+}
+
+/** The person chose a language: everything redraws in it, and a signed-in account keeps it. */
+async function chooseLanguage(code) {
+  setLanguage(code);
+  if (currentUser()) {
+    try {
+      await api('/me/settings', { method: 'PATCH', body: { language: code } });
+    } catch { /* kept in this browser; the account gets it at the next change */ }
+  }
+}
+
 async function boot() {
+  document.querySelector('.header-inner').append(languagePicker());
+  applyShell();
+  onLanguageChange(() => {
+    applyShell();
+    renderNav();
+    updateBanner();
+    // A live call is not torn down to change its words: they follow at the next page.
+    if (!currentRoute().path.startsWith('/call/')) render();
+  });
   watchServiceTrouble();
   await loadConfig();
   const config = getConfig();
@@ -243,7 +290,7 @@ async function boot() {
 
   onAuthChange((user) => {
     renderNav();
-    if (user) syncTimeZone(user);
+    if (user) syncAccount(user);
     if (!user) {
       // Refresh refused (signed out elsewhere, or the sign-in expired).
       closeAllSessions();
@@ -258,12 +305,12 @@ async function boot() {
     if (type === 'lobby' || type === 'phase' || type === 'closed' || type === 'media') updateBanner();
     if (type === 'lobby') {
       const size = session.lobby.length;
-      if (size > lastLobbySize) announce(`${session.lobby[session.lobby.length - 1].display_name} is in the waiting room.`);
+      if (size > lastLobbySize) announce(t('banner.someone_waiting', { name: session.lobby[session.lobby.length - 1].display_name }));
       lastLobbySize = size;
     }
   });
 
-  if (currentUser()) syncTimeZone(currentUser());
+  if (currentUser()) syncAccount(currentUser());
 
   startIdleWatch({
     seconds: config.idle_sign_out_seconds,
@@ -271,7 +318,7 @@ async function boot() {
     isExempt: () => callInProgress(),
     onTimeout: () => {
       const minutes = Math.round(config.idle_sign_out_seconds / 60);
-      signOut(`For your privacy, you were signed out after ${minutes === 1 ? 'a minute' : `${minutes} minutes`} without activity.`);
+      signOut(t('idle.signed_out', { count: minutes }));
     },
   });
 
@@ -280,19 +327,24 @@ async function boot() {
 }
 
 
-// The times in a person's emails are in their time zone: the first time they are signed
-// in here without one, this browser's is kept (they can change it in Settings).
-let timeZoneChecked = null;
-async function syncTimeZone(user) {
-  if (timeZoneChecked === user.id) return;
-  timeZoneChecked = user.id;
+// Once per sign-in: the account's language is used here (it was chosen before, maybe
+// elsewhere); an account without one keeps this browser's. Likewise the time zone of the
+// person's emails: the first time they are signed in here without one, this browser's is
+// kept (they can change both in Settings).
+let accountChecked = null;
+async function syncAccount(user) {
+  if (accountChecked === user.id) return;
+  accountChecked = user.id;
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-  if (!zone) return;
   try {
     const s = await api('/me/settings');
-    if (!s.time_zone) await api('/me/settings', { method: 'PATCH', body: { time_zone: zone } });
+    const patch = {};
+    if (!s.time_zone && zone) patch.time_zone = zone;
+    if (s.language && s.language !== language()) setLanguage(s.language);
+    else if (!s.language) patch.language = language();
+    if (Object.keys(patch).length) await api('/me/settings', { method: 'PATCH', body: patch });
   } catch {
-    timeZoneChecked = null; // tried again at the next sign-in change
+    accountChecked = null; // tried again at the next sign-in change
   }
 }
 

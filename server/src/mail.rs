@@ -154,13 +154,61 @@ pub struct AppointmentMail {
     pub link: String,
     /// The calendar file to attach (confirmations).
     pub ics: Option<String>,
+    /// The recipient's language.
+    pub lang: Lang,
 }
 
-/// "Tue 8 Dec at 10:00" in `tz`.
+/// The language of a message: the recipient's (`users.language`), else English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lang {
+    #[default]
+    En,
+    De,
+    Es,
+}
+
+impl Lang {
+    /// The language of a code (`de`, `es-MX`); English for anything else.
+    pub fn of(code: Option<&str>) -> Lang {
+        match code.map(|c| c.to_ascii_lowercase()) {
+            Some(c) if c == "de" || c.starts_with("de-") => Lang::De,
+            Some(c) if c == "es" || c.starts_with("es-") => Lang::Es,
+            _ => Lang::En,
+        }
+    }
+}
+
+/// "Tue 8 Dec at 10:00" in `tz`, in English.
 pub fn when(t: Timestamp, tz: &TimeZone) -> String {
-    t.to_zoned(tz.clone())
-        .strftime("%a %-d %b at %H:%M")
-        .to_string()
+    when_in(Lang::En, t, tz)
+}
+
+/// The start as people of `lang` write it: "Tue 8 Dec at 10:00", "Di., 8. Dez. um 10:00",
+/// "mar. 8 dic. a las 10:00".
+pub fn when_in(lang: Lang, t: Timestamp, tz: &TimeZone) -> String {
+    let z = t.to_zoned(tz.clone());
+    let wd = z.weekday().to_monday_zero_offset() as usize;
+    let mo = z.month() as usize - 1;
+    let hm = z.strftime("%H:%M").to_string();
+    match lang {
+        Lang::En => z.strftime("%a %-d %b at %H:%M").to_string(),
+        Lang::De => {
+            const WD: [&str; 7] = ["Mo.", "Di.", "Mi.", "Do.", "Fr.", "Sa.", "So."];
+            const MO: [&str; 12] = [
+                "Jan.", "Feb.", "März", "Apr.", "Mai", "Juni", "Juli", "Aug.", "Sept.", "Okt.",
+                "Nov.", "Dez.",
+            ];
+            format!("{}, {}. {} um {hm}", WD[wd], z.day(), MO[mo])
+        }
+        Lang::Es => {
+            const WD: [&str; 7] = ["lun.", "mar.", "mié.", "jue.", "vie.", "sáb.", "dom."];
+            const MO: [&str; 12] = [
+                "ene.", "feb.", "mar.", "abr.", "may.", "jun.", "jul.", "ago.", "sept.", "oct.",
+                "nov.", "dic.",
+            ];
+            format!("{} {} {} a las {hm}", WD[wd], z.day(), MO[mo])
+        }
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -172,52 +220,141 @@ fn escape(s: &str) -> String {
 
 impl AppointmentMail {
     pub fn subject(&self) -> String {
-        let at = when(self.starts_at, &self.tz);
-        match self.kind {
-            MailKind::Confirmation => format!("Your appointment on {at}"),
-            MailKind::Reminder => format!("Reminder: your appointment on {at}"),
-            MailKind::Rescheduled { .. } => format!("Your appointment has moved to {at}"),
-            MailKind::Cancelled => format!("Your appointment on {at} is cancelled"),
+        let at = when_in(self.lang, self.starts_at, &self.tz);
+        match (self.lang, self.kind) {
+            (Lang::En, MailKind::Confirmation) => format!("Your appointment on {at}"),
+            (Lang::En, MailKind::Reminder) => format!("Reminder: your appointment on {at}"),
+            (Lang::En, MailKind::Rescheduled { .. }) => {
+                format!("Your appointment has moved to {at}")
+            }
+            (Lang::En, MailKind::Cancelled) => format!("Your appointment on {at} is cancelled"),
+            (Lang::De, MailKind::Confirmation) => format!("Ihr Termin am {at}"),
+            (Lang::De, MailKind::Reminder) => format!("Erinnerung: Ihr Termin am {at}"),
+            (Lang::De, MailKind::Rescheduled { .. }) => {
+                format!("Ihr Termin wurde verschoben auf {at}")
+            }
+            (Lang::De, MailKind::Cancelled) => format!("Ihr Termin am {at} ist abgesagt"),
+            (Lang::Es, MailKind::Confirmation) => format!("Su cita del {at}"),
+            (Lang::Es, MailKind::Reminder) => format!("Recordatorio: su cita del {at}"),
+            (Lang::Es, MailKind::Rescheduled { .. }) => format!("Su cita se ha movido al {at}"),
+            (Lang::Es, MailKind::Cancelled) => format!("Su cita del {at} está cancelada"),
         }
     }
 
     /// The plain-text body.
     pub fn text(&self) -> String {
-        let at = when(self.starts_at, &self.tz);
+        let at = when_in(self.lang, self.starts_at, &self.tz);
         let until = self
             .ends_at
             .to_zoned(self.tz.clone())
             .strftime("%H:%M")
             .to_string();
-        let with = if self.with.is_empty() {
-            String::new()
-        } else {
-            format!(" with {}", self.with.join(", "))
-        };
+        let names = self.with.join(", ");
         let tz = self.tz.iana_name().unwrap_or("UTC");
-        let what = match self.kind {
-            MailKind::Confirmation => format!(
-                "Your appointment{with} is booked for {at} to {until} ({tz}). A calendar file is attached."
-            ),
-            MailKind::Reminder => {
-                format!("A reminder: your appointment{with} is on {at} to {until} ({tz}).")
+        let was = |previous: Timestamp| when_in(self.lang, previous, &self.tz);
+        let (hello, what, act, footer) = match self.lang {
+            Lang::En => {
+                let with = if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {names}")
+                };
+                let what = match self.kind {
+                    MailKind::Confirmation => format!(
+                        "Your appointment{with} is booked for {at} to {until} ({tz}). A calendar file is attached."
+                    ),
+                    MailKind::Reminder => {
+                        format!("A reminder: your appointment{with} is on {at} to {until} ({tz}).")
+                    }
+                    MailKind::Rescheduled { previous } => format!(
+                        "Your appointment{with} that was on {} has moved to {at} to {until} ({tz}).",
+                        was(previous)
+                    ),
+                    MailKind::Cancelled => {
+                        format!("Your appointment{with} on {at} to {until} ({tz}) is cancelled.")
+                    }
+                };
+                let act = match self.kind {
+                    MailKind::Cancelled => "You can see your appointments, and book another, here",
+                    _ => "To see it, or to join when it is time, sign in here",
+                };
+                (
+                    format!("Hello {},", self.to_name),
+                    what,
+                    act,
+                    "This message was sent by the booking service; please do not reply to it.",
+                )
             }
-            MailKind::Rescheduled { previous } => format!(
-                "Your appointment{with} that was on {} has moved to {at} to {until} ({tz}).",
-                when(previous, &self.tz)
-            ),
-            MailKind::Cancelled => {
-                format!("Your appointment{with} on {at} to {until} ({tz}) is cancelled.")
+            Lang::De => {
+                let with = if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" mit {names}")
+                };
+                let what = match self.kind {
+                    MailKind::Confirmation => format!(
+                        "Ihr Termin{with} ist gebucht: {at} bis {until} ({tz}). Eine Kalenderdatei ist angehängt."
+                    ),
+                    MailKind::Reminder => {
+                        format!("Zur Erinnerung: Ihr Termin{with} ist am {at} bis {until} ({tz}).")
+                    }
+                    MailKind::Rescheduled { previous } => format!(
+                        "Ihr Termin{with} am {} wurde verschoben auf {at} bis {until} ({tz}).",
+                        was(previous)
+                    ),
+                    MailKind::Cancelled => {
+                        format!("Ihr Termin{with} am {at} bis {until} ({tz}) ist abgesagt.")
+                    }
+                };
+                let act = match self.kind {
+                    MailKind::Cancelled => {
+                        "Ihre Termine sehen und einen neuen buchen können Sie hier"
+                    }
+                    _ => {
+                        "Um ihn anzusehen oder zur Zeit des Termins teilzunehmen, melden Sie sich hier an"
+                    }
+                };
+                (
+                    format!("Hallo {},", self.to_name),
+                    what,
+                    act,
+                    "Diese Nachricht kommt vom Buchungsdienst; bitte antworten Sie nicht darauf.",
+                )
+            }
+            Lang::Es => {
+                let with = if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" con {names}")
+                };
+                let what = match self.kind {
+                    MailKind::Confirmation => format!(
+                        "Su cita{with} está reservada para el {at} hasta las {until} ({tz}). Se adjunta un archivo de calendario."
+                    ),
+                    MailKind::Reminder => format!(
+                        "Un recordatorio: su cita{with} es el {at} hasta las {until} ({tz})."
+                    ),
+                    MailKind::Rescheduled { previous } => format!(
+                        "Su cita{with} del {} se ha movido al {at} hasta las {until} ({tz}).",
+                        was(previous)
+                    ),
+                    MailKind::Cancelled => {
+                        format!("Su cita{with} del {at} hasta las {until} ({tz}) está cancelada.")
+                    }
+                };
+                let act = match self.kind {
+                    MailKind::Cancelled => "Puede ver sus citas, y reservar otra, aquí",
+                    _ => "Para verla, o para entrar cuando sea la hora, inicie sesión aquí",
+                };
+                (
+                    format!("Hola, {}:", self.to_name),
+                    what,
+                    act,
+                    "Este mensaje lo envía el servicio de reservas; no responda a él.",
+                )
             }
         };
-        let act = match self.kind {
-            MailKind::Cancelled => "You can see your appointments, and book another, here",
-            _ => "To see it, or to join when it is time, sign in here",
-        };
-        format!(
-            "Hello {},\n\n{what}\n\n{act}:\n{}\n\nThis message was sent by the booking service; please do not reply to it.\n",
-            self.to_name, self.link
-        )
+        format!("{hello}\n\n{what}\n\n{act}:\n{}\n\n{footer}\n", self.link)
     }
 
     /// The HTML body: the same words.
@@ -241,7 +378,12 @@ impl AppointmentMail {
             })
             .collect();
         format!(
-            "<!doctype html><html><body style=\"font-family: sans-serif; line-height: 1.5\">{}</body></html>",
+            "<!doctype html><html lang=\"{}\"><body style=\"font-family: sans-serif; line-height: 1.5\">{}</body></html>",
+            match self.lang {
+                Lang::En => "en",
+                Lang::De => "de",
+                Lang::Es => "es",
+            },
             paragraphs.join("")
         )
     }
@@ -515,6 +657,7 @@ async fn build(
         link: crate::http::calendar::join_link(state, &a),
         ics: (kind == OutboxKind::Confirmation)
             .then(|| crate::http::calendar::render(state, std::slice::from_ref(&a), false)),
+        lang: Lang::of(to.language.as_deref()),
     }))
 }
 
@@ -576,6 +719,7 @@ mod tests {
             tz: TimeZone::get("Europe/Berlin").unwrap(),
             link: "https://alcove.example.org/#/appointments".into(),
             ics: Some("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n".into()),
+            lang: Lang::En,
         }
     }
 
@@ -620,6 +764,55 @@ mod tests {
             let all = format!("{} {} {}", m.subject(), m.text(), m.html()).to_lowercase();
             for word in ["therapy", "therapist", "token"] {
                 assert!(!all.contains(word), "{word} in {all}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_go_out_in_the_recipients_language_and_still_say_nothing_of_health() {
+        let de = AppointmentMail {
+            lang: Lang::De,
+            ..mail(MailKind::Confirmation)
+        };
+        assert_eq!(de.subject(), "Ihr Termin am Di., 8. Dez. um 10:00");
+        assert!(
+            de.text().starts_with("Hallo Casey <Marsh>,"),
+            "{}",
+            de.text()
+        );
+        assert!(de.html().contains("<html lang=\"de\">"));
+        let es = AppointmentMail {
+            lang: Lang::Es,
+            ..mail(MailKind::Rescheduled {
+                previous: "2026-12-07T09:00:00Z".parse().unwrap(),
+            })
+        };
+        assert_eq!(
+            es.subject(),
+            "Su cita se ha movido al mar. 8 dic. a las 10:00"
+        );
+        assert!(
+            es.text().contains("del lun. 7 dic. a las 10:00"),
+            "{}",
+            es.text()
+        );
+        assert_eq!(Lang::of(Some("es-MX")), Lang::Es);
+        assert_eq!(Lang::of(Some("fr")), Lang::En);
+        for lang in [Lang::En, Lang::De, Lang::Es] {
+            for kind in [
+                MailKind::Confirmation,
+                MailKind::Reminder,
+                MailKind::Cancelled,
+                MailKind::Rescheduled {
+                    previous: "2026-12-07T09:00:00Z".parse().unwrap(),
+                },
+            ] {
+                let m = AppointmentMail { lang, ..mail(kind) };
+                let all = format!("{} {} {}", m.subject(), m.text(), m.html()).to_lowercase();
+                for word in ["therap", "terap", "token"] {
+                    assert!(!all.contains(word), "{word} in {all}");
+                }
+                assert!(all.contains("https://alcove.example.org/#/appointments"));
             }
         }
     }

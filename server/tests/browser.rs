@@ -437,6 +437,114 @@ async fn heard(c: &Client, who: &str, words: &str) {
     .await;
 }
 
+/// Order 12: every visible text of the page (and every aria-label, title and placeholder) is
+/// a text of the current language's catalog, user data inside it aside: none is left in
+/// English, none is in no catalog. Content marked `translate="no"` (names of languages,
+/// time zones, the brand) is not checked.
+async fn not_in_language(c: &Client) -> (String, Vec<String>) {
+    let script = r#"
+        const done = arguments[arguments.length - 1];
+        import('/lib/i18n.js').then(({ CATALOGS, language }) => {
+          const lang = language();
+          const forms = (v) => (typeof v === 'object' ? Object.values(v) : [v]);
+          const esc = (x) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+          const pat = (x) => new RegExp('^' + esc(x).replace(/\\\{\w+\\\}/g, '.+') + '$', 's');
+          const mine = Object.values(CATALOGS[lang]).flatMap(forms).map(pat);
+          const english = Object.entries(CATALOGS.en)
+            .filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(CATALOGS[lang][k]))
+            .flatMap(([, v]) => forms(v)).map(pat);
+          const bad = [];
+          const judge = (text, where) => {
+            text = text.replace(/\s+/g, ' ').trim();
+            if (!/\p{L}{2}/u.test(text)) return;
+            if (english.some((p) => p.test(text))) bad.push(`English (${where}): ${text}`);
+            else if (!mine.some((p) => p.test(text))) bad.push(`in no catalog (${where}): ${text}`);
+          };
+          const shown = (el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
+          const skip = (el) => el.closest('[translate="no"], script, style, noscript, #sr-status');
+          const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+          for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+            const el = n.parentElement;
+            if (el && !skip(el) && shown(el)) judge(n.textContent, el.tagName.toLowerCase() + (el.id ? '#' + el.id : ''));
+          }
+          for (const el of document.body.querySelectorAll('[aria-label], [title], [placeholder]')) {
+            if (skip(el) || !shown(el)) continue;
+            for (const a of ['aria-label', 'title', 'placeholder']) if (el.hasAttribute(a)) judge(el.getAttribute(a), a);
+          }
+          done({ lang, bad });
+        }).catch((e) => done({ lang: null, bad: [String(e)] }));
+    "#;
+    let r = c
+        .execute_async(script, vec![])
+        .await
+        .expect("the check runs");
+    let bad: Vec<String> = r["bad"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect();
+    (r["lang"].as_str().unwrap_or_default().to_owned(), bad)
+}
+
+/// [`not_in_language`] finds nothing on the page.
+async fn no_english(c: &Client, page: &str) {
+    let (lang, bad) = not_in_language(c).await;
+    assert!(
+        bad.is_empty(),
+        "{page} in {lang}: texts not in its language:\n{}",
+        bad.join("\n")
+    );
+    eprintln!("{page} in {lang}: every text is in its language");
+}
+
+/// The check is not blind: an English text and a text of no catalog, put on the page, are
+/// both found.
+async fn the_language_check_sees(c: &Client) {
+    c.execute(
+        "const p = document.createElement('p'); p.id = 'i18n-control';
+         p.append(Object.assign(document.createElement('span'), { textContent: 'Sign in' }),
+                  Object.assign(document.createElement('span'), { textContent: 'Words from no catalog at all' }));
+         document.querySelector('main').append(p); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let (_, bad) = not_in_language(c).await;
+    c.execute(
+        "document.getElementById('i18n-control').remove(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(
+        bad.iter()
+            .any(|b| b.starts_with("English") && b.ends_with(": Sign in"))
+            && bad
+                .iter()
+                .any(|b| b.starts_with("in no catalog")
+                    && b.ends_with("Words from no catalog at all")),
+        "the language check missed planted texts: {bad:?}"
+    );
+}
+
+/// Choose a language with the header's picker.
+async fn choose_language(c: &Client, code: &str) {
+    c.find(Locator::Css("#language-select"))
+        .await
+        .unwrap()
+        .select_by_value(code)
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        &format!("the page in {code}"),
+        &format!("document.documentElement.lang === '{code}'"),
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
 async fn text_of(c: &Client, selector: &str) -> String {
     c.find(Locator::Css(selector))
         .await
@@ -1158,6 +1266,67 @@ async fn scenario() {
     )
     .await;
     audit(&client, "a page that does not exist").await;
+
+    // Languages: German, then Spanish, chosen in the header; the pages say everything in
+    // them, and the choice is kept with the account.
+    for (code, settings) in [("de", "Einstellungen"), ("es", "Ajustes")] {
+        client.goto(&format!("{base}/#/settings")).await.unwrap();
+        wait_visible(&client, "#email-reminders", Duration::from_secs(20)).await;
+        choose_language(&client, code).await;
+        wait_js(
+            &client,
+            "the settings redrawn",
+            &format!("document.querySelector('main h1') && document.querySelector('main h1').textContent === '{settings}' && !!document.querySelector('#email-reminders')"),
+            Duration::from_secs(10),
+        )
+        .await;
+        no_english(&client, "the settings").await;
+        the_language_check_sees(&client).await;
+        audit(&client, &format!("the settings in {code}")).await;
+        client
+            .goto(&format!("{base}/#/no-such-page"))
+            .await
+            .unwrap();
+        wait_js(
+            &client,
+            "the page-not-found page",
+            "!!document.querySelector('main h1')",
+            Duration::from_secs(10),
+        )
+        .await;
+        no_english(&client, "a page that does not exist").await;
+    }
+    // Signed out (still in Spanish): the sign-in and registration pages.
+    key_to(&client, "#signout-button", Some(ENTER)).await;
+    wait_visible(&client, "#signin-email", Duration::from_secs(20)).await;
+    no_english(&client, "the sign-in page").await;
+    client.goto(&format!("{base}/#/register")).await.unwrap();
+    wait_visible(&client, "#register-name", Duration::from_secs(20)).await;
+    no_english(&client, "the registration page").await;
+    // A browser that forgot the choice gets it back from the account at sign-in.
+    client
+        .execute("localStorage.clear(); return true;", vec![])
+        .await
+        .unwrap();
+    client.goto(&format!("{base}/#/signin")).await.unwrap();
+    client.refresh().await.unwrap();
+    wait_js(
+        &client,
+        "English again in a browser that forgot",
+        "document.documentElement.lang === 'en' && !!document.querySelector('#signin-email')",
+        Duration::from_secs(20),
+    )
+    .await;
+    key_in(&client, "#signin-email", "casey@example.com").await;
+    key_in(&client, "#signin-password", PASSWORD).await;
+    press(&client, ENTER).await;
+    wait_js(
+        &client,
+        "the account's language back after signing in",
+        "document.body.dataset.signedIn === 'client' && document.documentElement.lang === 'es'",
+        Duration::from_secs(20),
+    )
+    .await;
 
     let _ = client.close().await;
     let _ = therapist.close().await;

@@ -3,6 +3,7 @@
 
 import { request, ApiError } from './http.js';
 import { accessToken, refresh } from './auth.js';
+import { t } from './i18n.js';
 
 export { ApiError };
 
@@ -45,16 +46,14 @@ export async function download(path, filename) {
 
 /** A friendly sentence for an error, for when a page has nothing more specific to say. */
 export function describeError(err) {
-  if (!(err instanceof ApiError)) return 'Something went wrong. Please try again.';
-  if (err.code === 'network') return err.detail;
+  if (!(err instanceof ApiError)) return t('error.generic');
+  if (err.code === 'network') return t('error.offline');
   if (err.code === 'database_unavailable' || err.code === 'timeout' || err.code === 'server_busy') {
-    return 'We can\u2019t reach the service right now. Nothing was changed. Please try again in a moment.';
+    return t('error.unreachable');
   }
-  if (err.code === 'storage_full') {
-    return 'The service cannot save anything right now. Nothing was changed. Please try again later; we have been told.';
-  }
+  if (err.code === 'storage_full') return t('error.storage_full');
   if (err.status >= 500) {
-    return `Something went wrong on our side. Please try again in a moment.${err.requestId ? ` (Reference: ${err.requestId})` : ''}`;
+    return err.requestId ? t('error.server_ref', { ref: err.requestId }) : t('error.server');
   }
-  return err.detail || 'Something went wrong. Please try again.';
+  return err.detail || t('error.generic');
 }

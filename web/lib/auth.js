@@ -3,6 +3,7 @@
 // single-use and rotate, and presenting a spent one revokes the whole sign-in, so there is
 // never more than one refresh in flight: every caller shares the same promise.
 
+import { t } from './i18n.js';
 import { request, ApiError } from './http.js';
 
 const KEY = 'alcove.auth';
@@ -118,7 +119,7 @@ if (channel) {
     const msg = ev.data || {};
     if (msg.type === 'rotated' && state && msg.spent === state.refresh_token) save(msg.next);
     else if (msg.type === 'signed-out' && state && msg.token === state.refresh_token) {
-      signOutReason = 'You signed out in another tab.';
+      signOutReason = t('auth.signed_out_elsewhere');
       save(null);
     }
   };
@@ -135,13 +136,13 @@ function withRefreshLock(fn) {
  */
 export function refresh() {
   if (refreshing) return refreshing;
-  if (!state) return Promise.reject(new ApiError({ status: 401, code: 'unauthenticated', detail: 'Not signed in.' }));
+  if (!state) return Promise.reject(new ApiError({ status: 401, code: 'unauthenticated', detail: t('error.not_signed_in') }));
   const before = state.refresh_token;
   refreshing = (async () => {
     try {
       return await withRefreshLock(async () => {
         // Another tab may have rotated our shared token while we waited for the lock.
-        if (!state) throw new ApiError({ status: 401, code: 'unauthenticated', detail: 'Not signed in.' });
+        if (!state) throw new ApiError({ status: 401, code: 'unauthenticated', detail: t('error.not_signed_in') });
         if (state.refresh_token !== before && state.expires_at - Date.now() > 30_000) return state.access_token;
         const token = state.refresh_token;
         const t = await request('/auth/refresh', { method: 'POST', body: { refresh_token: token } });
@@ -153,8 +154,8 @@ export function refresh() {
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         signOutReason = err.code === 'sign_in_idle'
-          ? 'For your privacy you were signed out after a while without activity. Please sign in again.'
-          : 'Your sign-in has ended. Please sign in again.';
+          ? t('auth.signed_out_idle')
+          : t('auth.ended');
         save(null);
       } else {
         // A network hiccup: try again a little later, keep the tokens.
@@ -171,7 +172,7 @@ export function refresh() {
 
 /** A valid access token, refreshing first if it is about to expire. */
 export async function accessToken() {
-  if (!state) throw new ApiError({ status: 401, code: 'unauthenticated', detail: 'Please sign in.' });
+  if (!state) throw new ApiError({ status: 401, code: 'unauthenticated', detail: t('error.not_signed_in') });
   if (refreshing) return refreshing;
   if (state.expires_at - Date.now() < 15_000) return refresh();
   return state.access_token;

@@ -2,6 +2,7 @@
 // people who leave a shared computer. Never during a call or in the waiting room. A minute
 // before, a notice offers to stay signed in.
 
+import { t } from './i18n.js';
 import { h, replace } from './dom.js';
 
 const ACTIVITY = ['pointerdown', 'keydown', 'wheel', 'touchstart', 'scroll', 'mousemove'];
@@ -44,11 +45,11 @@ export function startIdleWatch({ seconds, isExempt, isActive, onTimeout }) {
       last = Date.now();
     } else if (idle >= warnAt && box && !box.hidden) {
       const text = box.querySelector('#idle-warning-text');
-      if (text) text.textContent = `For your privacy, you will be signed out in ${Math.max(1, Math.round((limit - idle) / 1000))} seconds because nothing has happened for a while.`;
+      if (text) text.textContent = t('idle.warning', { count: Math.max(1, Math.round((limit - idle) / 1000)) });
     } else if (idle >= warnAt && box && box.hidden) {
-      const stay = h('button', { type: 'button', class: 'button primary', onclick: () => bump() }, 'Stay signed in');
+      const stay = h('button', { type: 'button', class: 'button primary', onclick: () => bump() }, t('idle.stay'));
       replace(box,
-        h('p', { id: 'idle-warning-text' }, `For your privacy, you will be signed out in ${Math.round((limit - idle) / 1000)} seconds because nothing has happened for a while.`),
+        h('p', { id: 'idle-warning-text' }, t('idle.warning', { count: Math.round((limit - idle) / 1000) })),
         stay);
       box.hidden = false;
       stay.focus();

@@ -23,7 +23,7 @@ export async function render(ctx) {
   const page = h('section', { class: 'page narrow' });
   root.append(page);
 
-  const duration = s && s.startedAt ? fmtDuration((s.endedAt || Date.now()) - s.startedAt) : '0 s';
+  const duration = s && s.startedAt ? fmtDuration((s.endedAt || Date.now()) - s.startedAt) : fmtDuration(0);
   page.append(
     h('h1', {}, 'Your session has ended'),
     h('div', { class: 'card stack' },

@@ -265,6 +265,9 @@ pub struct SettingsView {
     /// The IANA time zone the times in your mail are given in (none: your therapist
     /// profile's, else UTC). The web client sets it from the browser when it is unset.
     pub time_zone: Option<String>,
+    /// The language of the web client and of your mail: `en`, `de` or `es` (none: not
+    /// chosen yet; mail is then in English).
+    pub language: Option<String>,
     /// Whether this service sends mail at all.
     pub mail_enabled: bool,
     /// How long before an appointment each reminder goes out, in seconds.
@@ -280,7 +283,12 @@ pub struct SettingsPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub time_zone: Option<Option<String>>,
+    /// `en`, `de` or `es`.
+    pub language: Option<String>,
 }
+
+/// The languages the web client and the mail are written in.
+pub const LANGUAGES: [&str; 3] = ["en", "de", "es"];
 
 /// A field that is present (even as null) is `Some`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -291,6 +299,7 @@ fn settings_view(state: &AppState, s: crate::store::MailSettings) -> SettingsVie
     SettingsView {
         email_reminders: s.email_reminders,
         time_zone: s.time_zone,
+        language: s.language,
         mail_enabled: state.mail_plan.is_some(),
         reminder_lead_seconds: state
             .mail_plan()
@@ -299,7 +308,8 @@ fn settings_view(state: &AppState, s: crate::store::MailSettings) -> SettingsVie
     }
 }
 
-/// The account's settings: reminders by email and the time zone of its mail.
+/// The account's settings: reminders by email, the time zone and language of its mail (the
+/// language is also the web client's).
 #[utoipa::path(get, path = "/api/v1/me/settings", tag = "account", security(("bearer" = [])),
     responses(
         (status = 200, description = "Settings", body = SettingsView),
@@ -320,7 +330,7 @@ async fn get_settings(
     responses(
         (status = 200, description = "Settings", body = SettingsView),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An unknown time zone", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An unknown time zone or language", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn patch_settings(
     State(state): State<AppState>,
@@ -334,6 +344,11 @@ async fn patch_settings(
             .map(|tz| Some(tz.as_str().to_owned())),
         other => other,
     };
+    if let Some(lang) = &body.language
+        && !LANGUAGES.contains(&lang.as_str())
+    {
+        fields.push("language", format!("one of {}", LANGUAGES.join(", ")));
+    }
     fields.finish()?;
     let mut s = state.db.mail_settings(user.id).await?;
     if let Some(on) = body.email_reminders {
@@ -341,6 +356,9 @@ async fn patch_settings(
     }
     if let Some(tz) = time_zone {
         s.time_zone = tz;
+    }
+    if let Some(lang) = body.language {
+        s.language = Some(lang);
     }
     state
         .db

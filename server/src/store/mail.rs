@@ -183,6 +183,8 @@ pub struct Recipient {
     pub email_reminders: bool,
     /// Their own time zone, else (a therapist) their profile's.
     pub time_zone: Option<String>,
+    /// The language of their mail (`en`, `de`, `es`; none: English).
+    pub language: Option<String>,
 }
 
 /// A person's mail settings.
@@ -190,6 +192,8 @@ pub struct Recipient {
 pub struct MailSettings {
     pub email_reminders: bool,
     pub time_zone: Option<String>,
+    /// The language of the web client and of mail, kept with the account.
+    pub language: Option<String>,
 }
 
 /// One outbox row as the tests and operators see it (no content: there is none).
@@ -334,7 +338,7 @@ impl Db {
         let r = on_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT u.email, u.display_name, u.disabled, u.email_reminders,
-                        COALESCE(u.time_zone, p.time_zone) AS time_zone
+                        COALESCE(u.time_zone, p.time_zone) AS time_zone, u.language
                  FROM users u LEFT JOIN therapist_profiles p ON p.user_id = u.id
                  WHERE u.id = $1",
             )
@@ -348,7 +352,7 @@ impl Db {
     /// A person's mail settings.
     pub async fn mail_settings(&self, user: Uuid) -> StoreResult<MailSettings> {
         let r: Option<MailSettings> = on_pool!(self, pool => {
-            sqlx::query_as("SELECT email_reminders, time_zone FROM users WHERE id = $1")
+            sqlx::query_as("SELECT email_reminders, time_zone, language FROM users WHERE id = $1")
                 .bind(user)
                 .fetch_optional(pool)
                 .await?
@@ -368,10 +372,12 @@ impl Db {
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let n = sqlx::query(
-                "UPDATE users SET email_reminders = $1, time_zone = $2, updated_at = $3 WHERE id = $4",
+                "UPDATE users SET email_reminders = $1, time_zone = $2, language = $3, updated_at = $4
+                 WHERE id = $5",
             )
             .bind(settings.email_reminders)
             .bind(settings.time_zone.as_deref())
+            .bind(settings.language.as_deref())
             .bind(now)
             .bind(user)
             .execute(&mut *tx)
@@ -390,7 +396,7 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             }
-            let details = serde_json::json!({"email_reminders": settings.email_reminders, "time_zone_set": settings.time_zone.is_some()});
+            let details = serde_json::json!({"email_reminders": settings.email_reminders, "time_zone_set": settings.time_zone.is_some(), "language": settings.language});
             append_audit!(self, tx, now, &super::AuditEntry::new(Some(by), "account.settings_change", "account", Some(user.to_string()), details));
             tx.commit().await?;
         });
