@@ -439,8 +439,9 @@ async fn heard(c: &Client, who: &str, words: &str) {
 
 /// Order 12: every visible text of the page (and every aria-label, title and placeholder) is
 /// a text of the current language's catalog, user data inside it aside: none is left in
-/// English, none is in no catalog. Content marked `translate="no"` (names of languages,
-/// time zones, the brand) is not checked.
+/// English, none is in no catalog. Content marked `translate="no"` (what people wrote of
+/// themselves, names of languages, time zones, the brand) or `data-intl` (dates and times
+/// formatted by Intl in the page's language) is not checked.
 async fn not_in_language(c: &Client) -> (String, Vec<String>) {
     let script = r#"
         const done = arguments[arguments.length - 1];
@@ -461,7 +462,7 @@ async fn not_in_language(c: &Client) -> (String, Vec<String>) {
             else if (!mine.some((p) => p.test(text))) bad.push(`in no catalog (${where}): ${text}`);
           };
           const shown = (el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden';
-          const skip = (el) => el.closest('[translate="no"], script, style, noscript, #sr-status');
+          const skip = (el) => el.closest('[translate="no"], [data-intl], script, style, noscript, #sr-status');
           const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
           for (let n = walk.nextNode(); n; n = walk.nextNode()) {
             const el = n.parentElement;
@@ -1295,6 +1296,32 @@ async fn scenario() {
         )
         .await;
         no_english(&client, "a page that does not exist").await;
+        client.goto(&format!("{base}/#/therapists")).await.unwrap();
+        wait_visible(&client, ".therapist-card", Duration::from_secs(20)).await;
+        no_english(&client, "the directory").await;
+        client
+            .goto(&format!(
+                "{base}/#/therapists/{}",
+                login["user"]["id"].as_str().unwrap()
+            ))
+            .await
+            .unwrap();
+        wait_visible(&client, "button.slot", Duration::from_secs(20)).await;
+        no_english(&client, "a therapist's profile and booking").await;
+        client
+            .goto(&format!("{base}/#/appointments"))
+            .await
+            .unwrap();
+        wait_visible(&client, "#feed-title", Duration::from_secs(20)).await;
+        wait_js(
+            &client,
+            "the appointments listed",
+            "document.querySelectorAll('[data-id]').length > 0",
+            Duration::from_secs(20),
+        )
+        .await;
+        no_english(&client, "the appointments").await;
+        audit(&client, &format!("a therapist's profile in {code}")).await;
     }
     // Signed out (still in Spanish): the sign-in and registration pages.
     key_to(&client, "#signout-button", Some(ENTER)).await;

@@ -5,10 +5,11 @@
 import { h, replace, notice, announce } from '../lib/dom.js';
 import { publicApi, describeError } from '../lib/api.js';
 import { userTimeZone, timeZoneLabel, fmtTime, fmtDay, dayKey } from '../lib/format.js';
+import { t } from '../lib/i18n.js';
 
 const WEEK_MS = 7 * 86_400_000;
 
-export function slotPicker({ therapistId, kind = 'session', onChange = () => {}, therapistZone = null, label = 'Choose a time' }) {
+export function slotPicker({ therapistId, kind = 'session', onChange = () => {}, therapistZone = null, label = t('slots.choose') }) {
   const tz = userTimeZone();
   let from = Date.now();
   let selected = null;
@@ -16,12 +17,12 @@ export function slotPicker({ therapistId, kind = 'session', onChange = () => {},
   let currentKind = kind;
 
   const body = h('div', { class: 'slot-days', 'aria-busy': 'true' });
-  const range = h('span', { class: 'slot-range' });
-  const earlier = h('button', { type: 'button', class: 'button small', disabled: true }, '← Earlier');
-  const later = h('button', { type: 'button', class: 'button small' }, 'Later →');
+  const range = h('span', { class: 'slot-range', 'data-intl': '' });
+  const earlier = h('button', { type: 'button', class: 'button small', disabled: true }, t('slots.earlier'));
+  const later = h('button', { type: 'button', class: 'button small' }, t('slots.later'));
   const tzNote = h('p', { class: 'tz-note' },
-    `Times are shown in your time zone: ${timeZoneLabel(tz)}.`,
-    therapistZone && therapistZone !== tz ? ` (Your therapist works in ${timeZoneLabel(therapistZone)} time.)` : '');
+    t('slots.your_zone', { zone: timeZoneLabel(tz) }),
+    therapistZone && therapistZone !== tz ? ` ${t('slots.their_zone', { zone: timeZoneLabel(therapistZone) })}` : '');
   const el = h('div', { class: 'slot-picker', role: 'group', 'aria-label': label },
     tzNote,
     h('div', { class: 'slot-nav' }, range, h('span', { class: 'slot-nav-buttons' }, earlier, later)),
@@ -48,7 +49,7 @@ export function slotPicker({ therapistId, kind = 'session', onChange = () => {},
     earlier.disabled = from <= Date.now() + 60_000;
     range.textContent = `${fmtDay(new Date(from).toISOString(), tz)} – ${fmtDay(new Date(to - 1).toISOString(), tz)}`;
     body.setAttribute('aria-busy', 'true');
-    replace(body, h('p', { class: 'loading' }, 'Looking for free times…'));
+    replace(body, h('p', { class: 'loading' }, t('slots.looking')));
     let data;
     try {
       data = await publicApi(`/therapists/${therapistId}/slots`, {
@@ -76,12 +77,12 @@ export function slotPicker({ therapistId, kind = 'session', onChange = () => {},
     const parts = [];
     if (message) parts.push(message);
     if (!groups.size) {
-      parts.push(notice('info', 'No free times this week. Try later dates.'));
+      parts.push(notice('info', t('slots.none')));
     }
     for (const [key, list] of groups) {
       const headingId = `day-${key}`;
       parts.push(h('section', { class: 'slot-day', 'aria-labelledby': headingId },
-        h('h3', { id: headingId }, fmtDay(list[0], tz)),
+        h('h3', { id: headingId, 'data-intl': '' }, fmtDay(list[0], tz)),
         h('ul', { class: 'slot-grid' }, list.map((iso) => {
           const b = h('button', {
             type: 'button',
@@ -89,6 +90,7 @@ export function slotPicker({ therapistId, kind = 'session', onChange = () => {},
             dataset: { start: iso },
             'aria-pressed': iso === selected ? 'true' : 'false',
             'aria-label': `${fmtTime(iso, tz)}, ${fmtDay(iso, tz)}`,
+            'data-intl': '',
           }, fmtTime(iso, tz));
           b.addEventListener('click', () => select(iso, b));
           return h('li', {}, b);
@@ -96,7 +98,7 @@ export function slotPicker({ therapistId, kind = 'session', onChange = () => {},
     }
     replace(body, ...parts);
     // The list itself is not a live region (it would be read out in full); say how many.
-    announce(data.slots.length ? `${data.slots.length} free times from ${range.textContent}.` : 'No free times this week.');
+    announce(data.slots.length ? t('slots.found', { count: data.slots.length, range: range.textContent }) : t('slots.none_said'));
     if (typeof data.minutes === 'number') el.dataset.minutes = String(data.minutes);
   }
 

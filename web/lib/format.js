@@ -85,7 +85,7 @@ export function fmtClock(ms) {
 
 export function languageName(tag) {
   try {
-    const dn = new Intl.DisplayNames(undefined, { type: 'language' });
+    const dn = new Intl.DisplayNames(locale(), { type: 'language' });
     return dn.of(tag) || tag;
   } catch {
     return tag;

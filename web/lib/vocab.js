@@ -3,6 +3,7 @@
 
 import { publicApi } from './api.js';
 import { languageName } from './format.js';
+import { t, has } from './i18n.js';
 
 let vocab = null;
 
@@ -17,8 +18,10 @@ export async function loadVocabulary() {
 }
 
 export function labelFor(list, slug) {
-  const t = (list || []).find((x) => x.slug === slug || x.slug === String(slug).toLowerCase());
-  return t ? t.label : String(slug).replace(/_/g, ' ');
+  const key = `vocab.${String(slug).toLowerCase()}`;
+  if (has(key)) return t(key);
+  const found = (list || []).find((x) => x.slug === slug || x.slug === String(slug).toLowerCase());
+  return found ? found.label : String(slug).replace(/_/g, ' ');
 }
 
 // BCP 47 tags offered in the language filter; therapists' own tags are added to it.

@@ -1,9 +1,10 @@
 // My appointments: upcoming (join, cancel, reschedule, .ics) and past, plus the private
 // calendar feed.
 
+import { t } from '../lib/i18n.js';
 import { h, replace, field, notice, setBusy, announce } from '../lib/dom.js';
 import { api, ApiError, describeError, download } from '../lib/api.js';
-import { fmtRange, fmtTime, fmtDay, userTimeZone, relative, timeZoneLabel } from '../lib/format.js';
+import { fmtRange, fmtTime, fmtDay, userTimeZone, relative, timeZoneLabel, leadText } from '../lib/format.js';
 import { openDialog } from '../components/dialog.js';
 import { slotPicker } from '../components/slot-picker.js';
 import { getConfig } from '../lib/config.js';
@@ -24,11 +25,11 @@ export async function fetchAll(query, maxPages = 10) {
 export function otherSide(appt, user) {
   if (user.role === 'client') return appt.therapist.display_name;
   const names = appt.clients.map((c) => c.display_name);
-  return names.length ? names.join(', ') : 'no client';
+  return names.length ? names.join(', ') : t('appt.no_client');
 }
 
 export function kindLabel(appt) {
-  return appt.kind === 'consultation' ? 'Free consultation' : 'Session';
+  return appt.kind === 'consultation' ? t('kind.consultation') : t('kind.session');
 }
 
 export function inJoinWindow(appt, now = Date.now()) {
@@ -37,12 +38,12 @@ export function inJoinWindow(appt, now = Date.now()) {
 
 function statusBadge(appt, now) {
   if (appt.status === 'cancelled') {
-    return [h('span', { class: 'badge off' }, 'Cancelled'), appt.late_cancellation ? h('span', { class: 'badge warn' }, 'Late cancellation') : null];
+    return [h('span', { class: 'badge off' }, t('appt.cancelled')), appt.late_cancellation ? h('span', { class: 'badge warn' }, t('appt.late')) : null];
   }
-  if (appt.status === 'completed') return h('span', { class: 'badge off' }, 'Completed');
-  if (appt.status === 'no_show') return h('span', { class: 'badge warn' }, 'Missed');
-  if (inJoinWindow(appt, now)) return h('span', { class: 'badge' }, 'Open now');
-  if (now >= Date.parse(appt.join_closes_at)) return h('span', { class: 'badge off' }, 'Over');
+  if (appt.status === 'completed') return h('span', { class: 'badge off' }, t('appt.completed'));
+  if (appt.status === 'no_show') return h('span', { class: 'badge warn' }, t('appt.missed'));
+  if (inJoinWindow(appt, now)) return h('span', { class: 'badge' }, t('appt.open_now'));
+  if (now >= Date.parse(appt.join_closes_at)) return h('span', { class: 'badge off' }, t('appt.over'));
   return null;
 }
 
@@ -54,14 +55,14 @@ export async function render(ctx) {
   const past = h('ul', { class: 'appointment-list', id: 'past-list' });
   const pastMore = h('div', {});
   const page = h('section', { class: 'page' },
-    h('h1', {}, user.role === 'client' ? 'My appointments' : 'Appointments'),
-    h('p', { class: 'muted' }, `Times are shown in your time zone: ${timeZoneLabel(tz)}.`),
+    h('h1', {}, user.role === 'client' ? t('appt.title_client') : t('appt.title')),
+    h('p', { class: 'muted' }, t('appt.your_zone', { zone: timeZoneLabel(tz) })),
     status,
     h('section', { 'aria-labelledby': 'upcoming-title', class: 'stack' },
-      h('h2', { id: 'upcoming-title' }, 'Upcoming'),
+      h('h2', { id: 'upcoming-title' }, t('appt.upcoming')),
       upcoming),
     h('section', { 'aria-labelledby': 'past-title', class: 'stack section-gap', id: 'past-section' },
-      h('h2', { id: 'past-title' }, 'Past and cancelled'),
+      h('h2', { id: 'past-title' }, t('appt.past')),
       past, pastMore),
     feedCard());
   root.append(page);
@@ -75,16 +76,16 @@ export async function render(ctx) {
     const now = Date.now();
     if (!items.upcoming.length) {
       replace(upcoming, h('li', { class: 'muted' }, user.role === 'client'
-        ? h('span', {}, 'You have no upcoming appointments. ', h('a', { href: '#/therapists' }, 'Find a therapist'), ' to book one.')
-        : 'No upcoming appointments.'));
+        ? h('span', {}, t('appt.none_client'), ' ', h('a', { href: '#/therapists' }, t('appt.find')))
+        : t('appt.none')));
     } else {
       updaters = [];
       replace(upcoming, ...items.upcoming.map((a) => upcomingItem(a, now)));
     }
-    if (!items.past.length) replace(past, h('li', { class: 'muted' }, 'Nothing here yet.'));
+    if (!items.past.length) replace(past, h('li', { class: 'muted' }, t('appt.nothing')));
     else replace(past, ...items.past.slice(0, pastShown).map((a) => pastItem(a, now)));
     replace(pastMore, items.past.length > pastShown
-      ? h('button', { type: 'button', class: 'button small', onclick: () => { pastShown += 20; draw(); } }, 'Show earlier appointments')
+      ? h('button', { type: 'button', class: 'button small', onclick: () => { pastShown += 20; draw(); } }, t('appt.earlier'))
       : null);
   };
 
@@ -119,34 +120,36 @@ export async function render(ctx) {
       class: `button ${open ? 'primary' : ''} join-button`,
       disabled: !open,
       'aria-describedby': `join-hint-${a.id}`,
-    }, 'Join');
+    }, t('appt.join'));
     join.addEventListener('click', () => ctx.navigate(`/precall/${a.id}`));
     const joinHint = h('span', { class: 'small muted join-hint', id: `join-hint-${a.id}` });
     // Updated in place by the page's timer, so focus is never lost to a redraw.
-    const update = (t) => {
+    const update = (at) => {
       // Admins see everyone's appointments but take part in none of them.
-      const isOpen = inJoinWindow(a, t) && user.role !== 'admin';
+      const isOpen = inJoinWindow(a, at) && user.role !== 'admin';
       join.disabled = !isOpen;
       join.classList.toggle('primary', isOpen);
       joinHint.textContent = isOpen
-        ? 'Your session room is open.'
-        : `You can join from ${fmtTime(a.join_opens_at, tz)}${sameDay(a.join_opens_at, t) ? '' : ` on ${fmtDay(a.join_opens_at, tz)}`}.`;
-      const hasStarted = t >= Date.parse(a.starts_at);
+        ? t('appt.room_open')
+        : sameDay(a.join_opens_at, at)
+          ? t('appt.join_from', { time: fmtTime(a.join_opens_at, tz) })
+          : t('appt.join_from_day', { time: fmtTime(a.join_opens_at, tz), day: fmtDay(a.join_opens_at, tz) });
+      const hasStarted = at >= Date.parse(a.starts_at);
       cancel.disabled = hasStarted;
       resched.disabled = hasStarted || user.role === 'admin';
     };
-    const cancel = h('button', { type: 'button', class: 'button small cancel-button', disabled: started, title: started ? 'It has started: it can no longer be cancelled.' : null }, 'Cancel');
+    const cancel = h('button', { type: 'button', class: 'button small cancel-button', disabled: started, title: started ? t('appt.started_no_cancel') : null }, t('appt.cancel'));
     cancel.addEventListener('click', () => cancelDialog(a));
-    const resched = h('button', { type: 'button', class: 'button small reschedule-button', disabled: started || user.role === 'admin', title: started ? 'It has started: it can no longer be moved.' : null }, 'Reschedule');
+    const resched = h('button', { type: 'button', class: 'button small reschedule-button', disabled: started || user.role === 'admin', title: started ? t('appt.started_no_move') : null }, t('appt.reschedule'));
     resched.addEventListener('click', () => rescheduleDialog(a));
-    const ics = h('button', { type: 'button', class: 'button small quiet ics-button' }, 'Add to calendar (.ics)');
+    const ics = h('button', { type: 'button', class: 'button small quiet ics-button' }, t('appt.ics'));
     ics.addEventListener('click', () => download(`/appointments/${a.id}/calendar.ics`, `alcove-${a.starts_at.slice(0, 10)}.ics`)
       .catch((err) => status.replaceChildren(notice('error', describeError(err)))));
     update(now);
     updaters.push(update);
     return h('li', { class: 'card appointment', dataset: { id: a.id, status: a.status } },
-      h('p', { class: 'when' }, fmtRange(a.starts_at, a.ends_at, tz), ' ', statusBadge(a, now)),
-      h('p', {}, `${kindLabel(a)} with ${otherSide(a, user)}`, h('span', { class: 'muted' }, ` · ${relative(a.starts_at, now)}`)),
+      h('p', { class: 'when' }, h('span', { 'data-intl': '' }, fmtRange(a.starts_at, a.ends_at, tz)), ' ', statusBadge(a, now)),
+      h('p', {}, t('appt.with', { kind: kindLabel(a), name: otherSide(a, user) }), h('span', { class: 'muted', 'data-intl': '' }, ` · ${relative(a.starts_at, now)}`)),
       h('div', { class: 'actions' }, join, cancel, resched, ics),
       joinHint);
   }
@@ -155,20 +158,20 @@ export async function render(ctx) {
     const actions = [];
     if (user.role === 'therapist' && a.status === 'booked' && now >= Date.parse(a.starts_at)) {
       actions.push(
-        h('button', { type: 'button', class: 'button small', onclick: () => mark(a, 'complete') }, 'Mark completed'),
-        h('button', { type: 'button', class: 'button small', onclick: () => mark(a, 'no-show') }, 'Mark as missed'));
+        h('button', { type: 'button', class: 'button small', onclick: () => mark(a, 'complete') }, t('appt.mark_completed')),
+        h('button', { type: 'button', class: 'button small', onclick: () => mark(a, 'no-show') }, t('appt.mark_missed')));
     }
     return h('li', { class: 'card past-appointment', dataset: { id: a.id, status: a.status } },
-      h('p', { class: 'when' }, fmtRange(a.starts_at, a.ends_at, tz), ' ', statusBadge(a, now)),
-      h('p', {}, `${kindLabel(a)} with ${otherSide(a, user)}`),
-      a.cancel_reason ? h('p', { class: 'small muted' }, `Reason given: ${a.cancel_reason}`) : null,
+      h('p', { class: 'when' }, h('span', { 'data-intl': '' }, fmtRange(a.starts_at, a.ends_at, tz)), ' ', statusBadge(a, now)),
+      h('p', {}, t('appt.with', { kind: kindLabel(a), name: otherSide(a, user) })),
+      a.cancel_reason ? h('p', { class: 'small muted' }, t('appt.reason_given', { reason: a.cancel_reason })) : null,
       actions.length ? h('div', { class: 'actions' }, actions) : null);
   }
 
   async function mark(a, what) {
     try {
       await api(`/appointments/${a.id}/${what}`, { method: 'POST' });
-      status.replaceChildren(notice('success', what === 'complete' ? 'Marked as completed.' : 'Marked as missed.'));
+      status.replaceChildren(notice('success', what === 'complete' ? t('appt.marked_completed') : t('appt.marked_missed')));
       load();
     } catch (err) {
       status.replaceChildren(notice('error', describeError(err)));
@@ -180,30 +183,30 @@ export async function render(ctx) {
     // Only to warn: the server decides what is late (ALCOVE_LATE_CANCEL_WINDOW).
     const windowSecs = getConfig().late_cancel_window_seconds;
     const late = user.role === 'client' && Date.parse(a.starts_at) - now < windowSecs * 1000;
-    const windowText = windowSecs % 3600 === 0 ? `${windowSecs / 3600} hours` : `${Math.round(windowSecs / 60)} minutes`;
-    const reason = field('Reason (optional)', h('textarea', { id: 'cancel-reason', maxlength: 500, rows: 3 }),
-      { hint: user.role === 'client' ? 'Your therapist will see this.' : 'Your client will see this.' });
+    const windowText = leadText(windowSecs % 60 === 0 ? windowSecs : Math.round(windowSecs / 60) * 60);
+    const reason = field(t('appt.reason'), h('textarea', { id: 'cancel-reason', maxlength: 500, rows: 3 }),
+      { hint: user.role === 'client' ? t('appt.reason_hint_client') : t('appt.reason_hint_therapist') });
     const err = h('div', { 'aria-live': 'polite' });
-    const confirm = h('button', { type: 'button', class: 'button danger', id: 'cancel-confirm' }, 'Cancel appointment');
-    const keep = h('button', { type: 'button', class: 'button', id: 'cancel-keep' }, 'Keep it');
+    const confirm = h('button', { type: 'button', class: 'button danger', id: 'cancel-confirm' }, t('appt.cancel_confirm'));
+    const keep = h('button', { type: 'button', class: 'button', id: 'cancel-keep' }, t('appt.keep'));
     const d = openDialog({
       id: 'cancel-dialog',
-      title: 'Cancel this appointment?',
+      title: t('appt.cancel_title'),
       content: [
-        h('p', {}, `${kindLabel(a)} with ${otherSide(a, user)}, ${fmtRange(a.starts_at, a.ends_at, tz)}.`),
-        late ? notice('warning', `This is less than ${windowText} before it starts, so it will be recorded as a late cancellation.`) : null,
+        h('p', {}, t('appt.what_when', { kind: kindLabel(a), name: otherSide(a, user), when: fmtRange(a.starts_at, a.ends_at, tz) })),
+        late ? notice('warning', t('appt.late_warning', { window: windowText })) : null,
         reason.wrap, err,
         h('div', { class: 'actions' }, confirm, keep),
       ],
     });
     keep.addEventListener('click', () => d.close());
     confirm.addEventListener('click', async () => {
-      setBusy(confirm, true, 'Cancelling…');
+      setBusy(confirm, true, t('appt.cancelling'));
       try {
         const body = reason.control.value.trim() ? { reason: reason.control.value.trim() } : {};
         const res = await api(`/appointments/${a.id}/cancel`, { method: 'POST', body });
         d.close();
-        const msg = res.late_cancellation ? 'Your appointment is cancelled. It was recorded as a late cancellation.' : 'Your appointment is cancelled.';
+        const msg = res.late_cancellation ? t('appt.cancelled_late') : t('appt.cancelled_done');
         status.replaceChildren(notice('success', msg));
         announce(msg);
         load();
@@ -211,7 +214,7 @@ export async function render(ctx) {
         setBusy(confirm, false);
         if (e instanceof ApiError && e.code === 'validation_failed') reason.setError(e.fieldErrors().reason || e.detail);
         else err.replaceChildren(notice('error', e instanceof ApiError && e.code === 'appointment_started'
-          ? 'It has already started, so it can no longer be cancelled.'
+          ? t('appt.started_already')
           : describeError(e)));
         if (e instanceof ApiError && (e.code === 'appointment_not_active' || e.code === 'appointment_started')) load();
       }
@@ -220,24 +223,24 @@ export async function render(ctx) {
 
   function rescheduleDialog(a) {
     const err = h('div', { 'aria-live': 'polite' });
-    const confirm = h('button', { type: 'button', class: 'button primary', id: 'reschedule-confirm', disabled: true }, 'Move to this time');
-    const keep = h('button', { type: 'button', class: 'button' }, 'Keep the current time');
+    const confirm = h('button', { type: 'button', class: 'button primary', id: 'reschedule-confirm', disabled: true }, t('appt.move'));
+    const keep = h('button', { type: 'button', class: 'button' }, t('appt.keep_time'));
     let chosen = null;
     let picker = null;
     let custom = null;
-    const content = [h('p', {}, `Now: ${fmtRange(a.starts_at, a.ends_at, tz)}. Choose a new time.`)];
+    const content = [h('p', {}, t('appt.now_choose', { when: fmtRange(a.starts_at, a.ends_at, tz) }))];
     if (user.role === 'client') {
       picker = slotPicker({
         therapistId: a.therapist.id,
         kind: a.kind,
-        label: 'New time',
+        label: t('appt.new_time'),
         onChange(iso) { chosen = iso; confirm.disabled = !iso; },
       });
       content.push(picker.el);
     } else {
       // Therapists may move an appointment to any future time on a 5-minute mark.
-      custom = field('New start (your time)', h('input', { type: 'datetime-local', id: 'reschedule-at', step: 300 }),
-        { hint: 'On a 5-minute mark, e.g. 14:05.' });
+      custom = field(t('appt.new_start'), h('input', { type: 'datetime-local', id: 'reschedule-at', step: 300 }),
+        { hint: t('appt.new_start_hint') });
       custom.control.addEventListener('input', () => {
         const v = custom.control.value;
         chosen = v ? new Date(v).toISOString() : null;
@@ -246,16 +249,16 @@ export async function render(ctx) {
       content.push(custom.wrap);
     }
     content.push(err, h('div', { class: 'actions' }, confirm, keep));
-    const d = openDialog({ id: 'reschedule-dialog', title: 'Reschedule', content });
+    const d = openDialog({ id: 'reschedule-dialog', title: t('appt.reschedule_title'), content });
     keep.addEventListener('click', () => d.close());
     if (picker) picker.load();
     confirm.addEventListener('click', async () => {
       if (!chosen) return;
-      setBusy(confirm, true, 'Moving…');
+      setBusy(confirm, true, t('appt.moving'));
       try {
         const res = await api(`/appointments/${a.id}/reschedule`, { method: 'POST', body: { starts_at: chosen } });
         d.close();
-        const msg = `Moved to ${fmtRange(res.starts_at, res.ends_at, tz)}.`;
+        const msg = t('appt.moved', { when: fmtRange(res.starts_at, res.ends_at, tz) });
         status.replaceChildren(notice('success', msg));
         announce(msg);
         load();
@@ -263,7 +266,7 @@ export async function render(ctx) {
         setBusy(confirm, false);
         confirm.disabled = !chosen;
         if (e instanceof ApiError && e.code === 'slot_taken' && picker) {
-          picker.reload({ message: notice('warning', 'Someone booked that time a moment ago. Here are the times still free.') });
+          picker.reload({ message: notice('warning', t('appt.taken')) });
         } else {
           err.replaceChildren(notice('error', describeError(e)));
         }
@@ -283,7 +286,7 @@ export async function render(ctx) {
       item.scrollIntoView({ block: 'center' });
       item.focus();
     } else if (ctx.alive()) {
-      status.replaceChildren(notice('info', 'That appointment is not among yours here. If it was booked for another account, sign in with that one.'));
+      status.replaceChildren(notice('info', t('appt.not_yours')));
     }
   }
   // Join buttons open by themselves when the join window starts.
@@ -309,30 +312,30 @@ function sameDay(iso, now) {
 function feedCard() {
   const status = h('div', { 'aria-live': 'polite' });
   const out = h('div', {});
-  const create = h('button', { type: 'button', class: 'button', id: 'feed-create' }, 'Create a private calendar link');
-  const revoke = h('button', { type: 'button', class: 'button quiet', id: 'feed-revoke' }, 'Turn off my calendar link');
+  const create = h('button', { type: 'button', class: 'button', id: 'feed-create' }, t('feed.create'));
+  const revoke = h('button', { type: 'button', class: 'button quiet', id: 'feed-revoke' }, t('feed.revoke'));
   create.addEventListener('click', async () => {
-    setBusy(create, true, 'Creating…');
+    setBusy(create, true, t('feed.creating'));
     try {
       const res = await api('/me/calendar-feed', { method: 'POST' });
       const input = h('input', { type: 'text', readonly: true, id: 'feed-url', class: 'feed-url', value: res.url });
-      const copy = h('button', { type: 'button', class: 'button small' }, 'Copy link');
+      const copy = h('button', { type: 'button', class: 'button small' }, t('feed.copy'));
       copy.addEventListener('click', async () => {
         input.select();
         try {
           await navigator.clipboard.writeText(res.url);
-          announce('Link copied.');
-          copy.textContent = 'Copied';
+          announce(t('feed.copied_said'));
+          copy.textContent = t('feed.copied');
         } catch {
           document.execCommand && document.execCommand('copy');
         }
       });
-      replace(out, h('div', { class: 'field' }, h('label', { for: 'feed-url' }, 'Your private calendar link'), input),
+      replace(out, h('div', { class: 'field' }, h('label', { for: 'feed-url' }, t('feed.url')), input),
         h('div', { class: 'actions' }, copy),
-        notice('warning', 'Keep this link to yourself: anyone who has it can see the times of your appointments. Any older link has stopped working.'));
+        notice('warning', t('feed.keep_private')));
       status.replaceChildren();
-      create.textContent = 'Replace with a new link';
-      create.dataset.label = 'Replace with a new link';
+      create.textContent = t('feed.replace');
+      create.dataset.label = t('feed.replace');
     } catch (err) {
       status.replaceChildren(notice('error', describeError(err)));
     } finally {
@@ -340,21 +343,21 @@ function feedCard() {
     }
   });
   revoke.addEventListener('click', async () => {
-    setBusy(revoke, true, 'Turning off…');
+    setBusy(revoke, true, t('feed.turning_off'));
     try {
       await api('/me/calendar-feed', { method: 'DELETE' });
       replace(out);
-      status.replaceChildren(notice('success', 'Your calendar link no longer works. Calendars subscribed to it will stop updating.'));
+      status.replaceChildren(notice('success', t('feed.off')));
     } catch (err) {
-      if (err instanceof ApiError && err.status === 404) status.replaceChildren(notice('info', 'You had no calendar link.'));
+      if (err instanceof ApiError && err.status === 404) status.replaceChildren(notice('info', t('feed.none')));
       else status.replaceChildren(notice('error', describeError(err)));
     } finally {
       setBusy(revoke, false);
     }
   });
   const card = h('section', { class: 'card section-gap', 'aria-labelledby': 'feed-title', id: 'calendar-feed' },
-    h('h2', { id: 'feed-title' }, 'Your calendar'),
-    h('p', {}, 'Subscribe to your appointments from your calendar app. Entries only say "Appointment" and the time, with the link to join: no names, nothing about your therapy.'),
+    h('h2', { id: 'feed-title' }, t('feed.title')),
+    h('p', {}, t('feed.intro')),
     status, out,
     h('div', { class: 'actions' }, create, revoke));
   return card;

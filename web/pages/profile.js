@@ -1,5 +1,6 @@
 // A therapist's profile, with the slot picker and booking for clients.
 
+import { t } from '../lib/i18n.js';
 import { h, replace, field, select, notice, setBusy, announce } from '../lib/dom.js';
 import { publicApi, api, ApiError, describeError, download } from '../lib/api.js';
 import { loadVocabulary, labelFor } from '../lib/vocab.js';
@@ -10,76 +11,76 @@ import { avatar } from './therapists.js';
 
 export async function render(ctx) {
   const { root, params, user } = ctx;
-  const page = h('section', { class: 'page' }, h('p', { class: 'loading' }, 'Loading…'));
+  const page = h('section', { class: 'page' }, h('p', { class: 'loading' }, t('profile.loading')));
   root.append(page);
-  let t;
+  let th;
   let vocab = { specialisations: [], modalities: [] };
   try {
-    [t, vocab] = await Promise.all([publicApi(`/therapists/${params.id}`), loadVocabulary().catch(() => vocab)]);
+    [th, vocab] = await Promise.all([publicApi(`/therapists/${params.id}`), loadVocabulary().catch(() => vocab)]);
   } catch (err) {
-    replace(page, h('h1', {}, 'Therapist not found'),
-      notice('error', err instanceof ApiError && err.status === 404 ? 'This profile does not exist (any more).' : describeError(err)),
-      h('p', {}, h('a', { href: '#/therapists' }, 'Back to the directory')));
+    replace(page, h('h1', {}, t('profile.not_found_title')),
+      notice('error', err instanceof ApiError && err.status === 404 ? t('profile.gone') : describeError(err)),
+      h('p', {}, h('a', { href: '#/therapists' }, t('profile.back'))));
     return undefined;
   }
   if (!ctx.alive()) return undefined;
-  ctx.setTitle(t.display_name);
+  ctx.setTitle(th.display_name);
 
   const about = h('div', { class: 'card stack' },
-    h('div', { class: 'person' }, avatar(t.display_name),
-      h('div', {}, h('h1', {}, t.display_name),
-        t.offers_free_consultation ? h('span', { class: 'badge' }, 'Offers a free consultation') : null)),
-    t.bio ? h('p', { class: 'bio-text' }, t.bio) : h('p', { class: 'muted' }, 'No introduction yet.'),
-    t.specialisations.length ? h('div', {}, h('h2', {}, 'Works with'), h('ul', { class: 'chips' }, t.specialisations.map((s) => h('li', { class: 'chip' }, labelFor(vocab.specialisations, s))))) : null,
-    t.modalities.length ? h('div', {}, h('h2', {}, 'Approach'), h('ul', { class: 'chips' }, t.modalities.map((m) => h('li', { class: 'chip' }, labelFor(vocab.modalities, m))))) : null,
-    t.qualifications.length ? h('div', {}, h('h2', {}, 'Qualifications'), h('ul', {}, t.qualifications.map((q) => h('li', {}, q)))) : null,
-    t.languages.length ? h('p', {}, h('strong', {}, 'Languages: '), t.languages.map(languageName).join(', ')) : null,
-    h('p', { class: 'small muted' }, `Works in ${timeZoneLabel(t.time_zone)} time.`));
+    h('div', { class: 'person' }, avatar(th.display_name),
+      h('div', {}, h('h1', { translate: 'no' }, th.display_name),
+        th.offers_free_consultation ? h('span', { class: 'badge' }, t('profile.free')) : null)),
+    th.bio ? h('p', { class: 'bio-text', translate: 'no' }, th.bio) : h('p', { class: 'muted' }, t('profile.no_intro')),
+    th.specialisations.length ? h('div', {}, h('h2', {}, t('profile.works_with')), h('ul', { class: 'chips' }, th.specialisations.map((s) => h('li', { class: 'chip' }, labelFor(vocab.specialisations, s))))) : null,
+    th.modalities.length ? h('div', {}, h('h2', {}, t('profile.approach')), h('ul', { class: 'chips' }, th.modalities.map((m) => h('li', { class: 'chip' }, labelFor(vocab.modalities, m))))) : null,
+    th.qualifications.length ? h('div', {}, h('h2', {}, t('profile.qualifications')), h('ul', { translate: 'no' }, th.qualifications.map((q) => h('li', {}, q)))) : null,
+    th.languages.length ? h('p', {}, t('profile.languages', { languages: th.languages.map(languageName).join(', ') })) : null,
+    h('p', { class: 'small muted' }, t('profile.works_in', { zone: timeZoneLabel(th.time_zone) })));
 
-  const booking = h('section', { class: 'card', 'aria-labelledby': 'booking-title' }, h('h2', { id: 'booking-title' }, 'Book a time'));
+  const booking = h('section', { class: 'card', 'aria-labelledby': 'booking-title' }, h('h2', { id: 'booking-title' }, t('profile.book_title')));
   replace(page,
-    h('p', {}, h('a', { href: '#/therapists' }, '← All therapists')),
+    h('p', {}, h('a', { href: '#/therapists' }, t('profile.all'))),
     h('div', { class: 'profile-layout' }, about, booking));
 
   if (!user) {
     booking.append(
-      h('p', {}, 'Sign in to see the times you can book. It only takes a moment to create an account.'),
+      h('p', {}, t('profile.sign_in_first')),
       h('div', { class: 'actions' },
-        h('a', { class: 'button primary', href: `#/signin?next=${encodeURIComponent(`/therapists/${t.id}`)}` }, 'Sign in to book'),
-        ctx.config.registration_open ? h('a', { class: 'button', href: '#/register' }, 'Create an account') : null));
+        h('a', { class: 'button primary', href: `#/signin?next=${encodeURIComponent(`/therapists/${th.id}`)}` }, t('profile.sign_in_to_book')),
+        ctx.config.registration_open ? h('a', { class: 'button', href: '#/register' }, t('profile.create')) : null));
     return undefined;
   }
   if (user.role !== 'client') {
     booking.append(h('p', { class: 'muted' }, user.role === 'therapist'
-      ? 'Clients book their sessions here. You can see your own bookable times below.'
-      : 'Clients book their sessions here.'));
+      ? t('profile.clients_book_own')
+      : t('profile.clients_book')));
   }
-  return bookingArea(ctx, t, booking);
+  return bookingArea(ctx, th, booking);
 }
 
-function bookingArea(ctx, t, booking) {
+function bookingArea(ctx, th, booking) {
   const { user } = ctx;
   const status = h('div', { 'aria-live': 'polite' });
-  const kinds = [{ value: 'session', label: 'Session' }];
-  if (t.offers_free_consultation) kinds.push({ value: 'consultation', label: 'Free consultation' });
-  const kind = field('Type of appointment', select(kinds, { id: 'slot-kind', value: 'session' }),
-    { hint: t.offers_free_consultation ? 'A free consultation is a short first conversation to see if you are a good fit.' : null });
-  const chosen = h('p', { class: 'chosen', id: 'slot-chosen' }, 'No time chosen yet.');
-  const submit = h('button', { type: 'button', class: 'button primary', id: 'book-submit', disabled: true }, 'Book this time');
+  const kinds = [{ value: 'session', label: t('kind.session') }];
+  if (th.offers_free_consultation) kinds.push({ value: 'consultation', label: t('kind.consultation') });
+  const kind = field(t('profile.kind'), select(kinds, { id: 'slot-kind', value: 'session' }),
+    { hint: th.offers_free_consultation ? t('profile.kind_hint') : null });
+  const chosen = h('p', { class: 'chosen', id: 'slot-chosen' }, t('profile.none_chosen'));
+  const submit = h('button', { type: 'button', class: 'button primary', id: 'book-submit', disabled: true }, t('profile.book'));
   const tz = userTimeZone();
 
   const picker = slotPicker({
-    therapistId: t.id,
+    therapistId: th.id,
     kind: 'session',
-    therapistZone: t.time_zone,
+    therapistZone: th.time_zone,
     onChange(iso) {
       submit.disabled = !iso || user.role !== 'client';
       if (iso) {
         const mins = picker.minutes();
         const end = mins ? new Date(new Date(iso).getTime() + mins * 60_000).toISOString() : null;
-        chosen.textContent = `You chose ${end ? fmtRange(iso, end, tz) : fmtDateTime(iso, tz)} (your time).`;
+        chosen.textContent = t('profile.chosen', { when: end ? fmtRange(iso, end, tz) : fmtDateTime(iso, tz) });
       } else {
-        chosen.textContent = 'No time chosen yet.';
+        chosen.textContent = t('profile.none_chosen');
       }
     },
   });
@@ -89,13 +90,13 @@ function bookingArea(ctx, t, booking) {
     const startsAt = picker.selected();
     if (!startsAt) return;
     status.replaceChildren();
-    setBusy(submit, true, 'Booking…');
+    setBusy(submit, true, t('profile.booking'));
     try {
-      const appt = await api('/appointments', { method: 'POST', body: { therapist_id: t.id, starts_at: startsAt, kind: kind.control.value } });
-      announce('Your appointment is booked.');
-      replace(booking, confirmation(appt, t, () => {
-        replace(booking, h('h2', { id: 'booking-title' }, 'Book a time'));
-        bookingArea(ctx, t, booking);
+      const appt = await api('/appointments', { method: 'POST', body: { therapist_id: th.id, starts_at: startsAt, kind: kind.control.value } });
+      announce(t('profile.booked_said'));
+      replace(booking, confirmation(appt, th, () => {
+        replace(booking, h('h2', { id: 'booking-title' }, t('profile.book_title')));
+        bookingArea(ctx, th, booking);
       }));
       const heading = booking.querySelector('h2');
       heading.setAttribute('tabindex', '-1');
@@ -115,19 +116,19 @@ function bookingArea(ctx, t, booking) {
         case 'outside_availability':
           picker.reload({
             message: notice('warning', err.code === 'slot_taken'
-              ? 'Someone booked that time a moment ago. We have refreshed the free times: please choose another one.'
-              : 'That time can no longer be booked. We have refreshed the free times: please choose another one.'),
+              ? t('profile.taken')
+              : t('profile.gone_time')),
           });
-          announce('That time is no longer free. The list of times has been refreshed.');
+          announce(t('profile.taken_said'));
           break;
         case 'consultation_already_used':
-          status.replaceChildren(notice('warning', `You have already had your free consultation with ${t.display_name}. You can book a session instead.`));
+          status.replaceChildren(notice('warning', t('profile.consultation_used', { name: th.display_name })));
           break;
         case 'client_busy':
-          status.replaceChildren(notice('warning', 'You already have another appointment at that time. Please choose a different time.'));
+          status.replaceChildren(notice('warning', t('profile.client_busy')));
           break;
         case 'consultation_not_offered':
-          status.replaceChildren(notice('warning', `${t.display_name} does not offer a free consultation at the moment.`));
+          status.replaceChildren(notice('warning', t('profile.no_consultation', { name: th.display_name })));
           break;
         default:
           status.replaceChildren(notice('error', describeError(err)));
@@ -143,16 +144,16 @@ function bookingArea(ctx, t, booking) {
   return undefined;
 }
 
-function confirmation(appt, t, again) {
+function confirmation(appt, th, again) {
   const tz = userTimeZone();
-  const ics = h('button', { type: 'button', class: 'button' }, 'Add to my calendar (.ics)');
+  const ics = h('button', { type: 'button', class: 'button' }, t('profile.add_calendar'));
   ics.addEventListener('click', () => download(`/appointments/${appt.id}/calendar.ics`, 'alcove-appointment.ics').catch(() => {}));
   return h('div', { id: 'booking-confirmed', dataset: { appointmentId: appt.id }, role: 'status' },
-    h('h2', {}, 'You are booked in'),
+    h('h2', {}, t('profile.booked_title')),
     notice('success',
-      h('p', {}, `${appt.kind === 'consultation' ? 'Free consultation' : 'Session'} with ${t.display_name}`),
+      h('p', {}, t('profile.with', { kind: appt.kind === 'consultation' ? t('kind.consultation') : t('kind.session'), name: th.display_name })),
       h('p', { class: 'when' }, h('strong', {}, fmtRange(appt.starts_at, appt.ends_at, tz)), ` (${timeZoneLabel(tz)})`)),
-    h('p', {}, `You can join from "My appointments" up to ${Math.round(getConfig().join_opens_before_seconds / 60)} minutes before it starts. We will check your camera and microphone first.`),
-    h('div', { class: 'actions' }, h('a', { class: 'button primary', href: '#/appointments' }, 'Go to my appointments'), ics,
-      h('button', { type: 'button', class: 'button quiet', onclick: again }, 'Book another time')));
+    h('p', {}, t('profile.join_from', { count: Math.round(getConfig().join_opens_before_seconds / 60) })),
+    h('div', { class: 'actions' }, h('a', { class: 'button primary', href: '#/appointments' }, t('profile.go_appointments')), ics,
+      h('button', { type: 'button', class: 'button quiet', onclick: again }, t('profile.again'))));
 }

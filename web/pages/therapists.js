@@ -3,16 +3,17 @@
 import { h, replace, field, select, notice, announce } from '../lib/dom.js';
 import { publicApi, describeError } from '../lib/api.js';
 import { loadVocabulary, labelFor, languageOptions } from '../lib/vocab.js';
-import { languageName, pluralise } from '../lib/format.js';
+import { languageName } from '../lib/format.js';
+import { t } from '../lib/i18n.js';
 
 const PER_PAGE = 12;
 
 export async function render(ctx) {
   const { root, query } = ctx;
-  const results = h('div', { id: 'directory-results', 'aria-busy': 'true' }, h('p', { class: 'loading' }, 'Loading therapists…'));
+  const results = h('div', { id: 'directory-results', 'aria-busy': 'true' }, h('p', { class: 'loading' }, t('directory.loading')));
   const page = h('section', { class: 'page' },
-    h('h1', {}, 'Find a therapist'),
-    h('p', { class: 'lead' }, 'Take your time. Every therapist here offers sessions by video; some offer a free first consultation to see if you are a good fit.'));
+    h('h1', {}, t('directory.title')),
+    h('p', { class: 'lead' }, t('directory.lead')));
   root.append(page);
 
   let vocab = { specialisations: [], modalities: [] };
@@ -31,15 +32,15 @@ export async function render(ctx) {
     page: Math.max(1, Number(query.get('page')) || 1),
   };
 
-  const spec = field('What would you like help with?', select(vocab.specialisations.map((t) => ({ value: t.slug, label: t.label })), { id: 'filter-specialisation', empty: 'Anything', value: state.specialisation }));
-  const mod = field('Way of working', select(vocab.modalities.map((t) => ({ value: t.slug, label: t.label })), { id: 'filter-modality', empty: 'Any approach', value: state.modality }));
+  const spec = field(t('directory.help_with'), select(vocab.specialisations.map((v) => ({ value: v.slug, label: labelFor(vocab.specialisations, v.slug) })), { id: 'filter-specialisation', empty: t('directory.anything'), value: state.specialisation }));
+  const mod = field(t('directory.way'), select(vocab.modalities.map((v) => ({ value: v.slug, label: labelFor(vocab.modalities, v.slug) })), { id: 'filter-modality', empty: t('directory.any_approach'), value: state.modality }));
   const langs = languageOptions(state.language ? [state.language] : []);
-  const lang = field('Language', select(langs, { id: 'filter-language', empty: 'Any language', value: state.language }));
+  const lang = field(t('directory.language'), select(langs, { id: 'filter-language', empty: t('directory.any_language'), value: state.language }));
   const free = h('input', { type: 'checkbox', id: 'filter-free', checked: state.free });
-  const freeWrap = h('div', { class: 'check' }, free, h('label', { for: 'filter-free' }, 'Offers a free consultation'));
-  const clearBtn = h('button', { type: 'button', class: 'button quiet small', id: 'filter-clear' }, 'Clear filters');
+  const freeWrap = h('div', { class: 'check' }, free, h('label', { for: 'filter-free' }, t('directory.free')));
+  const clearBtn = h('button', { type: 'button', class: 'button quiet small', id: 'filter-clear' }, t('directory.clear'));
 
-  const filters = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter therapists' }, spec.wrap, mod.wrap, lang.wrap, freeWrap, h('div', { class: 'field' }, clearBtn));
+  const filters = h('form', { class: 'filters', role: 'search', 'aria-label': t('directory.filters') }, spec.wrap, mod.wrap, lang.wrap, freeWrap, h('div', { class: 'field' }, clearBtn));
   filters.addEventListener('submit', (ev) => ev.preventDefault());
   page.append(filters, results);
 
@@ -81,20 +82,20 @@ export async function render(ctx) {
     results.setAttribute('aria-busy', 'false');
     const pages = Math.max(1, Math.ceil(data.total / data.per_page));
     const summary = h('p', { class: 'muted', id: 'directory-count' }, data.total
-      ? `${pluralise(data.total, 'therapist', 'therapists')} found.`
+      ? t('directory.found', { count: data.total })
       : '');
     if (!data.items.length) {
-      replace(results, summary, notice('info', 'No therapist matches all of these filters yet. Try removing one of them.'));
-      announce('No therapists match these filters.');
+      replace(results, summary, notice('info', t('directory.none')));
+      announce(t('directory.none_said'));
       return;
     }
     const list = h('ul', { class: 'therapist-list' }, data.items.map((t) => card(t, vocab)));
-    const pager = pages > 1 ? h('nav', { class: 'pager', 'aria-label': 'Pages' },
-      h('button', { type: 'button', class: 'button small', id: 'page-prev', disabled: state.page <= 1, onclick: () => { state.page -= 1; syncUrl(); load({ focusResults: true }); } }, 'Previous'),
-      h('span', { 'aria-current': 'page' }, `Page ${data.page} of ${pages}`),
-      h('button', { type: 'button', class: 'button small', id: 'page-next', disabled: state.page >= pages, onclick: () => { state.page += 1; syncUrl(); load({ focusResults: true }); } }, 'Next')) : null;
+    const pager = pages > 1 ? h('nav', { class: 'pager', 'aria-label': t('directory.pages') },
+      h('button', { type: 'button', class: 'button small', id: 'page-prev', disabled: state.page <= 1, onclick: () => { state.page -= 1; syncUrl(); load({ focusResults: true }); } }, t('directory.previous')),
+      h('span', { 'aria-current': 'page' }, t('directory.page', { page: data.page, pages })),
+      h('button', { type: 'button', class: 'button small', id: 'page-next', disabled: state.page >= pages, onclick: () => { state.page += 1; syncUrl(); load({ focusResults: true }); } }, t('directory.next'))) : null;
     replace(results, summary, list, pager);
-    announce(`${pluralise(data.total, 'therapist', 'therapists')} found${pages > 1 ? `, page ${data.page} of ${pages}` : ''}.`);
+    announce(pages > 1 ? t('directory.found_page', { count: data.total, page: data.page, pages }) : t('directory.found', { count: data.total }));
     if (focusResults) {
       summary.setAttribute('tabindex', '-1');
       summary.focus();
@@ -127,20 +128,21 @@ function initials(name) {
 }
 
 export function avatar(name) {
-  return h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(name));
+  return h('span', { class: 'avatar', 'aria-hidden': 'true', translate: 'no' }, initials(name));
 }
 
-function card(t, vocab) {
-  const href = `#/therapists/${t.id}`;
-  const bio = t.bio ? (t.bio.length > 180 ? `${t.bio.slice(0, 177).trimEnd()}…` : t.bio) : 'No introduction yet.';
+function card(th, vocab) {
+  const href = `#/therapists/${th.id}`;
+  const bio = th.bio ? (th.bio.length > 180 ? `${th.bio.slice(0, 177).trimEnd()}…` : th.bio) : null;
   return h('li', {},
-    h('article', { class: 'card therapist-card', dataset: { id: t.id }, 'aria-labelledby': `t-${t.id}` },
-      h('div', { class: 'person' }, avatar(t.display_name),
+    h('article', { class: 'card therapist-card', dataset: { id: th.id }, 'aria-labelledby': `t-${th.id}` },
+      h('div', { class: 'person' }, avatar(th.display_name),
         h('div', {},
-          h('h2', { id: `t-${t.id}` }, h('a', { href, class: 'profile-link' }, t.display_name)),
-          t.offers_free_consultation ? h('span', { class: 'badge' }, 'Free consultation') : null)),
-      h('p', { class: 'bio' }, bio),
-      t.specialisations.length ? h('ul', { class: 'chips', 'aria-label': 'Works with' }, t.specialisations.slice(0, 5).map((s) => h('li', { class: 'chip' }, labelFor(vocab.specialisations, s)))) : null,
-      t.languages.length ? h('p', { class: 'small muted' }, `Speaks ${t.languages.map(languageName).join(', ')}`) : null,
-      h('a', { href, class: 'button small', 'aria-label': `View ${t.display_name}'s profile and times` }, 'Profile and times')));
+          h('h2', { id: `t-${th.id}`, translate: 'no' }, h('a', { href, class: 'profile-link' }, th.display_name)),
+          th.offers_free_consultation ? h('span', { class: 'badge' }, t('directory.free_badge')) : null)),
+      // What therapists write of themselves is theirs, in their words.
+      bio ? h('p', { class: 'bio', translate: 'no' }, bio) : h('p', { class: 'bio' }, t('directory.no_intro')),
+      th.specialisations.length ? h('ul', { class: 'chips', 'aria-label': t('directory.works_with') }, th.specialisations.slice(0, 5).map((s) => h('li', { class: 'chip' }, labelFor(vocab.specialisations, s)))) : null,
+      th.languages.length ? h('p', { class: 'small muted' }, t('directory.speaks', { languages: th.languages.map(languageName).join(', ') })) : null,
+      h('a', { href, class: 'button small', 'aria-label': t('directory.profile_label', { name: th.display_name }) }, t('directory.profile'))));
 }
