@@ -1321,6 +1321,18 @@ async fn scenario() {
         )
         .await;
         no_english(&client, "the appointments").await;
+        client
+            .goto(&format!("{base}/#/precall/{appointment}"))
+            .await
+            .unwrap();
+        wait_js(
+            &client,
+            "the connection check",
+            "!!document.querySelector('#network-verdict') && !document.querySelector('#network-test-again').disabled",
+            Duration::from_secs(40),
+        )
+        .await;
+        no_english(&client, "the pre-call check").await;
         audit(&client, &format!("a therapist's profile in {code}")).await;
     }
     // Signed out (still in Spanish): the sign-in and registration pages.

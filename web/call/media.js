@@ -1,3 +1,4 @@
+import { t } from '../lib/i18n.js';
 // Camera and microphone: support checks, opening devices with clear error messages,
 // device lists, the microphone level meter, and handing the pre-call stream to the call.
 
@@ -6,10 +7,10 @@ const PREFS_KEY = 'alcove.devices';
 export function supportCheck() {
   const gum = !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
   return [
-    { key: 'secure', label: 'Secure connection', ok: window.isSecureContext !== false },
-    { key: 'getUserMedia', label: 'Camera and microphone access (getUserMedia)', ok: gum },
-    { key: 'RTCPeerConnection', label: 'Video calls (RTCPeerConnection)', ok: typeof window.RTCPeerConnection === 'function' },
-    { key: 'WebSocket', label: 'Live connection (WebSocket)', ok: typeof window.WebSocket === 'function' },
+    { key: 'secure', label: t('media.secure'), ok: window.isSecureContext !== false },
+    { key: 'getUserMedia', label: t('media.gum'), ok: gum },
+    { key: 'RTCPeerConnection', label: t('media.rtc'), ok: typeof window.RTCPeerConnection === 'function' },
+    { key: 'WebSocket', label: t('media.ws'), ok: typeof window.WebSocket === 'function' },
   ];
 }
 
@@ -32,20 +33,21 @@ export function savePrefs(prefs) {
 }
 
 /** A sentence for people about a getUserMedia failure. */
-export function explainMediaError(err, what = 'camera and microphone') {
+export function explainMediaError(err, device = 'both') {
   const name = err && err.name;
+  const what = t({ camera: 'media.camera', microphone: 'media.microphone' }[device] || 'media.both');
   switch (name) {
     case 'NotAllowedError':
     case 'SecurityError':
-      return `Alcove is not allowed to use your ${what}. Use the camera icon in your browser's address bar (or your browser's site settings) to allow it, then choose "Try again".`;
+      return t('media.not_allowed', { what });
     case 'NotFoundError':
     case 'OverconstrainedError':
-      return `We could not find a ${what === 'camera and microphone' ? 'camera or microphone' : what}. Check that it is plugged in and switched on.`;
+      return t('media.not_found');
     case 'NotReadableError':
     case 'AbortError':
-      return `Your ${what} seems to be in use by another app (or blocked by your system). Close other apps that might use it, then choose "Try again".`;
+      return t('media.in_use', { what });
     default:
-      return `We could not start your ${what}${err && err.message ? ` (${err.message})` : ''}.`;
+      return t('media.failed', { what });
   }
 }
 
@@ -67,7 +69,7 @@ function audioConstraints(micId) {
 export async function openLocalMedia({ cameraId, micId } = {}) {
   const problems = [];
   if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) {
-    return { stream: null, problems: [{ kind: 'both', error: null, message: 'This browser cannot use a camera or microphone. Please try a recent Chrome, Edge, Firefox or Safari.' }] };
+    return { stream: null, problems: [{ kind: 'both', error: null, message: t('media.no_browser') }] };
   }
   const attempt = (c) => navigator.mediaDevices.getUserMedia(c);
   try {
@@ -114,7 +116,7 @@ export async function listDevices() {
   const pick = (kind, fallback) => all
     .filter((d) => d.kind === kind && d.deviceId)
     .map((d, i) => ({ value: d.deviceId, label: d.label || `${fallback} ${i + 1}` }));
-  return { cameras: pick('videoinput', 'Camera'), mics: pick('audioinput', 'Microphone'), speakers: pick('audiooutput', 'Speaker') };
+  return { cameras: pick('videoinput', t('precall.camera')), mics: pick('audioinput', t('precall.microphone')), speakers: pick('audiooutput', t('media.speaker')) };
 }
 
 export function stopStream(stream) {

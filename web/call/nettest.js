@@ -9,6 +9,8 @@
 // {type:'report', relay_protocol} when the selected local candidate is relayed →
 // `step` messages → `result`.
 
+import { t, locale } from '../lib/i18n.js';
+
 const CHUNK = 16 * 1024;
 
 /** Run one test. `onStep(name)` hears `connecting`, `echo`, `upload`. Resolves to the
@@ -38,18 +40,18 @@ export async function runNetworkTest({ relayOnly = false, onStep = () => {}, sig
       finish(e);
     };
     // The server ends every test within its limit; this only guards a socket that hangs.
-    const guard = setTimeout(() => fail('timeout', 'The connection test did not finish. Please try again.'), (started.seconds + 15) * 1000);
+    const guard = setTimeout(() => fail('timeout', t('net.timeout')), (started.seconds + 15) * 1000);
     // Leaving the page ends the test at once (the server frees its place when the socket closes).
     if (signal) {
-      if (signal.aborted) fail('aborted', 'The connection test was stopped.');
-      signal.addEventListener('abort', () => { clearTimeout(guard); fail('aborted', 'The connection test was stopped.'); });
+      if (signal.aborted) fail('aborted', t('net.aborted'));
+      signal.addEventListener('abort', () => { clearTimeout(guard); fail('aborted', t('net.aborted')); });
     }
 
     ws.onopen = () => send({ type: 'hello', token: started.token });
     ws.onerror = () => {};
     ws.onclose = () => {
       clearTimeout(guard);
-      if (!done) fail('network', 'The connection to the service was lost during the test. Please try again.');
+      if (!done) fail('network', t('net.lost'));
     };
     ws.onmessage = async (ev) => {
       let msg;
@@ -137,34 +139,40 @@ async function relayProtocol(pc) {
   return null;
 }
 
+/** The advice for a result, in the page's language (the server's `advice` is English). */
+export function adviceFor(r) {
+  if (r.verdict === 'blocked') {
+    return t({ no_candidates: 'net.advice_no_candidates', no_path: 'net.advice_no_path', channel_failed: 'net.advice_channel_failed' }[r.reason] || 'net.advice_blocked');
+  }
+  let base = 'net.advice_ready';
+  if (r.verdict === 'relay_only') base = r.relay_forced ? 'net.advice_relay_forced' : 'net.advice_relay_only';
+  const warn = { high_loss: 'net.warn_high_loss', high_latency: 'net.warn_high_latency', low_upload: 'net.warn_low_upload' }[r.reason];
+  return warn ? `${t(base)} ${t(warn)}` : t(base);
+}
+
 /** Words for a verdict. */
 export function verdictLabel(verdict) {
-  return {
-    ready: 'Ready',
-    relay_only: 'Ready, through the relay',
-    blocked: 'Blocked',
-  }[verdict] || verdict;
+  const key = { ready: 'net.ready', relay_only: 'net.relay_only', blocked: 'net.blocked' }[verdict];
+  return key ? t(key) : verdict;
 }
 
 /** Words for a path. */
 export function pathLabel(path) {
-  return {
-    direct: 'direct',
-    relay_udp: 'relay (UDP)',
-    relay_tcp: 'relay (TCP)',
-    relay_tls: 'relay (TLS)',
-    relay: 'relay',
-  }[path] || path || 'none';
+  const known = ['direct', 'relay_udp', 'relay_tcp', 'relay_tls', 'relay'];
+  if (known.includes(path)) return t(`net.path_${path}`);
+  return path || t('net.path_none');
 }
 
 /** The figures of a result, as short phrases ("24 ms round trip", …). */
 export function figures(r) {
   const out = [];
-  if (r.path) out.push(`Path: ${pathLabel(r.path)}`);
-  if (typeof r.rtt_ms === 'number') out.push(`Round trip: ${Math.round(r.rtt_ms)} ms`);
-  if (typeof r.packet_loss === 'number') out.push(`Packet loss: ${Math.round(r.packet_loss * 1000) / 10}%`);
+  if (r.path) out.push(t('net.fig_path', { path: pathLabel(r.path) }));
+  if (typeof r.rtt_ms === 'number') out.push(t('net.fig_rtt', { ms: Math.round(r.rtt_ms) }));
+  if (typeof r.packet_loss === 'number') out.push(t('net.fig_loss', { percent: new Intl.NumberFormat(locale()).format(Math.round(r.packet_loss * 1000) / 10) }));
   if (typeof r.upload_kbps === 'number') {
-    out.push(r.upload_kbps >= 1000 ? `Upload: ${(r.upload_kbps / 1000).toFixed(1)} Mbit/s` : `Upload: ${Math.round(r.upload_kbps)} kbit/s`);
+    out.push(r.upload_kbps >= 1000
+      ? t('net.fig_up_mbit', { rate: new Intl.NumberFormat(locale(), { minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(r.upload_kbps / 1000) })
+      : t('net.fig_up_kbit', { rate: Math.round(r.upload_kbps) }));
   }
   return out;
 }
@@ -173,10 +181,10 @@ export function figures(r) {
  *  verdict and figures only, or that they have not run one. `h` is the DOM helper. */
 export function networkBadge(h, network) {
   if (!network) {
-    return h('span', { class: 'network-check small muted', dataset: { verdict: 'none' } }, ' · no connection check');
+    return h('span', { class: 'network-check small muted', dataset: { verdict: 'none' } }, t('net.no_check'));
   }
   const cls = network.verdict === 'blocked' ? 'badge warn' : (network.reason ? 'badge warn' : 'badge');
-  const title = `Connection check: ${verdictLabel(network.verdict)}`;
+  const title = t('net.check', { verdict: verdictLabel(network.verdict) });
   return h('span', { class: 'network-check small', dataset: { verdict: network.verdict } },
     ' · ', h('span', { class: cls }, title),
     figures(network).length ? ` ${figures(network).join(', ')}` : '');

@@ -1,6 +1,7 @@
 // Before joining: check the browser, see yourself, hear yourself (level meter), pick the
 // camera and microphone, with plain words when something is missing or blocked.
 
+import { t } from '../lib/i18n.js';
 import { h, replace, field, select, notice, announce } from '../lib/dom.js';
 import { api, describeError, ApiError } from '../lib/api.js';
 import { fmtTime, fmtRange, userTimeZone, relative } from '../lib/format.js';
@@ -8,7 +9,7 @@ import {
   supportCheck, openLocalMedia, listDevices, micLevel, stopStream, loadPrefs, savePrefs, setPreparedStream,
 } from '../call/media.js';
 import { getSession } from '../call/session.js';
-import { runNetworkTest, verdictLabel, figures } from '../call/nettest.js';
+import { runNetworkTest, verdictLabel, figures, adviceFor } from '../call/nettest.js';
 import { inJoinWindow, otherSide, kindLabel } from './appointments.js';
 
 export async function render(ctx) {
@@ -28,62 +29,65 @@ export async function render(ctx) {
   let handedOver = false;
   let appt = null;
 
-  const title = h('h1', {}, 'Check your camera and microphone');
-  const intro = h('p', { class: 'lead' }, 'Take a moment to get comfortable. Nobody can see or hear you yet.');
+  const title = h('h1', {}, t('precall.title'));
+  const intro = h('p', { class: 'lead' }, t('precall.intro'));
   const status = h('div', { 'aria-live': 'polite', id: 'precall-status' });
-  const video = h('video', { id: 'precall-video', class: 'mirror', autoplay: true, playsinline: true, muted: true, 'aria-label': 'Your camera preview' });
-  const placeholder = h('div', { class: 'placeholder' }, 'Starting your camera…');
+  const video = h('video', { id: 'precall-video', class: 'mirror', autoplay: true, playsinline: true, muted: true, 'aria-label': t('precall.preview') });
+  const placeholder = h('div', { class: 'placeholder' }, t('precall.starting'));
   const preview = h('div', { class: 'preview' }, video, placeholder);
   const meter = h('meter', { id: 'mic-level', min: 0, max: 1, low: 0.15, high: 0.85, optimum: 0.5, value: 0 });
-  const meterHint = h('p', { class: 'hint', id: 'mic-level-hint' }, 'Say something: the bar should move.');
+  const meterHint = h('p', { class: 'hint', id: 'mic-level-hint' }, t('precall.say'));
   meter.setAttribute('aria-describedby', 'mic-level-hint');
   const camSel = select([], { id: 'camera-select' });
   const micSel = select([], { id: 'mic-select' });
-  const cam = field('Camera', camSel);
-  const mic = field('Microphone', micSel);
-  const retry = h('button', { type: 'button', class: 'button', id: 'precall-retry' }, 'Try again');
-  const cont = h('button', { type: 'button', class: 'button primary', id: 'precall-continue', disabled: true }, 'Continue');
+  // Device names come from the system, in its language.
+  camSel.setAttribute('translate', 'no');
+  micSel.setAttribute('translate', 'no');
+  const cam = field(t('precall.camera'), camSel);
+  const mic = field(t('precall.microphone'), micSel);
+  const retry = h('button', { type: 'button', class: 'button', id: 'precall-retry' }, t('precall.retry'));
+  const cont = h('button', { type: 'button', class: 'button primary', id: 'precall-continue', disabled: true }, t('precall.continue'));
   const contHint = h('p', { class: 'small muted', id: 'precall-continue-hint' });
   cont.setAttribute('aria-describedby', 'precall-continue-hint');
-  const checks = h('ul', { class: 'checklist', 'aria-label': 'Browser check' });
+  const checks = h('ul', { class: 'checklist', 'aria-label': t('precall.browser_check') });
   const apptInfo = h('p', {});
 
   // The connection check: the server's own peer measures the path from here.
-  const netStatus = h('div', { id: 'network-test', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Checking your connection…'));
+  const netStatus = h('div', { id: 'network-test', 'aria-live': 'polite' }, h('p', { class: 'muted' }, t('precall.checking')));
   const netRelay = h('input', { type: 'checkbox', id: 'network-relay-only' });
-  const netAgain = h('button', { type: 'button', class: 'button', id: 'network-test-again' }, 'Test again');
+  const netAgain = h('button', { type: 'button', class: 'button', id: 'network-test-again' }, t('precall.test_again'));
   const netCard = h('div', { class: 'card stack', id: 'network-card' },
-    h('h2', {}, 'Your connection'),
+    h('h2', {}, t('precall.connection')),
     netStatus,
-    h('div', { class: 'check' }, netRelay, h('label', { for: 'network-relay-only' }, 'Test through the relay server only')),
+    h('div', { class: 'check' }, netRelay, h('label', { for: 'network-relay-only' }, t('precall.relay_only'))),
     h('div', { class: 'actions' }, netAgain));
 
   const support = supportCheck();
-  for (const c of support) checks.append(h('li', { class: c.ok ? 'ok' : 'bad' }, h('span', {}, `${c.label}: ${c.ok ? 'ready' : 'not available'}`)));
+  for (const c of support) checks.append(h('li', { class: c.ok ? 'ok' : 'bad' }, h('span', {}, t(c.ok ? 'precall.check_ready' : 'precall.check_missing', { what: c.label }))));
   const supported = support.every((c) => c.ok);
 
   root.append(h('section', { class: 'page' },
     title, intro, apptInfo, status,
     h('div', { class: 'precall-layout' },
       h('div', { class: 'stack' }, preview,
-        h('div', { class: 'field' }, h('label', { for: 'mic-level' }, 'Microphone level'), meterHint, meter)),
+        h('div', { class: 'field' }, h('label', { for: 'mic-level' }, t('precall.mic_level')), meterHint, meter)),
       h('div', { class: 'stack' },
         h('div', { class: 'card stack' },
           cam.wrap, mic.wrap,
           h('div', { class: 'actions' }, retry),
-          h('h2', {}, 'Your browser'), checks),
+          h('h2', {}, t('precall.your_browser')), checks),
         netCard)),
-    h('div', { class: 'actions' }, cont, h('a', { class: 'button quiet', href: '#/appointments' }, 'Not now')),
+    h('div', { class: 'actions' }, cont, h('a', { class: 'button quiet', href: '#/appointments' }, t('precall.not_now'))),
     contHint));
 
   if (!supported) {
-    status.append(notice('error', 'This browser is missing something video sessions need. Please use a recent version of Chrome, Edge, Firefox or Safari.'));
+    status.append(notice('error', t('precall.unsupported')));
   }
 
   // The appointment, for "with whom, when" and the join window.
   try {
     appt = await api(`/appointments/${id}`);
-    apptInfo.textContent = `${kindLabel(appt)} with ${otherSide(appt, user)}, ${fmtRange(appt.starts_at, appt.ends_at, tz)}.`;
+    apptInfo.textContent = t('appt.what_when', { kind: kindLabel(appt), name: otherSide(appt, user), when: fmtRange(appt.starts_at, appt.ends_at, tz) });
   } catch (err) {
     status.append(notice('error', describeError(err)));
   }
@@ -93,11 +97,11 @@ export async function render(ctx) {
     const now = Date.now();
     const open = appt ? inJoinWindow(appt, now) : true;
     cont.disabled = !supported || !open;
-    if (appt && appt.status !== 'booked') contHint.textContent = 'This appointment is no longer booked.';
-    else if (appt && now < Date.parse(appt.join_opens_at)) contHint.textContent = `You can go in from ${fmtTime(appt.join_opens_at, tz)} (${relative(appt.join_opens_at)}). This page will let you in then.`;
-    else if (appt && now >= Date.parse(appt.join_closes_at)) contHint.textContent = 'This session is over.';
-    else if (!stream) contHint.textContent = 'You can go in without camera or microphone, but the other person will not see or hear you.';
-    else contHint.textContent = user.role === 'client' ? 'You will wait in a quiet waiting room until your therapist lets you in.' : '';
+    if (appt && appt.status !== 'booked') contHint.textContent = t('precall.not_booked');
+    else if (appt && now < Date.parse(appt.join_opens_at)) contHint.textContent = t('precall.go_in_from', { time: fmtTime(appt.join_opens_at, tz), when: relative(appt.join_opens_at) });
+    else if (appt && now >= Date.parse(appt.join_closes_at)) contHint.textContent = t('precall.over');
+    else if (!stream) contHint.textContent = t('precall.no_devices');
+    else contHint.textContent = user.role === 'client' ? t('precall.will_wait') : '';
   };
 
   const fillDevices = async () => {
@@ -105,8 +109,8 @@ export async function render(ctx) {
     const { cameras, mics } = await listDevices();
     const curCam = stream && stream.getVideoTracks()[0] ? stream.getVideoTracks()[0].getSettings().deviceId : prefs.cameraId;
     const curMic = stream && stream.getAudioTracks()[0] ? stream.getAudioTracks()[0].getSettings().deviceId : prefs.micId;
-    replace(camSel, ...(cameras.length ? cameras : [{ value: '', label: 'No camera found' }]).map((d) => h('option', { value: d.value }, d.label)));
-    replace(micSel, ...(mics.length ? mics : [{ value: '', label: 'No microphone found' }]).map((d) => h('option', { value: d.value }, d.label)));
+    replace(camSel, ...(cameras.length ? cameras : [{ value: '', label: t('precall.no_camera_found') }]).map((d) => h('option', { value: d.value }, d.label)));
+    replace(micSel, ...(mics.length ? mics : [{ value: '', label: t('precall.no_mic_found') }]).map((d) => h('option', { value: d.value }, d.label)));
     if (curCam && cameras.some((c) => c.value === curCam)) camSel.value = curCam;
     if (curMic && mics.some((m) => m.value === curMic)) micSel.value = curMic;
     camSel.disabled = !cameras.length;
@@ -119,9 +123,9 @@ export async function render(ctx) {
     stream = null;
     video.srcObject = null;
     placeholder.hidden = false;
-    placeholder.textContent = 'Starting your camera…';
+    placeholder.textContent = t('precall.starting');
     status.replaceChildren();
-    if (!supported) status.append(notice('error', 'This browser is missing something video sessions need. Please use a recent version of Chrome, Edge, Firefox or Safari.'));
+    if (!supported) status.append(notice('error', t('precall.unsupported')));
     const result = await openLocalMedia(prefs);
     if (!ctx.alive()) {
       stopStream(result.stream);
@@ -134,10 +138,10 @@ export async function render(ctx) {
       placeholder.hidden = true;
       video.play().catch(() => {});
     } else {
-      placeholder.textContent = stream ? 'No camera: you will join with sound only.' : 'Camera and microphone are off.';
+      placeholder.textContent = stream ? t('precall.sound_only') : t('precall.devices_off');
     }
     stopMeter = micLevel(stream, meter);
-    if (stream && !result.problems.length) announce('Camera and microphone are working.');
+    if (stream && !result.problems.length) announce(t('precall.working'));
     await fillDevices();
     updateContinue();
   };
@@ -167,14 +171,14 @@ export async function render(ctx) {
     ctx.navigate(`/call/${id}`);
   });
 
-  const stepWords = { connecting: 'Connecting to the service…', echo: 'Measuring the round trip…', upload: 'Measuring your upload…' };
+  const stepWords = { connecting: t('precall.step_connecting'), echo: t('precall.step_echo'), upload: t('precall.step_upload') };
   let netRunning = false;
   const netAbort = new AbortController();
   const runNet = async () => {
     if (netRunning) return;
     netRunning = true;
     netAgain.disabled = true;
-    replace(netStatus, h('p', { class: 'muted', id: 'network-step' }, 'Checking your connection…'));
+    replace(netStatus, h('p', { class: 'muted', id: 'network-step' }, t('precall.checking')));
     try {
       const r = await runNetworkTest({
         relayOnly: netRelay.checked,
@@ -189,9 +193,9 @@ export async function render(ctx) {
       replace(netStatus,
         h('div', { class: `notice notice-${kind}`, id: 'network-verdict', dataset: { verdict: r.verdict, reason: r.reason || '' } },
           h('p', {}, h('strong', {}, verdictLabel(r.verdict))),
-          h('p', { id: 'network-advice' }, r.advice)),
-        h('ul', { class: 'checklist', id: 'network-figures', 'aria-label': 'Connection figures' }, ...figures(r).map((f) => h('li', {}, f))));
-      announce(`Connection check: ${verdictLabel(r.verdict)}. ${r.advice}`);
+          h('p', { id: 'network-advice' }, adviceFor(r))),
+        h('ul', { class: 'checklist', id: 'network-figures', 'aria-label': t('precall.figures') }, ...figures(r).map((f) => h('li', {}, f))));
+      announce(t('precall.verdict_said', { verdict: verdictLabel(r.verdict), advice: adviceFor(r) }));
     } catch (err) {
       if (!ctx.alive()) return;
       const message = err instanceof ApiError || !(err && err.message) ? describeError(err) : err.message;
@@ -202,7 +206,7 @@ export async function render(ctx) {
     }
   };
   netAgain.addEventListener('click', runNet);
-  if (!supported) replace(netStatus, h('p', {}, 'The connection cannot be checked in this browser.'));
+  if (!supported) replace(netStatus, h('p', {}, t('precall.cannot_check')));
 
   const onDeviceChange = () => fillDevices().catch(() => {});
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener('devicechange', onDeviceChange);

@@ -5,16 +5,9 @@ import { api, describeError } from '../lib/api.js';
 import { fmtDuration, fmtTime, fmtRange, userTimeZone } from '../lib/format.js';
 import { readSummary } from '../call/session.js';
 import { otherSide, kindLabel } from './appointments.js';
+import { t } from '../lib/i18n.js';
 
-const REASONS = {
-  ended_by_therapist: 'Your therapist ended the session.',
-  window_closed: 'The time for this session is over.',
-  appointment_cancelled: 'The appointment was cancelled.',
-  appointment_changed: 'The appointment was moved to another time.',
-  removed: 'You were taken off this appointment.',
-  server_shutdown: 'The service restarted. If your session was not over, you can join again.',
-  left: 'You left the session.',
-};
+const REASONS = ['ended_by_therapist', 'window_closed', 'appointment_cancelled', 'appointment_changed', 'removed', 'server_shutdown', 'left'];
 
 export async function render(ctx) {
   const { root, params, user } = ctx;
@@ -25,13 +18,13 @@ export async function render(ctx) {
 
   const duration = s && s.startedAt ? fmtDuration((s.endedAt || Date.now()) - s.startedAt) : fmtDuration(0);
   page.append(
-    h('h1', {}, 'Your session has ended'),
+    h('h1', {}, t('summary.title')),
     h('div', { class: 'card stack' },
-      h('p', { class: 'muted' }, 'Time together'),
-      h('p', { class: 'summary-figure', id: 'call-duration' }, duration),
-      s && s.startedAt ? h('p', {}, `From ${fmtTime(new Date(s.startedAt).toISOString(), tz)} to ${fmtTime(new Date(s.endedAt).toISOString(), tz)}.`) : h('p', { class: 'muted' }, 'The call did not connect, or it happened in another tab.'),
-      s && s.reason && REASONS[s.reason] ? h('p', {}, REASONS[s.reason]) : null,
-      s && s.seen && s.seen.length ? h('p', {}, `With ${s.seen.join(', ')}.`) : null));
+      h('p', { class: 'muted' }, t('summary.time_together')),
+      h('p', { class: 'summary-figure', id: 'call-duration', 'data-intl': '' }, duration),
+      s && s.startedAt ? h('p', {}, t('summary.from_to', { start: fmtTime(new Date(s.startedAt).toISOString(), tz), end: fmtTime(new Date(s.endedAt).toISOString(), tz) })) : h('p', { class: 'muted' }, t('summary.no_call')),
+      s && s.reason && REASONS.includes(s.reason) ? h('p', {}, t(`summary.${s.reason}`)) : null,
+      s && s.seen && s.seen.length ? h('p', {}, t('summary.with', { names: s.seen.join(', ') })) : null));
 
   const next = h('div', { class: 'card stack section-gap' });
   page.append(next);
@@ -43,13 +36,13 @@ export async function render(ctx) {
     return;
   }
   if (!ctx.alive()) return;
-  next.append(h('p', {}, `${kindLabel(appt)} with ${otherSide(appt, user)}, ${fmtRange(appt.starts_at, appt.ends_at, tz)}.`));
+  next.append(h('p', {}, t('appt.what_when', { kind: kindLabel(appt), name: otherSide(appt, user), when: fmtRange(appt.starts_at, appt.ends_at, tz) })));
   if (user.role === 'client') {
     next.append(
-      h('p', {}, 'Take a few minutes for yourself before moving on to the rest of your day.'),
+      h('p', {}, t('summary.take_time')),
       h('div', { class: 'actions' },
-        h('a', { class: 'button primary', href: `#/therapists/${appt.therapist.id}` }, `Book another time with ${appt.therapist.display_name}`),
-        h('a', { class: 'button', href: '#/appointments' }, 'My appointments')));
+        h('a', { class: 'button primary', href: `#/therapists/${appt.therapist.id}` }, t('summary.book_again', { name: appt.therapist.display_name })),
+        h('a', { class: 'button', href: '#/appointments' }, t('summary.my_appointments'))));
   } else if (user.role === 'therapist') {
     const status = h('div', { 'aria-live': 'polite' });
     const mark = (what, label) => {
@@ -57,7 +50,7 @@ export async function render(ctx) {
       b.addEventListener('click', async () => {
         try {
           await api(`/appointments/${appt.id}/${what}`, { method: 'POST' });
-          status.replaceChildren(notice('success', what === 'complete' ? 'Recorded as completed.' : 'Recorded as missed.'));
+          status.replaceChildren(notice('success', what === 'complete' ? t('summary.recorded_completed') : t('summary.recorded_missed')));
         } catch (err) {
           status.replaceChildren(notice('error', describeError(err)));
         }
@@ -67,8 +60,8 @@ export async function render(ctx) {
     const canMark = appt.status === 'booked' && Date.now() >= Date.parse(appt.starts_at);
     next.append(status,
       h('div', { class: 'actions' },
-        canMark ? mark('complete', 'Record as completed') : null,
-        canMark ? mark('no-show', 'Record as missed') : null,
-        h('a', { class: 'button primary', href: '#/dashboard' }, 'Back to the dashboard')));
+        canMark ? mark('complete', t('summary.record_completed')) : null,
+        canMark ? mark('no-show', t('summary.record_missed')) : null,
+        h('a', { class: 'button primary', href: '#/dashboard' }, t('summary.back_dashboard'))));
   }
 }
