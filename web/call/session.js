@@ -6,6 +6,7 @@
 // route of the same document) picks up the very same connection. A second connection would
 // take over the first one (`error replaced`).
 
+import { t } from '../lib/i18n.js';
 import { api, ApiError } from '../lib/api.js';
 import { currentUser } from '../lib/auth.js';
 import { PeerLink } from './peer.js';
@@ -28,7 +29,7 @@ const CLOSE = {
   SIGNED_OUT: 4014,
 };
 
-const SIGNED_OUT_MESSAGE = 'You were signed out (from this or another device, after a password change, or by the practice), so you left the session. Sign in again to rejoin.';
+const signedOutMessage = () => t('session.signed_out_left');
 
 function readRecord(id) {
   try {
@@ -160,12 +161,12 @@ export class CallSession extends EventTarget {
         this.deny();
       } else if (err instanceof ApiError && err.code === 'relay_unavailable') {
         // Relay-only was chosen and there is no relay: never join directly instead.
-        this.fail(err.code, 'You chose relay-only calls, and this service has no relay right now, so you were not connected. You can turn relay-only off in Settings to join with a direct connection (the other person may then learn your internet address).');
+        this.fail(err.code, t('session.no_relay'));
       } else if (err instanceof ApiError && (err.code === 'not_joinable' || err.status === 404 || err.status === 403 || err.status === 409)) {
         if (this.admitted || this.startedAt) this.finish('window_closed');
-        else this.fail(err.code, err.detail || 'This session is not open for joining now.');
+        else this.fail(err.code, err.detail || t('session.not_open'));
       } else if (err instanceof ApiError && err.status === 401) {
-        this.fail('signed_out', 'You have been signed out.');
+        this.fail('signed_out', t('session.signed_out'));
       } else {
         this.scheduleReconnect();
       }
@@ -223,20 +224,20 @@ export class CallSession extends EventTarget {
         return;
       case CLOSE.NOT_JOINABLE:
         if (this.admitted || this.startedAt) this.finish('window_closed');
-        else this.fail('not_joinable', this.lastError || 'This session is not open for joining now.');
+        else this.fail('not_joinable', this.lastError || t('session.not_open'));
         return;
       case CLOSE.REPLACED:
-        this.fail('replaced', 'You joined this session from another tab or device, so it continues there.');
+        this.fail('replaced', t('session.replaced'));
         return;
       case CLOSE.SIGNED_OUT:
         // The sign-in ended on the server: no reconnecting with it.
-        this.fail('signed_out', SIGNED_OUT_MESSAGE);
+        this.fail('signed_out', signedOutMessage());
         return;
       case CLOSE.INVALID_TOKEN:
         // Join tokens are single-use and short-lived; a fresh one usually fixes it.
         this.tokenFailures += 1;
         if (this.tokenFailures > 3) {
-          this.fail('invalid_token', 'We could not let you into the session. Please go back and try joining again.');
+          this.fail('invalid_token', t('session.invalid_token'));
           return;
         }
         break;
@@ -360,8 +361,8 @@ export class CallSession extends EventTarget {
       case 'error':
         this.lastError = msg.message;
         console.warn('signalling error', msg.code, msg.message);
-        if (msg.code === 'replaced') this.fail('replaced', 'You joined this session from another tab or device, so it continues there.');
-        else if (msg.code === 'signed_out') this.fail('signed_out', SIGNED_OUT_MESSAGE);
+        if (msg.code === 'replaced') this.fail('replaced', t('session.replaced'));
+        else if (msg.code === 'signed_out') this.fail('signed_out', signedOutMessage());
         else this.emit('server-error', { code: msg.code, message: msg.message });
         return undefined;
       default:
@@ -604,7 +605,7 @@ export class CallSession extends EventTarget {
     let delivered = 0;
     for (const link of this.peers.values()) if (link.sendChat(body)) delivered += 1;
     const me = currentUser();
-    const entry = { local: true, from: me ? me.display_name : 'You', text, at: Date.now() };
+    const entry = { local: true, from: me ? me.display_name : t('call.you'), text, at: Date.now() };
     if (!delivered) {
       entry.pending = true;
       entry.body = body;
