@@ -1335,6 +1335,22 @@ async fn scenario() {
         no_english(&client, "the pre-call check").await;
         audit(&client, &format!("a therapist's profile in {code}")).await;
     }
+    // The therapist's dashboard in German.
+    therapist
+        .goto(&format!("{base}/#/dashboard"))
+        .await
+        .unwrap();
+    wait_visible(&therapist, "#today-sessions", Duration::from_secs(20)).await;
+    choose_language(&therapist, "de").await;
+    wait_js(
+        &therapist,
+        "the dashboard in German",
+        "document.querySelector('main h1') && /^Guten/.test(document.querySelector('main h1').textContent) && !!document.querySelector('#availability-save') && !!document.querySelector('#profile-save')",
+        Duration::from_secs(20),
+    )
+    .await;
+    no_english(&therapist, "the dashboard").await;
+    audit(&therapist, "the dashboard in de").await;
     // Signed out (still in Spanish): the sign-in and registration pages.
     key_to(&client, "#signout-button", Some(ENTER)).await;
     wait_visible(&client, "#signin-email", Duration::from_secs(20)).await;

@@ -6,11 +6,12 @@
 // registry (call/session.js), not in this page: admitting someone moves to the call route and
 // the call uses the same connection.
 
+import { t } from '../lib/i18n.js';
 import { h, replace, field, select, notice, setBusy, announce } from '../lib/dom.js';
 import { api, ApiError, describeError } from '../lib/api.js';
 import { updateUser } from '../lib/auth.js';
 import { fmtTime, userTimeZone, timeZoneLabel, dayKey } from '../lib/format.js';
-import { loadVocabulary } from '../lib/vocab.js';
+import { loadVocabulary, labelFor } from '../lib/vocab.js';
 import {
   ensureSession, getSession, allSessions, onSessionsChange, leftRooms, unmarkRoomLeft,
 } from '../call/session.js';
@@ -18,9 +19,9 @@ import { fetchAll, otherSide, kindLabel, inJoinWindow } from './appointments.js'
 import { networkBadge } from '../call/nettest.js';
 
 const WEEKDAYS = [
-  { value: 'mon', label: 'Monday' }, { value: 'tue', label: 'Tuesday' }, { value: 'wed', label: 'Wednesday' },
-  { value: 'thu', label: 'Thursday' }, { value: 'fri', label: 'Friday' }, { value: 'sat', label: 'Saturday' },
-  { value: 'sun', label: 'Sunday' },
+  { value: 'mon', key: 'dash.mon' }, { value: 'tue', key: 'dash.tue' }, { value: 'wed', key: 'dash.wed' },
+  { value: 'thu', key: 'dash.thu' }, { value: 'fri', key: 'dash.fri' }, { value: 'sat', key: 'dash.sat' },
+  { value: 'sun', key: 'dash.sun' },
 ];
 
 function timeOptions(extra = [], { withMidnightEnd = false, empty } = {}) {
@@ -44,30 +45,30 @@ export async function render(ctx) {
   const tz = userTimeZone();
   const cleanups = [];
 
-  const todayBox = h('div', {}, h('p', { class: 'loading' }, 'Loading today…'));
+  const todayBox = h('div', {}, h('p', { class: 'loading' }, t('dash.loading_today')));
   const lobbyBox = h('div', {});
   const lobbyStatus = h('p', { class: 'muted', id: 'lobby-status', role: 'status' });
   const noticeStatus = h('div', { 'aria-live': 'polite' });
-  const noticeText = h('input', { type: 'text', id: 'notice-text', maxlength: 280, placeholder: 'Running five minutes late, sorry. I will be with you shortly.' });
-  const noticeSend = h('button', { type: 'submit', class: 'button', id: 'notice-send' }, 'Send to the waiting room');
+  const noticeText = h('input', { type: 'text', id: 'notice-text', maxlength: 280, placeholder: t('dash.note_placeholder') });
+  const noticeSend = h('button', { type: 'submit', class: 'button', id: 'notice-send' }, t('dash.note_send'));
   const noticeForm = h('form', { class: 'notice-form' },
-    h('div', { class: 'field' }, h('label', { for: 'notice-text' }, 'Short note for people waiting'), noticeText),
+    h('div', { class: 'field' }, h('label', { for: 'notice-text' }, t('dash.note_label')), noticeText),
     noticeStatus, h('div', { class: 'actions' }, noticeSend));
 
   const page = h('section', { class: 'page' },
-    h('h1', {}, `Good ${greeting()}, ${user.display_name}`),
-    h('p', { class: 'muted' }, `Times are shown in your time zone: ${timeZoneLabel(tz)}.`),
+    h('h1', {}, t(`dash.hello_${greeting()}`, { name: user.display_name })),
+    h('p', { class: 'muted' }, t('dash.your_zone', { zone: timeZoneLabel(tz) })),
     h('div', { class: 'dashboard-grid' },
       h('section', { class: 'card', id: 'lobby', 'aria-labelledby': 'lobby-title' },
-        h('h2', { id: 'lobby-title' }, 'Waiting room'),
+        h('h2', { id: 'lobby-title' }, t('dash.waiting_room')),
         lobbyStatus, lobbyBox,
         noticeForm),
       h('section', { class: 'card', id: 'today-sessions', 'aria-labelledby': 'today-title' },
-        h('h2', { id: 'today-title' }, 'Today'),
+        h('h2', { id: 'today-title' }, t('dash.today')),
         todayBox,
-        h('p', { class: 'small' }, h('a', { href: '#/appointments' }, 'All appointments')))),
-    h('section', { class: 'card section-gap', 'aria-labelledby': 'hours-title' }, h('h2', { id: 'hours-title' }, 'Your hours'), h('div', { id: 'availability-box' }, h('p', { class: 'loading' }, 'Loading…'))),
-    h('section', { class: 'card section-gap', 'aria-labelledby': 'profile-title' }, h('h2', { id: 'profile-title' }, 'Your public profile'), h('div', { id: 'profile-box' }, h('p', { class: 'loading' }, 'Loading…'))));
+        h('p', { class: 'small' }, h('a', { href: '#/appointments' }, t('dash.all'))))),
+    h('section', { class: 'card section-gap', 'aria-labelledby': 'hours-title' }, h('h2', { id: 'hours-title' }, t('dash.hours')), h('div', { id: 'availability-box' }, h('p', { class: 'loading' }, t('dash.loading')))),
+    h('section', { class: 'card section-gap', 'aria-labelledby': 'profile-title' }, h('h2', { id: 'profile-title' }, t('dash.profile')), h('div', { id: 'profile-box' }, h('p', { class: 'loading' }, t('dash.loading')))));
   root.append(page);
 
   // ---- today + rooms ----
@@ -98,21 +99,21 @@ export async function render(ctx) {
     const sig = JSON.stringify([shown.map((a) => [a.id, a.status, a.auto_admit, inJoinWindow(a, now), !!(getSession(a.id) && getSession(a.id).live), a.clients.filter((c) => c.turned_away).map((c) => c.id)]), cancelled]);
     if (!force && sig === todaySig) return;
     todaySig = sig;
-    const note = cancelled ? h('p', { class: 'small muted' }, `${cancelled} cancelled today.`) : null;
+    const note = cancelled ? h('p', { class: 'small muted' }, t('dash.cancelled_today', { count: cancelled })) : null;
     if (!shown.length) {
-      replace(todayBox, h('p', { class: 'muted' }, 'No sessions today.'), note);
+      replace(todayBox, h('p', { class: 'muted' }, t('dash.no_sessions')), note);
       return;
     }
     replace(todayBox, h('ul', { class: 'session-list' }, shown.map((a) => {
       const open = inJoinWindow(a, now);
-      const join = h('button', { type: 'button', class: `button small join-button ${open ? 'primary' : ''}`, disabled: !open }, open ? 'Join' : `Opens ${fmtTime(a.join_opens_at, tz)}`);
+      const join = h('button', { type: 'button', class: `button small join-button ${open ? 'primary' : ''}`, disabled: !open }, open ? t('dash.join') : t('dash.opens', { time: fmtTime(a.join_opens_at, tz) }));
       join.addEventListener('click', () => ctx.navigate(`/precall/${a.id}`));
       const auto = h('input', { type: 'checkbox', id: `auto-${a.id}`, checked: a.auto_admit });
       auto.addEventListener('change', async () => {
         try {
           const res = await api(`/appointments/${a.id}/auto-admit`, { method: 'PUT', body: { auto_admit: auto.checked } });
           a.auto_admit = res.auto_admit;
-          announce(res.auto_admit ? 'Clients will be let in without waiting.' : 'Clients will wait until you admit them.');
+          announce(res.auto_admit ? t('dash.auto_on') : t('dash.auto_off'));
         } catch (err) {
           auto.checked = !auto.checked;
           announce(describeError(err));
@@ -121,28 +122,28 @@ export async function render(ctx) {
       const live = getSession(a.id);
       // Someone turned away cannot knock again until the therapist lets them.
       const turnedAway = a.status === 'booked' ? a.clients.filter((c) => c.turned_away).map((c) => {
-        const again = h('button', { type: 'button', class: 'button small let-knock-button', dataset: { client: c.id } }, 'Let them knock again');
+        const again = h('button', { type: 'button', class: 'button small let-knock-button', dataset: { client: c.id } }, t('dash.knock_again'));
         again.addEventListener('click', async () => {
           try {
             await api(`/appointments/${a.id}/denials/${c.id}`, { method: 'DELETE' });
             c.turned_away = false;
-            announce(`${c.display_name} can knock again.`);
+            announce(t('dash.can_knock', { name: c.display_name }));
             drawToday(true);
           } catch (err) {
             announce(describeError(err));
           }
         });
-        return h('p', { class: 'small turned-away' }, `You turned ${c.display_name} away. `, again);
+        return h('p', { class: 'small turned-away' }, t('dash.turned_away', { name: c.display_name }), ' ', again);
       }) : [];
       return h('li', { class: 'session-item', dataset: { id: a.id, status: a.status } },
         h('div', {},
           h('span', { class: 'time' }, `${fmtTime(a.starts_at, tz)}–${fmtTime(a.ends_at, tz)}`), ' ',
-          h('span', {}, `${kindLabel(a)} with ${otherSide(a, user)}`), ' ',
-          a.status !== 'booked' ? h('span', { class: 'badge off' }, a.status === 'no_show' ? 'Missed' : a.status.replace('_', ' ')) : null,
-          live && live.live ? h('span', { class: 'badge' }, 'Room open') : null),
+          h('span', {}, t('appt.with', { kind: kindLabel(a), name: otherSide(a, user) })), ' ',
+          a.status !== 'booked' ? h('span', { class: 'badge off' }, a.status === 'no_show' ? t('dash.missed') : a.status === 'completed' ? t('dash.status_completed') : t('dash.status_cancelled')) : null,
+          live && live.live ? h('span', { class: 'badge' }, t('dash.room_open')) : null),
         a.status === 'booked' && now < Date.parse(a.join_closes_at)
           ? h('div', { class: 'actions' },
-            h('div', { class: 'check' }, auto, h('label', { for: `auto-${a.id}` }, 'Let in without waiting')),
+            h('div', { class: 'check' }, auto, h('label', { for: `auto-${a.id}` }, t('dash.auto_admit'))),
             join)
           : null,
         turnedAway);
@@ -170,16 +171,16 @@ export async function render(ctx) {
     const reconnecting = live.filter((s) => s.phase === 'reconnecting' || s.phase === 'connecting');
     let status;
     if (waitingCount) {
-      status = `${waitingCount === 1 ? 'Someone is' : `${waitingCount} people are`} waiting.`;
+      status = t('dash.waiting_count', { count: waitingCount });
     } else if (connected.length) {
-      status = 'No one is waiting yet. People appear here when they arrive; you can also send them a note.';
+      status = t('dash.none_waiting');
     } else if (reconnecting.length) {
-      status = 'Connecting to the waiting room…';
+      status = t('dash.connecting');
     } else {
       const next = today.find((a) => a.status === 'booked' && Date.parse(a.join_opens_at) > Date.now());
       status = next
-        ? `The waiting room of your ${fmtTime(next.starts_at, tz)} session opens at ${fmtTime(next.join_opens_at, tz)}.`
-        : 'No waiting room is open right now. Each opens a little before its session.';
+        ? t('dash.next_opens', { start: fmtTime(next.starts_at, tz), opens: fmtTime(next.join_opens_at, tz) })
+        : t('dash.none_open');
     }
     if (lobbyStatus.textContent !== status) lobbyStatus.textContent = status;
 
@@ -193,20 +194,20 @@ export async function render(ctx) {
       const a = s.appointment || today.find((x) => x.id === s.appointmentId);
       for (const w of s.lobby) {
         const name = w.display_name;
-        const admit = h('button', { type: 'button', class: 'button primary small admit-button', dataset: { participant: w.participant_id }, 'aria-label': `Admit ${name}` }, 'Admit');
-        const deny = h('button', { type: 'button', class: 'button small deny-button', dataset: { participant: w.participant_id }, 'aria-label': `Turn away ${name}` }, 'Turn away');
+        const admit = h('button', { type: 'button', class: 'button primary small admit-button', dataset: { participant: w.participant_id }, 'aria-label': t('dash.admit_label', { name }) }, t('dash.admit'));
+        const deny = h('button', { type: 'button', class: 'button small deny-button', dataset: { participant: w.participant_id }, 'aria-label': t('dash.turn_away_label', { name }) }, t('dash.turn_away'));
         admit.addEventListener('click', () => {
           if (s.admit(w.participant_id)) {
-            announce(`${name} admitted. Opening the session.`);
+            announce(t('dash.admitted', { name }));
             unmarkRoomLeft(s.appointmentId);
             ctx.navigate(`/call/${s.appointmentId}`);
           } else {
-            announce('Not connected to the waiting room right now. Please try again in a moment.');
+            announce(t('dash.not_connected'));
           }
         });
         deny.addEventListener('click', () => {
           if (s.denyClient(w.participant_id)) {
-            announce(`${name} was told you cannot see them now. They cannot knock again until you let them.`);
+            announce(t('dash.denied', { name }));
             // The denial is kept with the appointment: show it (and its undo) under Today.
             setTimeout(() => { if (ctx.alive()) loadToday(); }, 700);
           }
@@ -214,7 +215,7 @@ export async function render(ctx) {
         entries.push(h('li', { class: 'lobby-entry', dataset: { participant: w.participant_id, appointment: s.appointmentId } },
           h('div', {},
             h('span', { class: 'who' }, name),
-            h('span', { class: 'small muted' }, ` · waiting since ${fmtTime(new Date(w.since).toISOString(), tz)}${a ? ` · ${fmtTime(a.starts_at, tz)} ${kindLabel(a).toLowerCase()}` : ''}`),
+            h('span', { class: 'small muted' }, ' ', a ? t('dash.waiting_since_for', { time: fmtTime(new Date(w.since).toISOString(), tz), start: fmtTime(a.starts_at, tz), kind: kindLabel(a).toLowerCase() }) : t('dash.waiting_since', { time: fmtTime(new Date(w.since).toISOString(), tz) })),
             networkBadge(h, w.network)),
           h('div', { class: 'actions' }, admit, deny)));
       }
@@ -225,25 +226,25 @@ export async function render(ctx) {
         type: 'button',
         class: 'button small',
         onclick: () => { unmarkRoomLeft(a.id); openRooms(); },
-      }, `Reopen the waiting room of ${fmtTime(a.starts_at, tz)}`)));
+      }, t('dash.reopen', { time: fmtTime(a.starts_at, tz) }))));
   };
 
   noticeForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const text = noticeText.value.trim();
     if (!text) {
-      noticeStatus.replaceChildren(notice('warning', 'Please write a short note first.'));
+      noticeStatus.replaceChildren(notice('warning', t('dash.note_empty')));
       noticeText.focus();
       return;
     }
     const rooms = allSessions().filter((s) => s.phase === 'in-call' && s.role === 'therapist');
     const waiting = rooms.reduce((n, s) => n + s.lobby.length, 0);
     if (!rooms.length || !waiting) {
-      noticeStatus.replaceChildren(notice('info', 'No one is waiting right now, so no one would see it.'));
+      noticeStatus.replaceChildren(notice('info', t('dash.note_nobody')));
       return;
     }
     rooms.filter((s) => s.lobby.length).forEach((s) => s.sendNotice(text));
-    noticeStatus.replaceChildren(notice('success', `Sent to ${waiting === 1 ? 'the person' : `the ${waiting} people`} waiting.`));
+    noticeStatus.replaceChildren(notice('success', t('dash.note_sent', { count: waiting })));
     noticeText.value = '';
   });
 
@@ -254,7 +255,7 @@ export async function render(ctx) {
   }));
   const serverErrors = (ev) => {
     if (ev.detail && ev.detail.type === 'server-error' && ev.detail.code === 'invalid_notice') {
-      noticeStatus.replaceChildren(notice('error', 'That note could not be sent: keep it under 280 characters, on one line.'));
+      noticeStatus.replaceChildren(notice('error', t('dash.note_bad')));
     }
   };
   const watched = new Set();
@@ -307,26 +308,27 @@ async function availabilityEditor(box) {
   const exceptionRows = h('div', { id: 'exception-rows' });
   const rowControls = { weekly: [], exceptions: [] };
 
-  const tzSel = field('Time zone of your hours', select(timeZones(data.time_zone), { id: 'availability-tz', value: data.time_zone }),
-    { hint: 'Your hours stay at the same clock time in this zone, across daylight-saving changes.' });
+  const tzSel = field(t('dash.hours_zone'), select(timeZones(data.time_zone), { id: 'availability-tz', value: data.time_zone }),
+    { hint: t('dash.hours_zone_hint') });
+  tzSel.control.setAttribute('translate', 'no'); // IANA names
 
   const addWeekly = (rule = { weekday: 'mon', start: '09:00', end: '17:00' }) => {
     const controls = {
-      weekday: select(WEEKDAYS, { value: rule.weekday }),
+      weekday: select(WEEKDAYS.map((d) => ({ value: d.value, label: t(d.key) })), { value: rule.weekday }),
       start: select(timeOptions([rule.start]), { value: rule.start }),
       end: select(timeOptions([rule.end], { withMidnightEnd: true }), { value: rule.end }),
     };
     const i = rowControls.weekly.length;
-    const fDay = field('Day', controls.weekday, { id: `weekly-${i}-weekday` });
-    const fStart = field('From', controls.start, { id: `weekly-${i}-start` });
-    const fEnd = field('Until', controls.end, { id: `weekly-${i}-end` });
-    const remove = h('button', { type: 'button', class: 'button small quiet', 'aria-label': 'Remove these hours' }, 'Remove');
+    const fDay = field(t('dash.day'), controls.weekday, { id: `weekly-${i}-weekday` });
+    const fStart = field(t('dash.from'), controls.start, { id: `weekly-${i}-start` });
+    const fEnd = field(t('dash.until'), controls.end, { id: `weekly-${i}-end` });
+    const remove = h('button', { type: 'button', class: 'button small quiet', 'aria-label': t('dash.remove_hours') }, t('dash.remove'));
     const row = h('div', { class: 'rule-row' }, fDay.wrap, fStart.wrap, fEnd.wrap, remove);
     const entry = { row, controls, fields: { weekday: fDay, start: fStart, end: fEnd }, removed: false };
     remove.addEventListener('click', () => {
       entry.removed = true;
       row.remove();
-      announce('Hours removed. Save to apply.');
+      announce(t('dash.hours_removed'));
     });
     rowControls.weekly.push(entry);
     weeklyRows.append(row);
@@ -336,22 +338,22 @@ async function availabilityEditor(box) {
   const addException = (ex = { date: '', kind: 'unavailable', start: null, end: null }) => {
     const controls = {
       date: h('input', { type: 'date', value: ex.date || '' }),
-      kind: select([{ value: 'unavailable', label: 'Time off' }, { value: 'available', label: 'Extra hours' }], { value: ex.kind }),
-      start: select(timeOptions([ex.start], { empty: 'Whole day' }), { value: ex.start || '' }),
+      kind: select([{ value: 'unavailable', label: t('dash.time_off') }, { value: 'available', label: t('dash.extra') }], { value: ex.kind }),
+      start: select(timeOptions([ex.start], { empty: t('dash.whole_day') }), { value: ex.start || '' }),
       end: select(timeOptions([ex.end], { withMidnightEnd: true, empty: '—' }), { value: ex.end || '' }),
     };
     const i = rowControls.exceptions.length;
-    const fDate = field('Date', controls.date, { id: `exception-${i}-date` });
-    const fKind = field('What', controls.kind, { id: `exception-${i}-kind` });
-    const fStart = field('From', controls.start, { id: `exception-${i}-start` });
-    const fEnd = field('Until', controls.end, { id: `exception-${i}-end` });
-    const remove = h('button', { type: 'button', class: 'button small quiet', 'aria-label': 'Remove this change' }, 'Remove');
+    const fDate = field(t('dash.date'), controls.date, { id: `exception-${i}-date` });
+    const fKind = field(t('dash.what'), controls.kind, { id: `exception-${i}-kind` });
+    const fStart = field(t('dash.from'), controls.start, { id: `exception-${i}-start` });
+    const fEnd = field(t('dash.until'), controls.end, { id: `exception-${i}-end` });
+    const remove = h('button', { type: 'button', class: 'button small quiet', 'aria-label': t('dash.remove_change') }, t('dash.remove'));
     const row = h('div', { class: 'rule-row exception-row' }, fDate.wrap, fKind.wrap, fStart.wrap, fEnd.wrap, remove);
     const entry = { row, controls, fields: { date: fDate, kind: fKind, start: fStart, end: fEnd }, removed: false };
     remove.addEventListener('click', () => {
       entry.removed = true;
       row.remove();
-      announce('Change removed. Save to apply.');
+      announce(t('dash.change_removed'));
     });
     rowControls.exceptions.push(entry);
     exceptionRows.append(row);
@@ -362,22 +364,22 @@ async function availabilityEditor(box) {
   (data.exceptions || []).forEach((e) => addException(e));
 
   const num = (label, id, value, min, max, hint) => field(label, h('input', { type: 'number', id, min, max, step: 1, value: String(value ?? '') , inputmode: 'numeric' }), { hint });
-  const sessionMin = num('Session length (minutes)', 'availability-session', data.session_minutes, 15, 240, '15 to 240');
-  const consultMin = num('Free consultation length (minutes)', 'availability-consultation', data.consultation_minutes, 10, 120, '10 to 120');
-  const buffer = num('Break between appointments (minutes)', 'availability-buffer', data.buffer_minutes, 0, 120, '0 to 120');
-  const step = num('Offer a start time every (minutes)', 'availability-step', data.slot_step_minutes, 5, 240, '5 to 240');
+  const sessionMin = num(t('dash.session_len'), 'availability-session', data.session_minutes, 15, 240, t('dash.range', { min: 15, max: 240 }));
+  const consultMin = num(t('dash.consult_len'), 'availability-consultation', data.consultation_minutes, 10, 120, t('dash.range', { min: 10, max: 120 }));
+  const buffer = num(t('dash.buffer'), 'availability-buffer', data.buffer_minutes, 0, 120, t('dash.range', { min: 0, max: 120 }));
+  const step = num(t('dash.step'), 'availability-step', data.slot_step_minutes, 5, 240, t('dash.range', { min: 5, max: 240 }));
   const simple = { time_zone: tzSel, session_minutes: sessionMin, consultation_minutes: consultMin, buffer_minutes: buffer, slot_step_minutes: step };
 
-  const addWeeklyBtn = h('button', { type: 'button', class: 'button small' }, 'Add hours');
+  const addWeeklyBtn = h('button', { type: 'button', class: 'button small' }, t('dash.add_hours'));
   addWeeklyBtn.addEventListener('click', () => addWeekly().controls.weekday.focus());
-  const addExBtn = h('button', { type: 'button', class: 'button small' }, 'Add a day off or extra hours');
+  const addExBtn = h('button', { type: 'button', class: 'button small' }, t('dash.add_exception'));
   addExBtn.addEventListener('click', () => addException().controls.date.focus());
-  const save = h('button', { type: 'submit', class: 'button primary', id: 'availability-save' }, 'Save hours');
+  const save = h('button', { type: 'submit', class: 'button primary', id: 'availability-save' }, t('dash.save_hours'));
 
   const form = h('form', { id: 'availability-form', novalidate: true },
     tzSel.wrap,
-    h('fieldset', {}, h('legend', {}, 'Every week'), weeklyRows, addWeeklyBtn),
-    h('fieldset', {}, h('legend', {}, 'Days off and extra hours'), h('p', { class: 'hint' }, 'Leave "From" on "Whole day" for a whole day off.'), exceptionRows, addExBtn),
+    h('fieldset', {}, h('legend', {}, t('dash.every_week')), weeklyRows, addWeeklyBtn),
+    h('fieldset', {}, h('legend', {}, t('dash.exceptions')), h('p', { class: 'hint' }, t('dash.exceptions_hint')), exceptionRows, addExBtn),
     h('div', { class: 'inline-fields' }, sessionMin.wrap, consultMin.wrap, buffer.wrap, step.wrap),
     status,
     h('div', { class: 'actions' }, save));
@@ -406,11 +408,11 @@ async function availabilityEditor(box) {
       buffer_minutes: Number(buffer.control.value),
       slot_step_minutes: Number(step.control.value),
     };
-    setBusy(save, true, 'Saving…');
+    setBusy(save, true, t('dash.saving'));
     try {
       await api('/therapists/me/availability', { method: 'PUT', body });
-      status.replaceChildren(notice('success', 'Saved. Clients now see these hours.'));
-      announce('Your hours are saved.');
+      status.replaceChildren(notice('success', t('dash.hours_saved')));
+      announce(t('dash.hours_saved_said'));
     } catch (err) {
       if (err instanceof ApiError && err.errors.length) {
         const messages = [];
@@ -426,7 +428,7 @@ async function availabilityEditor(box) {
             simple[name].setError(message);
           }
         }
-        status.replaceChildren(notice('error', h('p', {}, 'Please check these:'), h('ul', { class: 'error-list' }, messages.map((m) => h('li', {}, m)))));
+        status.replaceChildren(notice('error', h('p', {}, t('dash.check_these')), h('ul', { class: 'error-list' }, messages.map((m) => h('li', {}, m)))));
         const first = form.querySelector('[aria-invalid="true"]');
         if (first) first.focus();
       } else {
@@ -442,7 +444,10 @@ async function availabilityEditor(box) {
 
 function describeField(name) {
   const m = /^(weekly|exceptions)\[(\d+)\](?:\.(\w+))?$/.exec(name);
-  if (m) return `${m[1] === 'weekly' ? 'Weekly hours' : 'Day off or extra hours'}, row ${Number(m[2]) + 1}${m[3] ? ` (${m[3]})` : ''}`;
+  if (m) {
+    const key = `dash.row_${m[1] === 'weekly' ? 'weekly' : 'exception'}${m[3] ? '_field' : ''}`;
+    return t(key, { row: Number(m[2]) + 1, field: m[3] || '' });
+  }
   return name.replace(/_/g, ' ');
 }
 
@@ -458,19 +463,20 @@ async function profileEditor(box, user) {
     return;
   }
   const status = h('div', { 'aria-live': 'polite' });
-  const name = field('Name shown to clients', h('input', { type: 'text', id: 'profile-name', value: profile.display_name, maxlength: 100, autocomplete: 'name' }));
-  const bio = field('About you', h('textarea', { id: 'profile-bio', rows: 6, maxlength: 5000 }), { hint: 'How you work and who you work with. Up to 5000 characters.' });
+  const name = field(t('dash.p_name'), h('input', { type: 'text', id: 'profile-name', value: profile.display_name, maxlength: 100, autocomplete: 'name' }));
+  const bio = field(t('dash.p_about'), h('textarea', { id: 'profile-bio', rows: 6, maxlength: 5000 }), { hint: t('dash.p_about_hint') });
   bio.control.value = profile.bio || '';
-  const quals = field('Qualifications', h('textarea', { id: 'profile-qualifications', rows: 3 }), { hint: 'One per line.' });
+  const quals = field(t('dash.p_quals'), h('textarea', { id: 'profile-qualifications', rows: 3 }), { hint: t('dash.p_quals_hint') });
   quals.control.value = (profile.qualifications || []).join('\n');
-  const langs = field('Languages you work in', h('input', { type: 'text', id: 'profile-languages', value: (profile.languages || []).join(', ') }), { hint: 'Language codes separated by commas, e.g. en, fr, pt-BR.' });
-  const tzSel = field('Your time zone', select(timeZones(profile.time_zone), { id: 'profile-tz', value: profile.time_zone }));
+  const langs = field(t('dash.p_langs'), h('input', { type: 'text', id: 'profile-languages', value: (profile.languages || []).join(', ') }), { hint: t('dash.p_langs_hint') });
+  const tzSel = field(t('dash.p_zone'), select(timeZones(profile.time_zone), { id: 'profile-tz', value: profile.time_zone }));
+  tzSel.control.setAttribute('translate', 'no'); // IANA names
   const free = h('input', { type: 'checkbox', id: 'profile-free', checked: profile.offers_free_consultation });
 
   const group = (legend, list, chosen, prefix) => {
-    const boxes = list.map((t) => {
-      const cb = h('input', { type: 'checkbox', id: `${prefix}-${t.slug}`, value: t.slug, checked: chosen.includes(t.slug) });
-      return { cb, el: h('div', { class: 'check' }, cb, h('label', { for: cb.id }, t.label)) };
+    const boxes = list.map((v) => {
+      const cb = h('input', { type: 'checkbox', id: `${prefix}-${v.slug}`, value: v.slug, checked: chosen.includes(v.slug) });
+      return { cb, el: h('div', { class: 'check' }, cb, h('label', { for: cb.id }, labelFor(list, v.slug))) };
     });
     const err = h('p', { class: 'field-error', hidden: true });
     const fs = h('fieldset', {}, h('legend', {}, legend), h('div', { class: 'checks' }, boxes.map((b) => b.el)), err);
@@ -480,15 +486,15 @@ async function profileEditor(box, user) {
       setError(m) { err.textContent = m || ''; err.hidden = !m; },
     };
   };
-  const specs = group('What you work with', vocab.specialisations, profile.specialisations || [], 'spec');
-  const mods = group('How you work', vocab.modalities, profile.modalities || [], 'mod');
-  const save = h('button', { type: 'submit', class: 'button primary', id: 'profile-save' }, 'Save profile');
+  const specs = group(t('dash.p_specs'), vocab.specialisations, profile.specialisations || [], 'spec');
+  const mods = group(t('dash.p_mods'), vocab.modalities, profile.modalities || [], 'mod');
+  const save = h('button', { type: 'submit', class: 'button primary', id: 'profile-save' }, t('dash.p_save'));
   const fields = { display_name: name, bio, qualifications: quals, languages: langs, time_zone: tzSel, specialisations: specs, modalities: mods };
 
   const form = h('form', { id: 'profile-form', novalidate: true },
     name.wrap, bio.wrap, quals.wrap, specs.el, mods.el, langs.wrap, tzSel.wrap,
-    h('div', { class: 'check' }, free, h('label', { for: 'profile-free' }, 'Offer a free first consultation')),
-    status, h('div', { class: 'actions' }, save, h('a', { href: `#/therapists/${user.id}`, class: 'button quiet' }, 'See my public profile')));
+    h('div', { class: 'check' }, free, h('label', { for: 'profile-free' }, t('dash.p_free'))),
+    status, h('div', { class: 'actions' }, save, h('a', { href: `#/therapists/${user.id}`, class: 'button quiet' }, t('dash.p_see'))));
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -504,19 +510,19 @@ async function profileEditor(box, user) {
       time_zone: tzSel.control.value,
       offers_free_consultation: free.checked,
     };
-    setBusy(save, true, 'Saving…');
+    setBusy(save, true, t('dash.saving'));
     try {
       const res = await api('/therapists/me', { method: 'PUT', body });
       updateUser({ display_name: res.display_name });
-      status.replaceChildren(notice('success', 'Your profile is saved.'));
-      announce('Your profile is saved.');
+      status.replaceChildren(notice('success', t('dash.p_saved')));
+      announce(t('dash.p_saved'));
     } catch (err) {
       if (err instanceof ApiError && err.errors.length) {
         for (const { field: f, message } of err.errors) {
           const key = f.replace(/\[\d+\]$/, '');
           if (fields[key]) fields[key].setError(message);
         }
-        status.replaceChildren(notice('error', 'Please check the highlighted fields.'));
+        status.replaceChildren(notice('error', t('dash.p_check')));
       } else {
         status.replaceChildren(notice('error', describeError(err)));
       }
