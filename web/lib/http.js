@@ -2,6 +2,8 @@
 // (application/problem+json) with a stable `code`; it becomes an ApiError so pages can
 // branch on `code` and show `detail` (for people) and `errors` (per field).
 
+import { t } from './i18n.js';
+
 export const API = '/api/v1';
 
 export class ApiError extends Error {
@@ -116,7 +118,7 @@ async function requestOnce(path, { method = 'GET', body, token, raw = false, sig
     throw new ApiError({
       status: 0,
       code: 'network',
-      detail: 'We could not reach Alcove. Please check your internet connection and try again.',
+      detail: t('error.offline'),
     });
   }
   if (res.ok) {
