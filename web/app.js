@@ -275,8 +275,9 @@ async function boot() {
     applyShell();
     renderNav();
     updateBanner();
-    // A live call is not torn down to change its words: they follow at the next page.
-    if (!currentRoute().path.startsWith('/call/')) render();
+    // The page is drawn again in the new words; a live call carries on underneath (its page
+    // attaches to the session, as when coming back to it from another page).
+    render();
   });
   watchServiceTrouble();
   await loadConfig();

@@ -120,6 +120,19 @@ impl Drop for Proc {
     }
 }
 
+/// A child process that leads a process group of its own: dropped, the whole group is
+/// killed (ChromeDriver and the Chromiums it started, also when the test fails half-way).
+struct ProcGroup(Child);
+
+impl Drop for ProcGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -195,9 +208,11 @@ static MIDDAY_ZONE: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new
     }
 });
 
-fn start_chromedriver() -> (Proc, u16) {
+fn start_chromedriver() -> (ProcGroup, u16) {
+    use std::os::unix::process::CommandExt as _;
     let port = free_port();
     let child = Command::new(which("chromedriver").unwrap())
+        .process_group(0)
         .arg(format!("--port={port}"))
         .env("TZ", *MIDDAY_ZONE)
         .stdout(Stdio::null())
@@ -209,7 +224,7 @@ fn start_chromedriver() -> (Proc, u16) {
         assert!(Instant::now() < deadline, "chromedriver did not listen");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (Proc(child), port)
+    (ProcGroup(child), port)
 }
 
 /// A Chromium of its own (its own profile: a separate browser context).
@@ -1116,6 +1131,26 @@ async fn scenario() {
     check_verification(&client, &therapist, code_c.as_str().unwrap()).await;
     audit(&client, "the call, live (client)").await;
     audit(&therapist, "the call, live (therapist)").await;
+    // The live call in German: the page is drawn again in its words, the call carries on.
+    choose_language(&client, "de").await;
+    wait_js(
+        &client,
+        "the call in German",
+        "!document.querySelector('#call').hidden && document.querySelector('#mute-button').textContent === 'Stumm schalten' && document.querySelector('#verification-code').textContent.trim().length > 0",
+        Duration::from_secs(20),
+    )
+    .await;
+    video_flows(&client, "client, the call in German").await;
+    no_english(&client, "the call, live").await;
+    audit(&client, "the call, live, in de").await;
+    choose_language(&client, "en").await;
+    wait_js(
+        &client,
+        "the call in English again",
+        "!document.querySelector('#call').hidden && document.querySelector('#mute-button').textContent === 'Mute'",
+        Duration::from_secs(20),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     shot(&therapist, "call.png").await;
 

@@ -65,6 +65,9 @@ export async function render(ctx) {
   const screenBtn = h('button', { type: 'button', class: 'button', id: 'screen-button', 'aria-pressed': 'false' }, t('call.share'));
   const camSwitch = select([], { id: 'camera-switch' });
   const micSwitch = select([], { id: 'mic-switch' });
+  // Device names come from the system, in its language.
+  camSwitch.setAttribute('translate', 'no');
+  micSwitch.setAttribute('translate', 'no');
   const hangup = h('button', { type: 'button', class: 'button danger', id: 'hangup-button' }, t('call.leave'));
   const endBtn = h('button', { type: 'button', class: 'button danger', id: 'end-session-button', hidden: true }, t('call.end'));
   const soundBtn = h('button', { type: 'button', class: 'button primary', id: 'sound-button', hidden: true }, t('call.sound'));
@@ -348,8 +351,9 @@ export async function render(ctx) {
       details = parts.join(', ');
     }
     quality.textContent = t('call.quality', { quality: words[q] || q });
-    quality.title = details;
-    quality.setAttribute('aria-label', details ? t('call.quality_label_details', { quality: words[q] || q, details }) : t('call.quality_label', { quality: words[q] || q }));
+    const label = details ? t('call.quality_label_details', { quality: words[q] || q, details }) : t('call.quality_label', { quality: words[q] || q });
+    quality.title = label;
+    quality.setAttribute('aria-label', label);
   };
 
   let lastView = null;
