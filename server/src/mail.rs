@@ -116,12 +116,29 @@ impl Mailer {
         };
         match sent {
             Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(MailError::Permanent("5xx")),
+            // Refused for this message (the mailbox or the message itself): for good. Any
+            // other 5xx (authentication, TLS required, a server misconfigured) is about the
+            // server, not the message: retried, and the server reported degraded.
+            Err(e) if e.is_permanent() && permanent_for_message(&e) => {
+                Err(MailError::Permanent("5xx"))
+            }
+            Err(e) if e.is_permanent() => Err(MailError::Transient("5xx from the server")),
             Err(e) if e.is_transient() => Err(MailError::Transient("4xx")),
             Err(e) if e.is_timeout() => Err(MailError::Transient("timed out")),
             Err(_) => Err(MailError::Transient("no connection")),
         }
     }
+}
+
+/// Whether a 5xx answers this message (its recipient or content: 550 to 554) rather than
+/// the conversation (530 and 535 authentication, 500 to 504 syntax).
+fn permanent_for_message(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .map(|code| {
+            let c = code.to_string();
+            matches!(c.as_str(), "550" | "551" | "552" | "553" | "554")
+        })
+        .unwrap_or(false)
 }
 
 /// What an appointment message says.
@@ -481,27 +498,18 @@ pub async fn run_outbox(state: AppState, stop: CancellationToken) {
                 continue;
             }
         };
-        let claimed = Timestamp::now() + jiff::SignedDuration::try_from(lease).unwrap_or_default();
         let mut rows = rows.into_iter();
         while let Some(row) = rows.next() {
-            // Never begin a send that could outlast the claim: another node would take
-            // the row and the message would go twice.
-            let room = claimed.duration_since(Timestamp::now());
-            let failed = if room < jiff::SignedDuration::try_from(timeout * 2).unwrap_or_default() {
-                true
-            } else {
-                deliver(&state, &mailer, &row).await
-            };
-            if failed {
-                // The server is down: leave the rest of the batch for later.
+            if deliver(&state, &mailer, &row, timeout).await {
+                // The server is down (or this claim ran short): the rest waits for later.
                 for rest in rows.by_ref() {
-                    let _ = state.db.mail_release(rest.id).await;
+                    let _ = state.db.mail_release(&rest).await;
                 }
                 break;
             }
             if stop.is_cancelled() {
                 for rest in rows.by_ref() {
-                    let _ = state.db.mail_release(rest.id).await;
+                    let _ = state.db.mail_release(&rest).await;
                 }
                 return;
             }
@@ -525,8 +533,13 @@ fn obsolete(
             AppointmentStatus::Cancelled => return Some("cancelled"),
             _ => return Some("too_late"),
         }
-        if a.starts_at != row.starts_at {
+        // A confirmation not yet sent confirms the time the appointment has now (a move
+        // updates it); a reminder or a move notice is about one start only.
+        if kind != OutboxKind::Confirmation && a.starts_at != row.starts_at {
             return Some("moved");
+        }
+        if now >= a.ends_at {
+            return Some("too_late");
         }
     }
     if !a.is_participant(row.user_id) {
@@ -538,8 +551,9 @@ fn obsolete(
     None
 }
 
-/// Handle one claimed row; true when the mail server could not be reached (stop the batch).
-async fn deliver(state: &AppState, mailer: &Mailer, row: &DueMail) -> bool {
+/// Handle one claimed row; true when the mail server could not be reached, or the claim
+/// ran short (stop the batch).
+async fn deliver(state: &AppState, mailer: &Mailer, row: &DueMail, timeout: Duration) -> bool {
     let now = Ts::now();
     let Some(kind) = OutboxKind::parse(&row.kind) else {
         drop_row(state, row, "unknown_kind", "other").await;
@@ -566,14 +580,30 @@ async fn deliver(state: &AppState, mailer: &Mailer, row: &DueMail) -> bool {
             return false;
         }
     };
+    // Never begin a send that could outlast the claim (as the database holds it): another
+    // node would take the row when it ends and the message would go twice.
+    let margin =
+        jiff::SignedDuration::try_from(timeout + Duration::from_secs(5)).unwrap_or_default();
+    if row.claimed_until.get().duration_since(Timestamp::now()) < margin {
+        let _ = state.db.mail_release(row).await;
+        return true;
+    }
     match mailer.send(message).await {
         Ok(()) => {
             state.mail_health.set(false);
             state.metrics.mail(kind.as_str(), "sent");
-            if let Err(e) = state.db.mail_sent(row, Ts::now()).await {
+            match state.db.mail_sent(row, Ts::now()).await {
+                Ok(true) => {}
+                // The claim was lost meanwhile (a stalled node): another node may send it
+                // too, with the same Message-ID.
+                Ok(false) => {
+                    tracing::warn!(mail_id = %row.id, "mail: sent after this node's claim had ended")
+                }
                 // Sent but not marked: it may go again when the claim ends (the same
                 // Message-ID). Nothing better can be done without the database.
-                tracing::error!(mail_id = %row.id, error = %e, "mail: sent but could not mark it sent");
+                Err(e) => {
+                    tracing::error!(mail_id = %row.id, error = %e, "mail: sent but could not mark it sent")
+                }
             }
             tracing::info!(mail_id = %row.id, appointment_id = %row.appointment_id, kind = kind.as_str(), "mail: sent");
             false
@@ -664,7 +694,7 @@ async fn build(
 async fn drop_row(state: &AppState, row: &DueMail, reason: &'static str, kind: &'static str) {
     state.metrics.mail(kind, "dropped");
     tracing::info!(mail_id = %row.id, appointment_id = %row.appointment_id, kind, reason, "mail: not sent");
-    if let Err(e) = state.db.mail_dropped(row.id, Ts::now(), reason).await {
+    if let Err(e) = state.db.mail_dropped(row, Ts::now(), reason).await {
         tracing::warn!(mail_id = %row.id, error = %e, "mail: could not mark a message dropped");
     }
 }
@@ -693,7 +723,7 @@ async fn retry(state: &AppState, row: &DueMail, kind: OutboxKind) {
     state.metrics.mail(kind.as_str(), "retried");
     let wait = backoff(row.attempts);
     let next = now + jiff::SignedDuration::try_from(wait).unwrap_or_default();
-    if let Err(e) = state.db.mail_retry(row.id, next.into()).await {
+    if let Err(e) = state.db.mail_retry(row, next.into()).await {
         tracing::warn!(mail_id = %row.id, error = %e, "mail: could not schedule a retry");
     }
 }

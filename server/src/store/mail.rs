@@ -172,6 +172,9 @@ pub struct DueMail {
     pub lead_seconds: Option<i64>,
     pub attempts: i32,
     pub created_at: Ts,
+    /// This node's claim, as the database holds it: every later write about the row is
+    /// conditional on it, so a node whose lease ran out cannot touch another node's claim.
+    pub claimed_until: Ts,
 }
 
 /// What a recipient's mail needs of their account.
@@ -245,7 +248,7 @@ impl Db {
                    AND sent_at IS NULL AND dropped_at IS NULL
                    AND (claimed_until IS NULL OR claimed_until <= $2)
                  RETURNING id, appointment_id, user_id, kind, starts_at, previous_starts_at,
-                           lead_seconds, attempts, created_at"
+                           lead_seconds, attempts, created_at, claimed_until"
             )))
             .bind(until)
             .bind(now)
@@ -258,18 +261,20 @@ impl Db {
 
     /// The row went out: mark it sent and, for a reminder, note in the appointment's
     /// history when and to whom (never what it said), together.
-    pub async fn mail_sent(&self, row: &DueMail, now: Ts) -> StoreResult<()> {
-        on_pool!(self, pool => {
+    pub async fn mail_sent(&self, row: &DueMail, now: Ts) -> StoreResult<bool> {
+        let marked = on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            sqlx::query(
+            let n = sqlx::query(
                 "UPDATE mail_outbox SET sent_at = $1, attempts = attempts + 1, claimed_until = NULL
-                 WHERE id = $2",
+                 WHERE id = $2 AND claimed_until = $3 AND sent_at IS NULL AND dropped_at IS NULL",
             )
             .bind(now)
             .bind(row.id)
+            .bind(row.claimed_until)
             .execute(&mut *tx)
-            .await?;
-            if row.kind == OutboxKind::Reminder.as_str() {
+            .await?
+            .rows_affected();
+            if n > 0 && row.kind == OutboxKind::Reminder.as_str() {
                 let details = serde_json::json!({
                     "participant": row.user_id,
                     "lead_seconds": row.lead_seconds,
@@ -287,46 +292,54 @@ impl Db {
                 .await?;
             }
             tx.commit().await?;
+            n > 0
         });
-        Ok(())
+        Ok(marked)
     }
 
     /// The mail server could not take the row now: try again at `next`.
-    pub async fn mail_retry(&self, id: Uuid, next: Ts) -> StoreResult<()> {
+    pub async fn mail_retry(&self, row: &DueMail, next: Ts) -> StoreResult<()> {
         on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_at = $1, claimed_until = NULL
-                 WHERE id = $2",
+                 WHERE id = $2 AND claimed_until = $3 AND sent_at IS NULL AND dropped_at IS NULL",
             )
             .bind(next)
-            .bind(id)
+            .bind(row.id)
+            .bind(row.claimed_until)
             .execute(pool)
             .await?;
         });
         Ok(())
     }
 
-    /// Give a claimed row back untried (the mail server is down; this node is stopping).
-    pub async fn mail_release(&self, id: Uuid) -> StoreResult<()> {
+    /// Give a claimed row back untried (the mail server is down; this node is stopping; too
+    /// little of the claim is left to send it).
+    pub async fn mail_release(&self, row: &DueMail) -> StoreResult<()> {
         on_pool!(self, pool => {
-            sqlx::query("UPDATE mail_outbox SET claimed_until = NULL WHERE id = $1 AND sent_at IS NULL")
-                .bind(id)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "UPDATE mail_outbox SET claimed_until = NULL
+                 WHERE id = $1 AND claimed_until = $2 AND sent_at IS NULL AND dropped_at IS NULL",
+            )
+            .bind(row.id)
+            .bind(row.claimed_until)
+            .execute(pool)
+            .await?;
         });
         Ok(())
     }
 
     /// The row will not be sent (`reason`: see the migration).
-    pub async fn mail_dropped(&self, id: Uuid, now: Ts, reason: &str) -> StoreResult<()> {
+    pub async fn mail_dropped(&self, row: &DueMail, now: Ts, reason: &str) -> StoreResult<()> {
         on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE mail_outbox SET dropped_at = $1, dropped_reason = $2, claimed_until = NULL
-                 WHERE id = $3",
+                 WHERE id = $3 AND claimed_until = $4 AND sent_at IS NULL AND dropped_at IS NULL",
             )
             .bind(now)
             .bind(reason)
-            .bind(id)
+            .bind(row.id)
+            .bind(row.claimed_until)
             .execute(pool)
             .await?;
         });

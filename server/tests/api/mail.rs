@@ -97,7 +97,14 @@ async fn a_confirmation_crosses_a_real_smtp_conversation_with_its_calendar_file(
 async fn refusals_for_now_for_good_and_no_server_are_told_apart() {
     let later = SmtpSink::start(Some("451 4.3.0 try again later")).await;
     let never = SmtpSink::start(Some("550 5.7.1 refused")).await;
-    for (url, transient) in [(later.url(), true), (never.url(), false)] {
+    // A 5xx about the server rather than the message (here, its credentials): not for
+    // good, since dropping every message for a misconfiguration would lose them all.
+    let misconfigured = SmtpSink::start(Some("535 5.7.8 authentication failed")).await;
+    for (url, transient) in [
+        (later.url(), true),
+        (never.url(), false),
+        (misconfigured.url(), true),
+    ] {
         let mailer = Mailer::new(&url, "no-reply@example.org", Duration::from_secs(5)).unwrap();
         let e = mailer
             .send(confirmation().message(mailer.from(), None).unwrap())
