@@ -195,7 +195,10 @@ fn a_bad_smtp_configuration_stops_the_start_naming_the_option() {
 /// An appointment start (on a 5-minute mark, over a minute ahead) and the reminder lead
 /// time that makes its reminder due `ahead` from now.
 fn start_and_lead(ahead: Duration) -> (Timestamp, Duration) {
-    let start = five_minute_mark_after(SignedDuration::from_secs(75));
+    // At least a minute beyond `ahead`, so the lead time is never under the 1m minimum.
+    let start = five_minute_mark_after(
+        SignedDuration::try_from(ahead).unwrap() + SignedDuration::from_secs(65),
+    );
     let until = start.duration_since(Timestamp::now());
     let lead = until - SignedDuration::try_from(ahead).unwrap();
     (start, Duration::from_secs(lead.as_secs() as u64))
