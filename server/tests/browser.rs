@@ -1060,42 +1060,25 @@ async fn scenario() {
     let pressed = |sel: &str, on: bool| {
         format!("document.querySelector('{sel}').getAttribute('aria-pressed') === '{on}'")
     };
-    key_to(&client, "#mute-button", Some(SPACE)).await;
-    wait_js(
-        &client,
-        "muted",
-        &pressed("#mute-button", true),
-        Duration::from_secs(5),
-    )
-    .await;
-    heard(&client, "the client", "Microphone muted.").await;
-    press(&client, SPACE).await;
-    wait_js(
-        &client,
-        "unmuted",
-        &pressed("#mute-button", false),
-        Duration::from_secs(5),
-    )
-    .await;
-    heard(&client, "the client", "Microphone on.").await;
-    key_to(&client, "#camera-button", Some(SPACE)).await;
-    wait_js(
-        &client,
-        "camera off",
-        &pressed("#camera-button", true),
-        Duration::from_secs(5),
-    )
-    .await;
-    heard(&client, "the client", "Camera off.").await;
-    press(&client, SPACE).await;
-    wait_js(
-        &client,
-        "camera on",
-        &pressed("#camera-button", false),
-        Duration::from_secs(5),
-    )
-    .await;
-    heard(&client, "the client", "Camera on.").await;
+    for (button, on, off) in [
+        ("#mute-button", "Microphone muted.", "Microphone on."),
+        ("#camera-button", "Camera off.", "Camera on."),
+    ] {
+        key_to(&client, button, Some(SPACE)).await;
+        for (state, words) in [(true, on), (false, off)] {
+            if !state {
+                press(&client, SPACE).await;
+            }
+            wait_js(
+                &client,
+                &format!("{button} pressed {state}"),
+                &pressed(button, state),
+                Duration::from_secs(5),
+            )
+            .await;
+            heard(&client, "the client", words).await;
+        }
+    }
     video_flows(&therapist, "therapist, the client's camera back on").await;
 
     // Chat crosses the data channel (typed, and sent with Enter).
